@@ -1,0 +1,73 @@
+//! Every API error is JSON `{"code": ..., "message": ...}` with a stable code.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::host::HostError;
+use crate::runtime::GuestFault;
+
+/// An error response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    /// Stable, machine-readable.
+    pub code: &'static str,
+    /// For humans.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with its status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 for a request the API cannot read.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(error: HostError) -> Self {
+        let status = match &error {
+            HostError::InvalidName(_) | HostError::InvalidPayload { .. } | HostError::Load(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HostError::NoHandler { .. } | HostError::NoProjection { .. } => StatusCode::NOT_FOUND,
+            HostError::Rejected { .. } | HostError::CommandIdReused { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            HostError::Conflict { .. } | HostError::RouteConflict(_) => StatusCode::CONFLICT,
+            HostError::Store(crate::store::StoreError::InvalidName(_)) => StatusCode::BAD_REQUEST,
+            HostError::Guest(GuestFault::Instantiation { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::HandlerFailed { .. }
+            | HostError::InvalidOutput { .. }
+            | HostError::Guest(_)
+            | HostError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(code = error.code(), "{error}");
+        }
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(&self)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,102 @@
+//! `cqrs-wasi`: run the host, or talk to a running one.
+
+mod client;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cqrs_wasi_host::config::Config;
+
+/// Event sourcing with handlers as WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: load components, open the store, serve the HTTP API.
+    ///
+    /// With no configuration file it serves the bank example (built by
+    /// `cargo xtask serve`) from a SQLite file under ./data on
+    /// 127.0.0.1:8080.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, short, env = "CQRS_WASI_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen on this address instead of the configured one.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Client(command) => client::run(command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    config_path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut config = match &config_path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let host = config.build_host().await.with_context(|| {
+        if config_path.is_none() {
+            "starting the example host (run `cargo xtask serve` to build the example components first)"
+        } else {
+            "starting the host"
+        }
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    axum::serve(listener, cqrs_wasi_host::api::router(host, &config.api()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,250 @@
+//! The TOML configuration of `cqrs-wasi serve`, and building a host from it.
+//!
+//! Every setting has a default, so an empty file (or none) serves the bank
+//! example from `./data` on 127.0.0.1:8080. Relative paths are relative to
+//! the working directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::api::ApiConfig;
+use crate::host::{BuildError, Host, HostError};
+use crate::runtime::RuntimeConfig;
+use crate::store::{EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError};
+
+/// Where the example bank component is built by `cargo xtask`.
+pub const EXAMPLE_COMPONENT: &str = "target/components/wasm32-wasip2/release/bank.wasm";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The event store.
+    pub store: StoreConfig,
+    /// Limits of the wasm runtime.
+    pub runtime: RuntimeSection,
+    /// Components to load at start-up.
+    pub components: Vec<ComponentConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: ApiConfig::default().max_body_bytes,
+            store: StoreConfig::default(),
+            runtime: RuntimeSection::default(),
+            components: vec![ComponentConfig {
+                name: "bank".to_owned(),
+                path: PathBuf::from(EXAMPLE_COMPONENT),
+            }],
+        }
+    }
+}
+
+/// Which event store to use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// One SQLite file (the embedded default).
+    Sqlite {
+        /// The database file; its directory is created if missing.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+        /// Fsync every acknowledged command (default true).
+        #[serde(default = "default_true")]
+        durable: bool,
+    },
+    /// Nothing survives a restart; for trying things out.
+    Memory,
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("data/events.db")
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite {
+            path: default_sqlite_path(),
+            durable: true,
+        }
+    }
+}
+
+/// The `[runtime]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Instances that may exist at once.
+    pub max_instances: u32,
+    /// Linear memory per instance, in MiB.
+    pub max_memory_mib: usize,
+    /// Wall-clock limit of one call, in milliseconds.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        let defaults = RuntimeConfig::default();
+        RuntimeSection {
+            max_instances: defaults.max_instances,
+            max_memory_mib: defaults.max_memory_bytes >> 20,
+            call_timeout_ms: u64::try_from(defaults.call_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl From<&RuntimeSection> for RuntimeConfig {
+    fn from(section: &RuntimeSection) -> Self {
+        RuntimeConfig {
+            max_instances: section.max_instances,
+            max_memory_bytes: section.max_memory_mib << 20,
+            call_timeout: Duration::from_millis(section.call_timeout_ms),
+        }
+    }
+}
+
+/// A component to load at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The name it is deployed under.
+    pub name: String,
+    /// The `.wasm` file.
+    pub path: PathBuf,
+}
+
+/// Why the host could not start from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The store's directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    StoreDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The host could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A component file could not be read.
+    #[error("cannot read component {name} from {path}: {source}")]
+    ComponentFile {
+        /// The component's name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A component was refused.
+    #[error("component {name} from {path} was refused: {source}")]
+    Component {
+        /// The component's name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: HostError,
+    },
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Settings of the HTTP API.
+    pub fn api(&self) -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// Opens the configured store.
+    pub fn open_store(&self) -> Result<Arc<dyn EventStore>, ConfigError> {
+        Ok(match &self.store {
+            StoreConfig::Memory => Arc::new(MemoryStore::new()),
+            StoreConfig::Sqlite { path, durable } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| ConfigError::StoreDirectory {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                let options = SqliteOptions {
+                    durable: *durable,
+                    ..SqliteOptions::default()
+                };
+                Arc::new(SqliteStore::open(path, options)?)
+            }
+        })
+    }
+
+    /// Builds a host over the configured store and deploys the configured
+    /// components. Fails on the first component that is refused.
+    pub async fn build_host(&self) -> Result<Host, ConfigError> {
+        let host = Host::builder()
+            .store(self.open_store()?)
+            .runtime(RuntimeConfig::from(&self.runtime))
+            .build()?;
+        for component in &self.components {
+            let bytes = tokio::fs::read(&component.path).await.map_err(|source| {
+                ConfigError::ComponentFile {
+                    name: component.name.clone(),
+                    path: component.path.clone(),
+                    source,
+                }
+            })?;
+            host.deploy(&component.name, bytes)
+                .await
+                .map_err(|source| ConfigError::Component {
+                    name: component.name.clone(),
+                    path: component.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(host)
+    }
+}

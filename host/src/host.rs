@@ -1,0 +1,364 @@
+//! The host: commands in, events out, projections on demand.
+//!
+//! [`Host`] ties the runtime, the registry and a store together and runs the
+//! flows of DESIGN.md: a command is routed to its handler, run against a
+//! pinned view of its stream, and its events appended with the expectation
+//! "exactly at the sequence the handler saw"; a projection folds a stream's
+//! events in batches. It is the library API embedders use; it knows nothing
+//! about HTTP or configuration files.
+
+mod commands;
+mod projections;
+mod stream_locks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+pub use commands::{CommandOutcome, CommandRequest};
+pub use projections::ProjectionState;
+
+use crate::model::{NameError, RecordedEvent, StreamId};
+use crate::registry::{Registry, RouteConflict};
+use crate::runtime::{
+    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError,
+};
+use crate::store::{EventStore, InstancePage, StoreError};
+
+/// Why a host operation failed. Each variant has a stable [`code`](HostError::code).
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A name in the request is malformed.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The handler refused the command's payload.
+    #[error("invalid payload for {command_type}: {message}")]
+    InvalidPayload {
+        /// The command's type.
+        command_type: String,
+        /// The handler's explanation.
+        message: String,
+    },
+    /// No live component handles that command.
+    #[error("no handler for command {command_type} on {domain}/{entity_type}")]
+    NoHandler {
+        /// The command's domain.
+        domain: String,
+        /// The command's entity type.
+        entity_type: String,
+        /// The command's type.
+        command_type: String,
+    },
+    /// No live component computes that projection.
+    #[error("no projection {projection_type} of {domain}/{entity_type}")]
+    NoProjection {
+        /// The stream's domain.
+        domain: String,
+        /// The stream's entity type.
+        entity_type: String,
+        /// The projection asked for.
+        projection_type: String,
+    },
+    /// The domain's rules refused the command; nothing was appended.
+    #[error("{message}")]
+    Rejected {
+        /// The handler's message.
+        message: String,
+    },
+    /// Other appends to the stream kept winning; the command was re-run the
+    /// configured number of times and nothing was appended.
+    #[error(
+        "stream {stream} kept changing while the command ran ({attempts} attempts); nothing was appended"
+    )]
+    Conflict {
+        /// The contested stream.
+        stream: StreamId,
+        /// How many times the handler ran.
+        attempts: u32,
+    },
+    /// The command id was already used for another command or stream.
+    #[error("command id {command_id:?} was already used for {command_type} on {stream}")]
+    CommandIdReused {
+        /// The reused id.
+        command_id: String,
+        /// The command type it was first used with.
+        command_type: String,
+        /// The stream it was first used on.
+        stream: StreamId,
+    },
+    /// The guest answered with an error of its own.
+    #[error("component {component} failed: {message}")]
+    HandlerFailed {
+        /// The component's name.
+        component: String,
+        /// What it said.
+        message: String,
+    },
+    /// The guest returned something the host cannot accept (an invalid
+    /// event type, a payload or state that is not JSON).
+    #[error("component {component} returned invalid output: {message}")]
+    InvalidOutput {
+        /// The component's name.
+        component: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The guest trapped, ran out of time or could not be instantiated.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
+    /// A component was refused at deploy.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A component claims a route another one owns.
+    #[error("component refused: {0}")]
+    RouteConflict(#[from] RouteConflict),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HostError {
+    /// A stable, machine-readable code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HostError::InvalidName(_) => "invalid_name",
+            HostError::InvalidPayload { .. } => "invalid_payload",
+            HostError::NoHandler { .. } => "no_handler",
+            HostError::NoProjection { .. } => "no_projection",
+            HostError::Rejected { .. } => "rejected",
+            HostError::Conflict { .. } => "conflict",
+            HostError::CommandIdReused { .. } => "idempotency_key_reused",
+            HostError::HandlerFailed { .. } => "handler_failed",
+            HostError::InvalidOutput { .. } => "invalid_output",
+            HostError::Guest(GuestFault::DeadlineExceeded { .. }) => "deadline_exceeded",
+            HostError::Guest(_) => "guest_fault",
+            HostError::Load(_) => "invalid_component",
+            HostError::RouteConflict(_) => "route_conflict",
+            HostError::Store(StoreError::InvalidName(_)) => "invalid_name",
+            HostError::Store(_) => "store_error",
+        }
+    }
+}
+
+/// Tuning of the command and projection flows.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// How many times a command handler runs before a conflict is reported.
+    /// Commands to one stream are serialised within a host, so re-runs are
+    /// only needed when several hosts share a store.
+    pub command_attempts: u32,
+    /// Pause before the first re-run; doubled, with jitter, for each next.
+    pub retry_backoff: Duration,
+    /// How many events one `projection.apply` call folds.
+    pub projection_batch: usize,
+    /// How many projection states are kept in memory, so that the next run
+    /// folds only the events appended since.
+    pub snapshot_capacity: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            command_attempts: 8,
+            retry_backoff: Duration::from_millis(2),
+            projection_batch: 1000,
+            snapshot_capacity: 10_000,
+        }
+    }
+}
+
+/// Assembles a [`Host`].
+#[derive(Debug, Default)]
+pub struct HostBuilder {
+    store: Option<Arc<dyn EventStore>>,
+    runtime: RuntimeConfig,
+    options: HostOptions,
+}
+
+impl HostBuilder {
+    /// The event store to use. Required.
+    pub fn store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Limits of the wasm runtime.
+    pub fn runtime(mut self, config: RuntimeConfig) -> Self {
+        self.runtime = config;
+        self
+    }
+
+    /// Tuning of the command and projection flows.
+    pub fn options(mut self, options: HostOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Builds the host. It has no components yet; [`Host::deploy`] them.
+    pub fn build(self) -> Result<Host, BuildError> {
+        let store = self.store.ok_or(BuildError::NoStore)?;
+        let runtime = Runtime::new(self.runtime)?;
+        Ok(Host {
+            inner: Arc::new(Inner {
+                snapshots: projections::SnapshotCache::new(self.options.snapshot_capacity),
+                runtime,
+                registry: Registry::new(),
+                store,
+                locks: stream_locks::StreamLocks::default(),
+                options: self.options,
+            }),
+        })
+    }
+}
+
+/// Why a host could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// [`HostBuilder::store`] was not called.
+    #[error("a host needs an event store")]
+    NoStore,
+    /// The wasm runtime could not be configured.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A running host. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runtime: Runtime,
+    registry: Registry,
+    store: Arc<dyn EventStore>,
+    snapshots: projections::SnapshotCache,
+    locks: stream_locks::StreamLocks,
+    options: HostOptions,
+}
+
+/// A live component, as [`Host::components`] lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentInfo {
+    /// The name it was deployed under.
+    pub name: String,
+    /// The content digest of the live version.
+    pub digest: String,
+    /// The commands it handles, as `Domain/EntityType/CommandType`.
+    pub commands: Vec<String>,
+    /// The projections it computes, as `Domain/EntityType/ProjectionType`.
+    pub projections: Vec<String>,
+}
+
+impl ComponentInfo {
+    fn of(component: &LoadedComponent) -> Self {
+        ComponentInfo {
+            name: component.name().to_owned(),
+            digest: component.digest().to_owned(),
+            commands: component
+                .commands()
+                .iter()
+                .map(|r| format!("{}/{}/{}", r.domain, r.entity_type, r.command_type))
+                .collect(),
+            projections: component
+                .projections()
+                .iter()
+                .map(|r| format!("{}/{}/{}", r.domain, r.entity_type, r.projection_type))
+                .collect(),
+        }
+    }
+}
+
+impl Host {
+    /// Starts assembling a host.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// Compiles and validates `bytes` as component `name` and makes it the
+    /// live version of that name. On any error the previous version keeps
+    /// serving.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<ComponentInfo, HostError> {
+        crate::model::validate_name(crate::model::NameKind::ComponentName, name)?;
+        let component = LoadedComponent::load(&self.inner.runtime, name, bytes).await?;
+        let info = ComponentInfo::of(&component);
+        self.inner.registry.install(component)?;
+        tracing::info!(component = name, digest = %info.digest, "component deployed");
+        Ok(info)
+    }
+
+    /// The live components.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        self.inner
+            .registry
+            .routes()
+            .components()
+            .map(|c| ComponentInfo::of(c))
+            .collect()
+    }
+
+    /// Runs a command: see [`CommandRequest`].
+    pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, HostError> {
+        commands::execute(&self.inner, request).await
+    }
+
+    /// The state of projection `projection_type` over `stream`, as of
+    /// sequence `as_of` (inclusive) or up to now.
+    pub async fn project(
+        &self,
+        stream: &StreamId,
+        projection_type: &str,
+        as_of: Option<u64>,
+    ) -> Result<ProjectionState, HostError> {
+        projections::project(&self.inner, stream, projection_type, as_of).await
+    }
+
+    /// Events of `stream` from sequence `from`, at most `limit`.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, HostError> {
+        Ok(self.inner.store.read_stream(stream, from, limit).await?)
+    }
+
+    /// Instance keys of `domain / entity_type`, a page at a time.
+    pub async fn list_instances(
+        &self,
+        domain: &str,
+        entity_type: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage, HostError> {
+        use crate::model::{NameKind, validate_name};
+        validate_name(NameKind::Domain, domain)?;
+        validate_name(NameKind::EntityType, entity_type)?;
+        Ok(self
+            .inner
+            .store
+            .list_instances(domain, entity_type, cursor, limit)
+            .await?)
+    }
+
+    /// The store the host appends to.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+}
+
+/// Parses guest JSON output, so that only valid JSON is ever stored or
+/// served.
+fn parse_json(component: &str, what: &str, bytes: Vec<u8>) -> Result<Box<RawValue>, HostError> {
+    String::from_utf8(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|text| RawValue::from_string(text).map_err(|e| e.to_string()))
+        .map_err(|e| HostError::InvalidOutput {
+            component: component.to_owned(),
+            message: format!("{what} is not JSON: {e}"),
+        })
+}

@@ -1,0 +1,352 @@
+//! The command flow: route, replay a known command id, run the handler on a
+//! pinned view of its stream, append what it returns right after what it
+//! saw, and re-run on conflict.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{HostError, Inner, parse_json};
+use crate::model::{
+    EventContext, Expectation, NameKind, NewEvent, RecordedEvent, StreamId, validate_name,
+};
+use crate::runtime::{GuestServices, LoadedComponent, wit};
+use crate::store::{
+    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
+    StoreError,
+};
+
+/// A command for the host to run.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    /// The stream the command addresses.
+    pub stream: StreamId,
+    /// The command's type, such as `Deposit`.
+    pub command_type: String,
+    /// The command's JSON payload.
+    pub payload: Box<RawValue>,
+    /// The idempotency key. A command id that already ran returns the
+    /// recorded outcome without running the handler again. `None`: a fresh
+    /// UUID.
+    pub command_id: Option<String>,
+    /// Context carried onto the events. The correlation id defaults to the
+    /// command id, the causation id is always the command id, and the
+    /// handler version is set by the host.
+    pub context: EventContext,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandOutcome {
+    /// The command's id (given or generated).
+    pub command_id: String,
+    /// The stream it addressed.
+    pub stream: StreamId,
+    /// The events appended, in order (possibly none).
+    pub events: Vec<AppendedEvent>,
+    /// The stream's last sequence after the command.
+    pub stream_sequence: u64,
+    /// True when this is the recorded outcome of an earlier execution of
+    /// the same command id, and nothing ran now.
+    pub replayed: bool,
+}
+
+pub(super) async fn execute(
+    inner: &Arc<Inner>,
+    request: CommandRequest,
+) -> Result<CommandOutcome, HostError> {
+    validate_name(NameKind::CommandType, &request.command_type)?;
+    let command_id = match request.command_id {
+        Some(id) => {
+            validate_name(NameKind::CommandId, &id)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let key = CommandKey {
+        command_id,
+        command_type: request.command_type,
+    };
+    let stream = request.stream;
+
+    // One command at a time per stream within this host: a handler re-run
+    // because a neighbour won the race is wasted work. Across hosts sharing
+    // a store, the expectation on append still decides.
+    let _turn = inner.locks.lock(&stream).await;
+
+    if let Some(record) = inner.store.command_record(&key.command_id).await? {
+        return replay(&stream, &key, record);
+    }
+
+    let routes = inner.registry.routes();
+    let Some(component) = routes
+        .command_handler(stream.domain(), stream.entity_type(), &key.command_type)
+        .cloned()
+    else {
+        return Err(HostError::NoHandler {
+            domain: stream.domain().to_owned(),
+            entity_type: stream.entity_type().to_owned(),
+            command_type: key.command_type,
+        });
+    };
+
+    let mut context = request.context;
+    context
+        .correlation_id
+        .get_or_insert_with(|| key.command_id.clone());
+    context.causation_id = Some(key.command_id.clone());
+    context.handler_version = Some(component.digest().to_owned());
+
+    let command = wit::Command {
+        command_type: key.command_type.clone(),
+        stream: crate::runtime::stream_to_wit(&stream),
+        payload: request.payload.get().as_bytes().to_vec(),
+        command_id: key.command_id.clone(),
+        context: crate::runtime::context_to_wit(&context),
+    };
+
+    let attempts = inner.options.command_attempts.max(1);
+    let mut backoff = inner.options.retry_backoff;
+    for attempt in 1..=attempts {
+        let seen = inner.store.stream_sequence(&stream).await?;
+        let scope = Arc::new(CommandScope {
+            inner: inner.clone(),
+            stream: stream.clone(),
+            seen,
+        });
+        let answer = component.handle(&inner.runtime, scope, &command).await?;
+        let events = match answer {
+            Ok(events) => to_new_events(&component, events)?,
+            Err(error) => return Err(refusal(inner, &stream, &key, &component, error).await?),
+        };
+        let appended = inner
+            .store
+            .append(AppendRequest {
+                stream: stream.clone(),
+                expectation: Expectation::Exact(seen),
+                events,
+                context: context.clone(),
+                command: Some(key.clone()),
+            })
+            .await;
+        match appended {
+            Ok(outcome) => return Ok(outcome_of(&key, &stream, outcome, false)),
+            Err(StoreError::Conflict { actual, .. }) => {
+                tracing::debug!(%stream, attempt, seen, actual, "append conflict; running the handler again");
+                if attempt < attempts {
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+            }
+            Err(StoreError::CommandAlreadyExecuted { record }) => {
+                return replay(&stream, &key, *record);
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(HostError::Conflict { stream, attempts })
+}
+
+/// A random duration between half of and all of `backoff`, so that hosts
+/// racing for one stream do not retry in lockstep.
+fn jitter(backoff: std::time::Duration) -> std::time::Duration {
+    backoff.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn outcome_of(
+    key: &CommandKey,
+    stream: &StreamId,
+    outcome: AppendOutcome,
+    replayed: bool,
+) -> CommandOutcome {
+    CommandOutcome {
+        command_id: key.command_id.clone(),
+        stream: stream.clone(),
+        events: outcome.events,
+        stream_sequence: outcome.stream_sequence,
+        replayed,
+    }
+}
+
+/// The answer for a command id that already ran: the recorded outcome, if
+/// it was the same command on the same stream.
+fn replay(
+    stream: &StreamId,
+    key: &CommandKey,
+    record: CommandRecord,
+) -> Result<CommandOutcome, HostError> {
+    if record.stream() != stream || record.command_type() != key.command_type {
+        return Err(HostError::CommandIdReused {
+            command_id: key.command_id.clone(),
+            command_type: record.command_type().to_owned(),
+            stream: record.stream().clone(),
+        });
+    }
+    match record {
+        CommandRecord::Appended { outcome, .. } => Ok(outcome_of(key, stream, outcome, true)),
+        CommandRecord::Rejected { message, .. } => Err(HostError::Rejected { message }),
+    }
+}
+
+/// Turns the handler's error into the host's, recording a domain refusal
+/// so that a retry of the same command id gets the same answer.
+async fn refusal(
+    inner: &Inner,
+    stream: &StreamId,
+    key: &CommandKey,
+    component: &LoadedComponent,
+    error: wit::CommandError,
+) -> Result<HostError, HostError> {
+    Ok(match error {
+        wit::CommandError::Rejected(message) => {
+            let record = inner.store.record_rejection(stream, key, &message).await?;
+            match replay(stream, key, record) {
+                Ok(outcome) => {
+                    // A concurrent execution of the same id appended first.
+                    return Err(HostError::CommandIdReused {
+                        command_id: outcome.command_id,
+                        command_type: key.command_type.clone(),
+                        stream: stream.clone(),
+                    });
+                }
+                Err(error) => error,
+            }
+        }
+        wit::CommandError::InvalidPayload(message) => HostError::InvalidPayload {
+            command_type: key.command_type.clone(),
+            message,
+        },
+        wit::CommandError::Store(error) => HostError::HandlerFailed {
+            component: component.name().to_owned(),
+            message: format!("reading the store failed: {}", store_error_message(&error)),
+        },
+        wit::CommandError::Other(message) => HostError::HandlerFailed {
+            component: component.name().to_owned(),
+            message,
+        },
+    })
+}
+
+fn store_error_message(error: &wit::StoreError) -> String {
+    match error {
+        wit::StoreError::InvalidName(m) => format!("invalid name: {m}"),
+        wit::StoreError::UnknownProjection(m) => format!("unknown projection: {m}"),
+        wit::StoreError::Denied(m) => format!("denied: {m}"),
+        wit::StoreError::Other(m) => m.clone(),
+    }
+}
+
+/// Validates what the handler returned: event type names and JSON payloads.
+fn to_new_events(
+    component: &LoadedComponent,
+    events: Vec<wit::NewEvent>,
+) -> Result<Vec<NewEvent>, HostError> {
+    events
+        .into_iter()
+        .map(|event| {
+            let payload = parse_json(component.name(), "an event payload", event.payload)?;
+            NewEvent::new(event.event_type, payload).map_err(|e| HostError::InvalidOutput {
+                component: component.name().to_owned(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// What a command handler's `event-store` import sees: every stream as the
+/// store has it, except its own stream, which is pinned at the sequence the
+/// host will append after.
+struct CommandScope {
+    inner: Arc<Inner>,
+    stream: StreamId,
+    seen: u64,
+}
+
+impl CommandScope {
+    fn pinned(&self, stream: &StreamId) -> Option<u64> {
+        (stream == &self.stream).then_some(self.seen)
+    }
+}
+
+#[async_trait::async_trait]
+impl GuestServices for CommandScope {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, wit::StoreError> {
+        let max_count = match self.pinned(stream) {
+            Some(seen) => {
+                let first = from.max(1);
+                let available = if first > seen { 0 } else { seen - first + 1 };
+                max_count.min(usize::try_from(available).unwrap_or(usize::MAX))
+            }
+            None => max_count,
+        };
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .store
+            .read_stream(stream, from, max_count)
+            .await
+            .map_err(|e| to_store_error(e.into()))
+    }
+
+    async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, wit::StoreError> {
+        match self.pinned(stream) {
+            Some(seen) => Ok(seen),
+            None => self
+                .inner
+                .store
+                .stream_sequence(stream)
+                .await
+                .map_err(|e| to_store_error(e.into())),
+        }
+    }
+
+    async fn list_instances(
+        &self,
+        domain: &str,
+        entity_type: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage, wit::StoreError> {
+        self.inner
+            .store
+            .list_instances(domain, entity_type, cursor, limit)
+            .await
+            .map_err(|e| to_store_error(e.into()))
+    }
+
+    async fn run_projection(
+        &self,
+        projection_type: &str,
+        stream: &StreamId,
+        as_of: Option<u64>,
+    ) -> Result<Vec<u8>, wit::StoreError> {
+        let as_of = match (self.pinned(stream), as_of) {
+            (Some(seen), Some(as_of)) => Some(as_of.min(seen)),
+            (Some(seen), None) => Some(seen),
+            (None, as_of) => as_of,
+        };
+        super::projections::project(&self.inner, stream, projection_type, as_of)
+            .await
+            .map(|state| state.state.get().as_bytes().to_vec())
+            .map_err(to_store_error)
+    }
+}
+
+/// How a host error looks to a guest that caused it through an import.
+fn to_store_error(error: HostError) -> wit::StoreError {
+    match error {
+        HostError::InvalidName(e) | HostError::Store(StoreError::InvalidName(e)) => {
+            wit::StoreError::InvalidName(e.to_string())
+        }
+        e @ HostError::NoProjection { .. } => wit::StoreError::UnknownProjection(e.to_string()),
+        e => wit::StoreError::Other(e.to_string()),
+    }
+}

@@ -1,0 +1,201 @@
+//! Running a projection over a stream: events in batches through one
+//! instance, starting from the newest cached state that is not past the
+//! requested sequence.
+//!
+//! Snapshots are keyed by (stream, projection, component digest), so a new
+//! component version never starts from a state an older one computed.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{HostError, Inner, parse_json};
+use crate::model::StreamId;
+use crate::runtime::{ProjectionId, event_to_wit, wit};
+
+/// A projection's state at one point of its stream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionState {
+    /// The stream it was computed over.
+    pub stream: StreamId,
+    /// The projection's name.
+    pub projection_type: String,
+    /// The sequence of the last event it reflects (0: none).
+    pub sequence: u64,
+    /// The digest of the component version that computed it.
+    pub projection_version: String,
+    /// The state (JSON).
+    pub state: Arc<RawValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SnapshotKey {
+    stream: StreamId,
+    projection_type: String,
+    digest: String,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    sequence: u64,
+    state: Arc<RawValue>,
+}
+
+/// The most recent states computed, least recently used evicted first.
+#[derive(Debug)]
+pub(super) struct SnapshotCache {
+    entries: Option<Mutex<LruCache<SnapshotKey, Snapshot>>>,
+}
+
+impl SnapshotCache {
+    /// A cache of `capacity` states; 0 turns caching off.
+    pub(super) fn new(capacity: usize) -> Self {
+        SnapshotCache {
+            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+        }
+    }
+
+    /// The newest cached state at or before `as_of`.
+    fn get(&self, key: &SnapshotKey, as_of: u64) -> Option<Snapshot> {
+        let mut entries = self
+            .entries
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|s| s.sequence <= as_of).cloned()
+    }
+
+    /// Keeps `snapshot` unless a newer one is cached already.
+    fn put(&self, key: SnapshotKey, snapshot: Snapshot) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get_mut(&key) {
+            Some(cached) if cached.sequence >= snapshot.sequence => {}
+            Some(cached) => *cached = snapshot,
+            None => {
+                entries.put(key, snapshot);
+            }
+        }
+    }
+}
+
+pub(super) async fn project(
+    inner: &Inner,
+    stream: &StreamId,
+    projection_type: &str,
+    as_of: Option<u64>,
+) -> Result<ProjectionState, HostError> {
+    let routes = inner.registry.routes();
+    let Some((component, route)) =
+        routes.projection(stream.domain(), stream.entity_type(), projection_type)
+    else {
+        return Err(HostError::NoProjection {
+            domain: stream.domain().to_owned(),
+            entity_type: stream.entity_type().to_owned(),
+            projection_type: projection_type.to_owned(),
+        });
+    };
+    let key = SnapshotKey {
+        stream: stream.clone(),
+        projection_type: projection_type.to_owned(),
+        digest: component.digest().to_owned(),
+    };
+    let as_of = as_of.unwrap_or(u64::MAX);
+    let cached = inner.snapshots.get(&key, as_of);
+    let (mut sequence, mut state) = match &cached {
+        Some(snapshot) => (snapshot.sequence, Some(snapshot.state.clone())),
+        None => (0, None),
+    };
+
+    let id = ProjectionId {
+        domain: route.domain.clone(),
+        entity_type: route.entity_type.clone(),
+        projection_type: route.projection_type.clone(),
+    };
+    let batch = inner.options.projection_batch.max(1);
+    let mut projector = None;
+    while sequence < as_of {
+        let mut events = inner.store.read_stream(stream, sequence + 1, batch).await?;
+        let complete = events.len() < batch;
+        events.retain(|e| e.sequence <= as_of);
+        let Some(last) = events.last() else { break };
+        sequence = last.sequence;
+        let declared: Vec<wit::Event> = events
+            .iter()
+            .filter(|e| route.event_types.contains(&e.event_type))
+            .map(event_to_wit)
+            .collect();
+        if !declared.is_empty() {
+            let projector = match &mut projector {
+                Some(projector) => projector,
+                None => projector.insert(component.projector(&inner.runtime).await?),
+            };
+            let folded = projector
+                .apply(&id, state.as_deref().map(|s| s.get().as_bytes()), &declared)
+                .await?
+                .map_err(|e| guest_error(component.name(), e))?;
+            state = Some(Arc::from(parse_json(
+                component.name(),
+                "the projection state",
+                folded,
+            )?));
+        }
+        if complete {
+            break;
+        }
+    }
+
+    let state = match state {
+        Some(state) => state,
+        None => {
+            // No event to fold: the projection's initial state.
+            let mut projector = match projector {
+                Some(projector) => projector,
+                None => component.projector(&inner.runtime).await?,
+            };
+            let initial = projector
+                .apply(&id, None, &[])
+                .await?
+                .map_err(|e| guest_error(component.name(), e))?;
+            Arc::from(parse_json(
+                component.name(),
+                "the projection state",
+                initial,
+            )?)
+        }
+    };
+    if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
+        inner.snapshots.put(
+            key,
+            Snapshot {
+                sequence,
+                state: state.clone(),
+            },
+        );
+    }
+    Ok(ProjectionState {
+        stream: stream.clone(),
+        projection_type: projection_type.to_owned(),
+        sequence,
+        projection_version: component.digest().to_owned(),
+        state,
+    })
+}
+
+fn guest_error(component: &str, error: wit::ProjectionError) -> HostError {
+    let message = match error {
+        wit::ProjectionError::InvalidState(m) => format!("invalid state: {m}"),
+        wit::ProjectionError::InvalidEvent(m) => format!("invalid event: {m}"),
+        wit::ProjectionError::Other(m) => m,
+    };
+    HostError::HandlerFailed {
+        component: component.to_owned(),
+        message,
+    }
+}

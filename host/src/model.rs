@@ -1,0 +1,325 @@
+//! The vocabulary every layer shares: stream identity, events, expectations.
+//!
+//! This module owns name validation, so a [`StreamId`] that exists is a valid
+//! one. It knows nothing of wasm, storage or HTTP.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The longest name (domain, entity type, instance key, type name) accepted.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Event type names that the notification subjects reserve.
+pub const RESERVED_EVENT_TYPES: [&str; 2] = ["NewEntity", "Projection"];
+
+/// Which part of an identity a name is, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// `Bank`, `Retail.Bank`.
+    Domain,
+    /// `Account`.
+    EntityType,
+    /// `acc-042`, `user@example.com`.
+    InstanceKey,
+    /// `MoneyDeposited`.
+    EventType,
+    /// `Deposit`.
+    CommandType,
+    /// `Balance`.
+    ProjectionType,
+    /// A caller-chosen command id (`Idempotency-Key`).
+    CommandId,
+    /// The name a component is deployed under.
+    ComponentName,
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameKind::Domain => "domain",
+            NameKind::EntityType => "entity type",
+            NameKind::InstanceKey => "instance key",
+            NameKind::EventType => "event type",
+            NameKind::CommandType => "command type",
+            NameKind::ProjectionType => "projection type",
+            NameKind::CommandId => "command id",
+            NameKind::ComponentName => "component name",
+        })
+    }
+}
+
+/// A name that failed validation; nothing was read or written because of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} {name:?}: {reason}")]
+pub struct NameError {
+    /// What the name was meant to be.
+    pub kind: NameKind,
+    /// The offending name, cut to a printable length.
+    pub name: String,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+/// Checks that `name` is a valid name of the given kind.
+///
+/// All names hold ASCII letters, digits, `_` and `-`, and at most
+/// [`MAX_NAME_BYTES`] bytes. A domain may also hold `.` between parts
+/// (`Retail.Bank`); an instance key and a command id may also hold `.`, `:`
+/// and `@`. Event types may not be one of [`RESERVED_EVENT_TYPES`].
+pub fn validate_name(kind: NameKind, name: &str) -> Result<(), NameError> {
+    let refuse = |reason| {
+        Err(NameError {
+            kind,
+            name: name.chars().take(2 * MAX_NAME_BYTES).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return refuse("must not be empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return refuse("longer than 128 bytes");
+    }
+    let extra: &[char] = match kind {
+        NameKind::Domain => &['.'],
+        NameKind::InstanceKey | NameKind::CommandId => &['.', ':', '@'],
+        _ => &[],
+    };
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    {
+        return refuse(match kind {
+            NameKind::Domain => "only letters, digits, '_', '-' and '.' are allowed",
+            NameKind::InstanceKey | NameKind::CommandId => {
+                "only letters, digits, '_', '-', '.', ':' and '@' are allowed"
+            }
+            _ => "only letters, digits, '_' and '-' are allowed",
+        });
+    }
+    if kind == NameKind::Domain && name.split('.').any(str::is_empty) {
+        return refuse("dots must separate non-empty parts");
+    }
+    if kind == NameKind::EventType && RESERVED_EVENT_TYPES.contains(&name) {
+        return refuse("reserved for notifications");
+    }
+    Ok(())
+}
+
+/// Identity of an event stream: `domain / entity type / instance key`.
+///
+/// Constructed only through [`StreamId::new`], so every value is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamId {
+    domain: String,
+    entity_type: String,
+    instance_key: String,
+}
+
+impl StreamId {
+    /// Validates the three parts and builds the identity.
+    pub fn new(
+        domain: impl Into<String>,
+        entity_type: impl Into<String>,
+        instance_key: impl Into<String>,
+    ) -> Result<Self, NameError> {
+        let (domain, entity_type, instance_key) =
+            (domain.into(), entity_type.into(), instance_key.into());
+        validate_name(NameKind::Domain, &domain)?;
+        validate_name(NameKind::EntityType, &entity_type)?;
+        validate_name(NameKind::InstanceKey, &instance_key)?;
+        Ok(StreamId {
+            domain,
+            entity_type,
+            instance_key,
+        })
+    }
+
+    /// `Bank` in `Bank/Account/acc-042`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `Account` in `Bank/Account/acc-042`.
+    pub fn entity_type(&self) -> &str {
+        &self.entity_type
+    }
+
+    /// `acc-042` in `Bank/Account/acc-042`.
+    pub fn instance_key(&self) -> &str {
+        &self.instance_key
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Parts {
+            domain: String,
+            entity_type: String,
+            instance_key: String,
+        }
+        let parts = Parts::deserialize(deserializer)?;
+        StreamId::new(parts.domain, parts.entity_type, parts.instance_key)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.domain, self.entity_type, self.instance_key
+        )
+    }
+}
+
+/// Who and what caused an event; carried from a command to its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventContext {
+    /// Ties together everything that one original request caused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The id of the command (or notification) that directly caused this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The user or system on whose behalf the command ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
+    /// Where the command came from (`http`, `cli`, a component name, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Free text for humans reading the stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commentary: Option<String>,
+    /// Digest of the handler component version that produced the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler_version: Option<String>,
+}
+
+/// An event to append. Its id is the idempotency key of the append.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewEvent {
+    /// Unique across the store; appending it again is a no-op.
+    pub event_id: Uuid,
+    /// A validated name, never one of [`RESERVED_EVENT_TYPES`].
+    pub event_type: String,
+    /// A JSON document.
+    pub payload: Box<RawValue>,
+}
+
+impl NewEvent {
+    /// An event with a fresh id, after validating its type name.
+    pub fn new(event_type: impl Into<String>, payload: Box<RawValue>) -> Result<Self, NameError> {
+        let event_type = event_type.into();
+        validate_name(NameKind::EventType, &event_type)?;
+        Ok(NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type,
+            payload,
+        })
+    }
+}
+
+/// An event as the store recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// Unique across the store.
+    pub event_id: Uuid,
+    /// Its type name.
+    pub event_type: String,
+    /// 1, 2, 3, ... within its stream, with no gaps.
+    pub sequence: u64,
+    /// Store-wide, increasing in commit order.
+    pub position: u64,
+    /// When the store wrote it (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub written_at: OffsetDateTime,
+    /// A JSON document.
+    pub payload: Box<RawValue>,
+    /// Who and what caused it.
+    pub context: EventContext,
+}
+
+/// What an append requires of the stream's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Expectation {
+    /// No requirement.
+    Any,
+    /// The stream has no events yet.
+    NoStream,
+    /// The stream has at least one event.
+    StreamExists,
+    /// The stream's last event has exactly this sequence (0: no events).
+    Exact(u64),
+}
+
+impl Expectation {
+    /// Whether a stream whose last sequence is `current` meets it.
+    pub fn is_met_by(self, current: u64) -> bool {
+        match self {
+            Expectation::Any => true,
+            Expectation::NoStream => current == 0,
+            Expectation::StreamExists => current > 0,
+            Expectation::Exact(expected) => current == expected,
+        }
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expectation::Any => f.write_str("any sequence"),
+            Expectation::NoStream => f.write_str("no stream"),
+            Expectation::StreamExists => f.write_str("an existing stream"),
+            Expectation::Exact(sequence) => write!(f, "sequence {sequence}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_the_design_rules() {
+        assert!(StreamId::new("Retail.Bank", "Account", "user@example.com:1").is_ok());
+        assert!(StreamId::new("Bank", "Account", "a/b").is_err());
+        assert!(StreamId::new("Bank.", "Account", "a").is_err());
+        assert!(StreamId::new("Bank", "Acc.ount", "a").is_err());
+        assert!(StreamId::new("Bank", "Account", "x".repeat(129)).is_err());
+        assert!(StreamId::new("Bank", "Account", "x".repeat(128)).is_ok());
+        assert!(StreamId::new("", "Account", "a").is_err());
+        assert!(StreamId::new("Bänk", "Account", "a").is_err());
+    }
+
+    #[test]
+    fn reserved_event_types_are_refused() {
+        let err = validate_name(NameKind::EventType, "NewEntity").unwrap_err();
+        assert_eq!(err.reason, "reserved for notifications");
+        assert!(validate_name(NameKind::EventType, "MoneyDeposited").is_ok());
+    }
+
+    #[test]
+    fn expectations() {
+        assert!(Expectation::NoStream.is_met_by(0));
+        assert!(!Expectation::NoStream.is_met_by(1));
+        assert!(Expectation::StreamExists.is_met_by(3));
+        assert!(Expectation::Exact(3).is_met_by(3));
+        assert!(!Expectation::Exact(2).is_met_by(3));
+        assert!(Expectation::Any.is_met_by(0));
+    }
+}

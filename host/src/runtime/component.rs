@@ -1,0 +1,351 @@
+//! A compiled, validated component version and the calls into it.
+//!
+//! Loading does all the checking up front, off the hot path: the bytes are a
+//! component, its imports are ones the host supplies, it exports at least one
+//! handler interface with the right types, and `describe` answers with valid
+//! names. A call then only instantiates from the pre-linked `InstancePre`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre};
+
+use super::bindings::{command_handler, projection, wit};
+use super::{CallState, GuestFault, GuestServices, Runtime, fault};
+use crate::model::{NameError, NameKind, validate_name};
+
+/// The interface names a handler component may export.
+const COMMAND_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/command-handler@0.1.0";
+const PROJECTION_EXPORT: &str = "cqrs-wasi:handlers/projection@0.1.0";
+
+/// Why a component was refused. The reason is meant for the person who
+/// built it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a WebAssembly component wasmtime can compile.
+    #[error("component {name} is not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// The component's name.
+        name: String,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// It imports something the host does not supply.
+    #[error("component {name} imports what the host cannot supply: {reason}")]
+    UnsatisfiedImports {
+        /// The component's name.
+        name: String,
+        /// What the linker said.
+        reason: String,
+    },
+    /// It exports no handler interface, or one of the wrong shape.
+    #[error("component {name} {reason}")]
+    WrongExports {
+        /// The component's name.
+        name: String,
+        /// What is missing or mistyped.
+        reason: String,
+    },
+    /// Instantiating it or calling `describe` failed.
+    #[error("component {name} failed while describing itself: {fault}")]
+    DescribeFailed {
+        /// The component's name.
+        name: String,
+        /// What went wrong.
+        fault: GuestFault,
+    },
+    /// `describe` named something invalid.
+    #[error("component {name} describes an invalid route: {error}")]
+    InvalidDescription {
+        /// The component's name.
+        name: String,
+        /// The name that failed.
+        error: NameError,
+    },
+}
+
+/// A command type a component handles.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandRoute {
+    /// `Bank`.
+    pub domain: String,
+    /// `Account`.
+    pub entity_type: String,
+    /// `Deposit`.
+    pub command_type: String,
+}
+
+/// A projection a component computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionRoute {
+    /// `Bank`.
+    pub domain: String,
+    /// `Account`.
+    pub entity_type: String,
+    /// `Balance`.
+    pub projection_type: String,
+    /// The event types it folds; the host passes it no others.
+    pub event_types: Vec<String>,
+}
+
+/// One version of a component, compiled, linked and validated.
+pub struct LoadedComponent {
+    name: Arc<str>,
+    digest: String,
+    pre: InstancePre<CallState>,
+    command_handler: Option<command_handler::GuestIndices>,
+    projection: Option<projection::GuestIndices>,
+    commands: Vec<CommandRoute>,
+    projections: Vec<ProjectionRoute>,
+}
+
+impl fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("commands", &self.commands)
+            .field("projections", &self.projections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The content digest of component bytes: `sha256:` and 64 hex digits.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl LoadedComponent {
+    /// Compiles and validates `bytes` as the component `name`.
+    pub async fn load(runtime: &Runtime, name: &str, bytes: Vec<u8>) -> Result<Self, LoadError> {
+        let digest = digest_of(&bytes);
+        let engine = runtime.engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Invalid {
+                name: name.to_owned(),
+                reason: format!("compilation did not finish: {e}"),
+            })?
+            .map_err(|e| LoadError::Invalid {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = runtime.linker.instantiate_pre(&compiled).map_err(|e| {
+            LoadError::UnsatisfiedImports {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+
+        let command_handler = command_handler::GuestIndices::new(&pre).ok();
+        let projection = projection::GuestIndices::new(&pre).ok();
+        if command_handler.is_none() && projection.is_none() {
+            let exports: Vec<String> = compiled
+                .component_type()
+                .exports(&runtime.engine)
+                .map(|(name, _)| format!("`{name}`"))
+                .collect();
+            return Err(LoadError::WrongExports {
+                name: name.to_owned(),
+                reason: format!(
+                    "exports neither `{COMMAND_HANDLER_EXPORT}` nor `{PROJECTION_EXPORT}`; it exports {}",
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        exports.join(", ")
+                    }
+                ),
+            });
+        }
+
+        let mut component = LoadedComponent {
+            name: Arc::from(name),
+            digest,
+            pre,
+            command_handler,
+            projection,
+            commands: Vec::new(),
+            projections: Vec::new(),
+        };
+        component.describe(runtime).await?;
+        Ok(component)
+    }
+
+    /// Calls every `describe` the component exports, type-checking each
+    /// export interface on the way, and records the validated routes.
+    async fn describe(&mut self, runtime: &Runtime) -> Result<(), LoadError> {
+        let name = self.name.to_string();
+        let wrong_exports = |interface: &str, e: wasmtime::Error| LoadError::WrongExports {
+            name: name.clone(),
+            reason: format!("exports `{interface}` with the wrong types: {e:#}"),
+        };
+        let describe_failed = |fault| LoadError::DescribeFailed {
+            name: name.clone(),
+            fault,
+        };
+        let invalid = |error| LoadError::InvalidDescription {
+            name: name.clone(),
+            error,
+        };
+
+        let (mut store, instance) = self
+            .instantiate(runtime, None)
+            .await
+            .map_err(describe_failed)?;
+        if let Some(indices) = &self.command_handler {
+            let guest = indices
+                .load(&mut store, &instance)
+                .map_err(|e| wrong_exports(COMMAND_HANDLER_EXPORT, e))?;
+            let described = guest
+                .call_describe(&mut store)
+                .await
+                .map_err(|e| describe_failed(self.fault(runtime, e)))?;
+            for routes in described {
+                validate_name(NameKind::Domain, &routes.domain).map_err(invalid)?;
+                validate_name(NameKind::EntityType, &routes.entity_type).map_err(invalid)?;
+                for command_type in routes.command_types {
+                    validate_name(NameKind::CommandType, &command_type).map_err(invalid)?;
+                    self.commands.push(CommandRoute {
+                        domain: routes.domain.clone(),
+                        entity_type: routes.entity_type.clone(),
+                        command_type,
+                    });
+                }
+            }
+        }
+        if let Some(indices) = &self.projection {
+            let guest = indices
+                .load(&mut store, &instance)
+                .map_err(|e| wrong_exports(PROJECTION_EXPORT, e))?;
+            let described = guest
+                .call_describe(&mut store)
+                .await
+                .map_err(|e| describe_failed(self.fault(runtime, e)))?;
+            for info in described {
+                let id = info.id;
+                validate_name(NameKind::Domain, &id.domain).map_err(invalid)?;
+                validate_name(NameKind::EntityType, &id.entity_type).map_err(invalid)?;
+                validate_name(NameKind::ProjectionType, &id.projection_type).map_err(invalid)?;
+                for event_type in &info.event_types {
+                    validate_name(NameKind::EventType, event_type).map_err(invalid)?;
+                }
+                self.projections.push(ProjectionRoute {
+                    domain: id.domain,
+                    entity_type: id.entity_type,
+                    projection_type: id.projection_type,
+                    event_types: info.event_types,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The name it was deployed under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The content digest of its bytes (`sha256:...`).
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The commands it handles.
+    pub fn commands(&self) -> &[CommandRoute] {
+        &self.commands
+    }
+
+    /// The projections it computes.
+    pub fn projections(&self) -> &[ProjectionRoute] {
+        &self.projections
+    }
+
+    async fn instantiate(
+        &self,
+        runtime: &Runtime,
+        services: Option<Arc<dyn GuestServices>>,
+    ) -> Result<(Store<CallState>, wasmtime::component::Instance), GuestFault> {
+        let mut store = runtime.new_store(&self.name, services);
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            GuestFault::Instantiation {
+                component: self.name.to_string(),
+                message: format!("{e:#}"),
+            }
+        })?;
+        Ok((store, instance))
+    }
+
+    fn fault(&self, runtime: &Runtime, error: wasmtime::Error) -> GuestFault {
+        fault(&self.name, runtime.config.call_timeout, error)
+    }
+
+    /// Runs `command-handler.handle` in a fresh instance whose `event-store`
+    /// import is served by `services`.
+    pub(crate) async fn handle(
+        &self,
+        runtime: &Runtime,
+        services: Arc<dyn GuestServices>,
+        command: &wit::Command,
+    ) -> Result<Result<Vec<wit::NewEvent>, wit::CommandError>, GuestFault> {
+        let Some(indices) = &self.command_handler else {
+            return Err(GuestFault::Instantiation {
+                component: self.name.to_string(),
+                message: "it does not export a command handler".to_owned(),
+            });
+        };
+        let (mut store, instance) = self.instantiate(runtime, Some(services)).await?;
+        let guest = indices
+            .load(&mut store, &instance)
+            .map_err(|e| self.fault(runtime, e))?;
+        guest
+            .call_handle(&mut store, command)
+            .await
+            .map_err(|e| self.fault(runtime, e))
+    }
+
+    /// A fresh instance for folding events through `projection.apply`,
+    /// batch after batch.
+    pub(crate) async fn projector(&self, runtime: &Runtime) -> Result<Projector, GuestFault> {
+        let Some(indices) = &self.projection else {
+            return Err(GuestFault::Instantiation {
+                component: self.name.to_string(),
+                message: "it does not export a projection".to_owned(),
+            });
+        };
+        let (mut store, instance) = self.instantiate(runtime, None).await?;
+        let guest = indices
+            .load(&mut store, &instance)
+            .map_err(|e| self.fault(runtime, e))?;
+        Ok(Projector {
+            store,
+            guest,
+            component: self.name.clone(),
+            timeout: runtime.config.call_timeout,
+        })
+    }
+}
+
+/// One instance of a projection component, folding batches of events.
+pub struct Projector {
+    store: Store<CallState>,
+    guest: projection::Guest,
+    component: Arc<str>,
+    timeout: std::time::Duration,
+}
+
+impl Projector {
+    /// `projection.apply`: folds `events` into `state`.
+    pub(crate) async fn apply(
+        &mut self,
+        id: &projection::ProjectionId,
+        state: Option<&[u8]>,
+        events: &[wit::Event],
+    ) -> Result<Result<Vec<u8>, wit::ProjectionError>, GuestFault> {
+        self.guest
+            .call_apply(&mut self.store, id, state, events)
+            .await
+            .map_err(|e| fault(&self.component, self.timeout, e))
+    }
+}

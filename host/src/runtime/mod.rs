@@ -1,0 +1,284 @@
+//! The wasmtime side of the host: one [`Engine`] and [`Linker`], loading and
+//! validating components, and calling their exports in fresh instances.
+//!
+//! This module narrows wasmtime to what handlers need: the component model
+//! only, async calls only, one instance per call from a pre-linked
+//! `InstancePre` out of the pooling allocator, a deadline per call enforced
+//! by epoch interruption, and a memory limit per instance. Guests get WASI
+//! clocks and random numbers, their stdout/stderr go to the log, and they
+//! see no filesystem, network, environment or arguments.
+//!
+//! It knows nothing about stores, routing or HTTP: what a guest's
+//! `event-store` import does is decided by the [`GuestServices`] the caller
+//! passes in for the call.
+
+// Generated code; its documentation is the WIT file's.
+#[allow(missing_docs)]
+mod bindings;
+mod component;
+mod convert;
+mod guest_log;
+mod imports;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::projection::ProjectionId;
+pub use bindings::wit;
+pub use component::{
+    CommandRoute, LoadError, LoadedComponent, ProjectionRoute, Projector, digest_of,
+};
+pub(crate) use convert::{context_to_wit, event_to_wit, stream_to_wit};
+
+use crate::model::{RecordedEvent, StreamId};
+use crate::store::InstancePage;
+
+/// How often the epoch advances. A guest past its deadline is stopped within
+/// one tick, and a long-running guest yields its thread once per tick.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of the runtime. Every field has a default chosen for a small
+/// server; see each field for what it costs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances that may exist at once, across all components. The pooling
+    /// allocator reserves address space (not memory) for each up front. A
+    /// command that runs a projection uses two.
+    pub max_instances: u32,
+    /// Linear memory one instance may grow to. Past it, `memory.grow` fails
+    /// and the guest's allocator typically traps: that call fails alone.
+    pub max_memory_bytes: usize,
+    /// Wall-clock time one call may run before it is stopped.
+    pub call_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: 256,
+            max_memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("could not configure the wasm runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// Why a call into a component failed without an answer from the guest.
+/// Nothing the call produced is kept.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GuestFault {
+    /// The call ran past [`RuntimeConfig::call_timeout`] and was stopped.
+    #[error("component {component} ran past its {timeout:?} deadline and was stopped")]
+    DeadlineExceeded {
+        /// The component's name.
+        component: String,
+        /// The deadline it had.
+        timeout: Duration,
+    },
+    /// The guest trapped (a panic, an out-of-bounds access, running out of
+    /// memory, ...).
+    #[error("component {component} trapped: {message}")]
+    Trapped {
+        /// The component's name.
+        component: String,
+        /// What wasmtime reported.
+        message: String,
+    },
+    /// No instance could be created.
+    #[error("component {component} could not be instantiated: {message}")]
+    Instantiation {
+        /// The component's name.
+        component: String,
+        /// What wasmtime reported.
+        message: String,
+    },
+}
+
+/// What a guest's `event-store` import can see during one call. The host
+/// decides per call: a command handler reads its stream pinned at the
+/// sequence the host will append after.
+#[async_trait::async_trait]
+pub trait GuestServices: Send + Sync {
+    /// `event-store.read-stream`.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, wit::StoreError>;
+
+    /// `event-store.stream-sequence`.
+    async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, wit::StoreError>;
+
+    /// `event-store.list-instances`.
+    async fn list_instances(
+        &self,
+        domain: &str,
+        entity_type: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage, wit::StoreError>;
+
+    /// `event-store.run-projection`: the state as JSON.
+    async fn run_projection(
+        &self,
+        projection_type: &str,
+        stream: &StreamId,
+        as_of: Option<u64>,
+    ) -> Result<Vec<u8>, wit::StoreError>;
+}
+
+/// The engine, the linker and the limits every call runs under.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker, and starts the epoch ticker (a thread
+    /// that ends when the engine is dropped).
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine =
+            Engine::new(&engine_config(&config)).map_err(|e| RuntimeError(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        bindings::cqrs_wasi::handlers::event_store::add_to_linker::<
+            CallState,
+            wasmtime::component::HasSelf<CallState>,
+        >(&mut linker, |state| state)
+        .map_err(|e| RuntimeError(e.to_string()))?;
+        spawn_epoch_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            linker,
+            config,
+        })
+    }
+
+    /// The limits calls run under.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// A store for one call, with its deadline armed.
+    fn new_store(
+        &self,
+        component: &Arc<str>,
+        services: Option<Arc<dyn GuestServices>>,
+    ) -> Store<CallState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(guest_log::GuestLog::new(component.clone(), "stdout"))
+            .stderr(guest_log::GuestLog::new(component.clone(), "stderr"));
+        let state = CallState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(self.config.max_memory_bytes)
+                .build(),
+            services,
+            deadline: Instant::now() + self.config.call_timeout,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(config.max_instances)
+        // A Rust component built for wasm32-wasip2 holds a handful of core
+        // instances (the program, WASI adapter shims) and one or two memories.
+        .total_core_instances(config.max_instances * 8)
+        .total_memories(config.max_instances * 2)
+        .total_tables(config.max_instances * 4)
+        .total_stacks(config.max_instances)
+        .max_memory_size(config.max_memory_bytes)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8);
+    let mut wasm = Config::new();
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .wasm_component_model(true);
+    wasm
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("cqrs-wasi-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
+}
+
+/// The error an epoch callback raises when a call is past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+/// Everything one call's [`Store`] holds.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: wasmtime::StoreLimits,
+    services: Option<Arc<dyn GuestServices>>,
+    deadline: Instant,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Turns a wasmtime error from a call into a [`GuestFault`].
+fn fault(component: &str, timeout: Duration, error: wasmtime::Error) -> GuestFault {
+    if error.is::<DeadlineExceeded>() {
+        GuestFault::DeadlineExceeded {
+            component: component.to_owned(),
+            timeout,
+        }
+    } else {
+        GuestFault::Trapped {
+            component: component.to_owned(),
+            message: format!("{error:#}"),
+        }
+    }
+}

@@ -1,0 +1,879 @@
+//! The one behavioural test suite every [`EventStore`] backend must pass.
+//!
+//! Each property is an `async fn` over a fresh store; [`conformance_tests!`]
+//! turns all of them into `#[tokio::test]`s for one backend, so a backend
+//! joins the suite with a single macro line. Properties only use the
+//! [`EventStore`] trait: anything backend-specific belongs in that
+//! backend's own tests.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::{
+    AppendOutcome, AppendRequest, CommandKey, CommandRecord, EventStore, InstancePage, StoreError,
+};
+use crate::model::{EventContext, Expectation, NewEvent, StreamId};
+
+/// A fresh, empty store for one test, and whatever must outlive it.
+pub(crate) struct Fixture {
+    /// The store under test. Declared first so that it is dropped first.
+    pub store: Arc<dyn EventStore>,
+    /// Kept alive until the store is gone (a temporary directory, ...).
+    #[expect(dead_code, reason = "only held, so that it is dropped after the store")]
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// Instantiates every property of the suite as a `#[tokio::test]`, each
+/// against a store made by the `async fn() -> Fixture` named `$factory`.
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        $crate::store::conformance::conformance_tests!(@each $factory;
+            expectation_any_appends_to_new_and_existing_streams,
+            expectation_no_stream_fails_once_the_stream_has_events,
+            expectation_stream_exists_fails_on_an_empty_stream,
+            expectation_exact_fails_unless_it_names_the_current_sequence,
+            conflict_writes_nothing_and_consumes_no_sequence,
+            sequences_start_at_one_and_stay_contiguous,
+            concurrent_any_appends_get_contiguous_sequences,
+            concurrent_exact_appends_have_one_winner_per_sequence,
+            empty_batch_checks_the_expectation_and_creates_no_stream,
+            retried_event_ids_return_the_original_outcome_and_write_nothing,
+            partly_reused_event_ids_are_refused,
+            event_ids_from_another_stream_are_refused,
+            event_ids_out_of_their_original_order_are_refused,
+            duplicate_event_ids_in_one_batch_are_refused,
+            reused_command_id_returns_the_original_outcome_and_writes_nothing,
+            failed_append_records_no_command,
+            empty_batch_records_its_command,
+            rejection_stands_against_later_appends_and_rejections,
+            rejection_of_an_executed_command_returns_the_append_record,
+            invalid_names_are_refused_and_nothing_is_written,
+            list_instances_pages_after_the_cursor_within_one_entity_type,
+            list_instances_with_limit_zero_resumes_where_it_began,
+            read_stream_honours_from_and_max_count,
+            unknown_stream_reads_as_empty,
+            read_all_returns_every_stream_in_position_order,
+            context_payload_and_written_at_round_trip,
+        );
+    };
+    (@each $factory:path; $($property:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $property() {
+                let fixture = $factory().await;
+                $crate::store::conformance::$property(::std::sync::Arc::clone(&fixture.store)).await;
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
+
+// ---------------------------------------------------------------- helpers
+
+pub(crate) fn stream(instance_key: &str) -> StreamId {
+    stream_of("Bank", "Account", instance_key)
+}
+
+pub(crate) fn stream_of(domain: &str, entity_type: &str, instance_key: &str) -> StreamId {
+    StreamId::new(domain, entity_type, instance_key).expect("test names are valid")
+}
+
+pub(crate) fn event(event_type: &str, payload: &str) -> NewEvent {
+    NewEvent::new(
+        event_type,
+        RawValue::from_string(payload.to_owned()).expect("test payloads are JSON"),
+    )
+    .expect("test event types are valid")
+}
+
+pub(crate) fn events(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| event("MoneyDeposited", &format!(r#"{{"amount":{n}}}"#)))
+        .collect()
+}
+
+pub(crate) fn request(
+    stream: &StreamId,
+    expectation: Expectation,
+    events: Vec<NewEvent>,
+) -> AppendRequest {
+    AppendRequest {
+        stream: stream.clone(),
+        expectation,
+        events,
+        context: EventContext::default(),
+        command: None,
+    }
+}
+
+pub(crate) fn command(command_id: &str) -> CommandKey {
+    CommandKey {
+        command_id: command_id.to_owned(),
+        command_type: "Deposit".to_owned(),
+    }
+}
+
+pub(crate) async fn append_n(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    count: usize,
+) -> AppendOutcome {
+    store
+        .append(request(stream, Expectation::Any, events(count)))
+        .await
+        .expect("unconditional append succeeds")
+}
+
+pub(crate) fn sequences(outcome: &AppendOutcome) -> Vec<u64> {
+    outcome.events.iter().map(|event| event.sequence).collect()
+}
+
+pub(crate) async fn everything(store: &dyn EventStore) -> Vec<(StreamId, u64, Uuid)> {
+    store
+        .read_all(0, usize::MAX)
+        .await
+        .expect("read_all")
+        .into_iter()
+        .map(|event| (event.stream, event.sequence, event.event_id))
+        .collect()
+}
+
+#[track_caller]
+pub(crate) fn assert_conflict(
+    result: Result<AppendOutcome, StoreError>,
+    expected_stream: &StreamId,
+    expected_expectation: Expectation,
+    expected_actual: u64,
+) {
+    match result {
+        Err(StoreError::Conflict {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(stream, *expected_stream);
+            assert_eq!(expected, expected_expectation);
+            assert_eq!(actual, expected_actual);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_event_id_reused(result: Result<AppendOutcome, StoreError>, expected: Uuid) {
+    match result {
+        Err(StoreError::EventIdReused { event_id }) => assert_eq!(event_id, expected),
+        other => panic!("expected EventIdReused({expected}), got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_already_executed(result: Result<AppendOutcome, StoreError>, expected: &CommandRecord) {
+    match result {
+        Err(StoreError::CommandAlreadyExecuted { record }) => assert_eq!(*record, *expected),
+        other => panic!("expected CommandAlreadyExecuted, got {other:?}"),
+    }
+}
+
+// ----------------------------------------------------------- expectations
+
+pub(crate) async fn expectation_any_appends_to_new_and_existing_streams(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("any");
+    let first = store
+        .append(request(&s, Expectation::Any, events(1)))
+        .await
+        .unwrap();
+    assert_eq!(first.stream_sequence, 1);
+    let second = store
+        .append(request(&s, Expectation::Any, events(2)))
+        .await
+        .unwrap();
+    assert_eq!(sequences(&second), [2, 3]);
+    assert_eq!(second.stream_sequence, 3);
+}
+
+pub(crate) async fn expectation_no_stream_fails_once_the_stream_has_events(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("no-stream");
+    let created = store
+        .append(request(&s, Expectation::NoStream, events(2)))
+        .await
+        .unwrap();
+    assert_eq!(created.stream_sequence, 2);
+    let again = store
+        .append(request(&s, Expectation::NoStream, events(1)))
+        .await;
+    assert_conflict(again, &s, Expectation::NoStream, 2);
+}
+
+pub(crate) async fn expectation_stream_exists_fails_on_an_empty_stream(store: Arc<dyn EventStore>) {
+    let s = stream("exists");
+    let refused = store
+        .append(request(&s, Expectation::StreamExists, events(1)))
+        .await;
+    assert_conflict(refused, &s, Expectation::StreamExists, 0);
+    append_n(&*store, &s, 1).await;
+    let accepted = store
+        .append(request(&s, Expectation::StreamExists, events(1)))
+        .await
+        .unwrap();
+    assert_eq!(sequences(&accepted), [2]);
+}
+
+pub(crate) async fn expectation_exact_fails_unless_it_names_the_current_sequence(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("exact");
+    assert_conflict(
+        store
+            .append(request(&s, Expectation::Exact(1), events(1)))
+            .await,
+        &s,
+        Expectation::Exact(1),
+        0,
+    );
+    let created = store
+        .append(request(&s, Expectation::Exact(0), events(2)))
+        .await
+        .unwrap();
+    assert_eq!(sequences(&created), [1, 2]);
+    for wrong in [0, 1, 3] {
+        assert_conflict(
+            store
+                .append(request(&s, Expectation::Exact(wrong), events(1)))
+                .await,
+            &s,
+            Expectation::Exact(wrong),
+            2,
+        );
+    }
+    let next = store
+        .append(request(&s, Expectation::Exact(2), events(1)))
+        .await
+        .unwrap();
+    assert_eq!(sequences(&next), [3]);
+}
+
+pub(crate) async fn conflict_writes_nothing_and_consumes_no_sequence(store: Arc<dyn EventStore>) {
+    let s = stream("conflict");
+    append_n(&*store, &s, 1).await;
+    let before = everything(&*store).await;
+    let refused = events(2);
+    let refused_ids: Vec<Uuid> = refused.iter().map(|event| event.event_id).collect();
+    assert!(
+        store
+            .append(request(&s, Expectation::Exact(5), refused))
+            .await
+            .is_err()
+    );
+    assert_eq!(everything(&*store).await, before);
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 1);
+
+    let next = append_n(&*store, &s, 1).await;
+    assert_eq!(sequences(&next), [2]);
+    // The refused events' ids were not consumed either.
+    let mut retry = events(2);
+    for (event, id) in retry.iter_mut().zip(refused_ids) {
+        event.event_id = id;
+    }
+    let landed = store
+        .append(request(&s, Expectation::Any, retry))
+        .await
+        .unwrap();
+    assert_eq!(sequences(&landed), [3, 4]);
+}
+
+pub(crate) async fn sequences_start_at_one_and_stay_contiguous(store: Arc<dyn EventStore>) {
+    let s = stream("contiguous");
+    let mut expected = 1..;
+    let mut last_position = 0;
+    for size in [1, 3, 2, 5] {
+        let outcome = append_n(&*store, &s, size).await;
+        let wanted: Vec<u64> = expected.by_ref().take(size).collect();
+        assert_eq!(sequences(&outcome), wanted);
+        assert_eq!(outcome.stream_sequence, *wanted.last().unwrap());
+        for appended in &outcome.events {
+            assert!(appended.position > last_position, "positions increase");
+            last_position = appended.position;
+        }
+    }
+    let read = store.read_stream(&s, 1, usize::MAX).await.unwrap();
+    let read_sequences: Vec<u64> = read.iter().map(|event| event.sequence).collect();
+    assert_eq!(read_sequences, (1..=11).collect::<Vec<_>>());
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 11);
+}
+
+// ------------------------------------------------------------ concurrency
+
+pub(crate) async fn concurrent_any_appends_get_contiguous_sequences(store: Arc<dyn EventStore>) {
+    let s = stream("concurrent-any");
+    let mut appends = JoinSet::new();
+    for _ in 0..32 {
+        let (store, s) = (Arc::clone(&store), s.clone());
+        appends.spawn(async move { append_n(&*store, &s, 1).await });
+    }
+    let mut landed: Vec<(u64, u64)> = appends
+        .join_all()
+        .await
+        .iter()
+        .map(|outcome| (outcome.events[0].sequence, outcome.events[0].position))
+        .collect();
+    landed.sort_unstable();
+    let landed_sequences: Vec<u64> = landed.iter().map(|&(sequence, _)| sequence).collect();
+    assert_eq!(landed_sequences, (1..=32).collect::<Vec<_>>());
+    assert!(
+        landed.windows(2).all(|pair| pair[0].1 < pair[1].1),
+        "positions increase with sequences: {landed:?}"
+    );
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 32);
+}
+
+pub(crate) async fn concurrent_exact_appends_have_one_winner_per_sequence(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("concurrent-exact");
+    for current in 0..5 {
+        let mut racers = JoinSet::new();
+        for _ in 0..8 {
+            let (store, s) = (Arc::clone(&store), s.clone());
+            racers.spawn(async move {
+                store
+                    .append(request(&s, Expectation::Exact(current), events(1)))
+                    .await
+            });
+        }
+        let mut winners = 0;
+        for result in racers.join_all().await {
+            match result {
+                Ok(outcome) => {
+                    winners += 1;
+                    assert_eq!(sequences(&outcome), [current + 1]);
+                }
+                Err(error) => {
+                    assert_conflict(Err(error), &s, Expectation::Exact(current), current + 1)
+                }
+            }
+        }
+        assert_eq!(
+            winners,
+            1,
+            "exactly one racer wins sequence {}",
+            current + 1
+        );
+    }
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 5);
+}
+
+// ------------------------------------------------------------ empty batch
+
+pub(crate) async fn empty_batch_checks_the_expectation_and_creates_no_stream(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("empty");
+    let outcome = store
+        .append(request(&s, Expectation::NoStream, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        AppendOutcome {
+            events: Vec::new(),
+            stream_sequence: 0
+        }
+    );
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 0);
+    let page = store
+        .list_instances("Bank", "Account", None, 10)
+        .await
+        .unwrap();
+    assert!(page.instance_keys.is_empty(), "{page:?}");
+
+    append_n(&*store, &s, 2).await;
+    assert_conflict(
+        store
+            .append(request(&s, Expectation::Exact(1), Vec::new()))
+            .await,
+        &s,
+        Expectation::Exact(1),
+        2,
+    );
+    let at_two = store
+        .append(request(&s, Expectation::Exact(2), Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(at_two.stream_sequence, 2);
+    assert!(at_two.events.is_empty());
+}
+
+// -------------------------------------------------------------- event ids
+
+pub(crate) async fn retried_event_ids_return_the_original_outcome_and_write_nothing(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("retry");
+    let batch = events(3);
+    let original = store
+        .append(request(&s, Expectation::NoStream, batch.clone()))
+        .await
+        .unwrap();
+    append_n(&*store, &s, 1).await;
+    let before = everything(&*store).await;
+
+    // The retry's expectation no longer holds; it is a retry all the same.
+    let retried = store
+        .append(request(&s, Expectation::NoStream, batch.clone()))
+        .await
+        .unwrap();
+    assert_eq!(retried, original);
+    // A retry of a leading part of the batch is a retry of those events.
+    let prefix = store
+        .append(request(&s, Expectation::Any, batch[..2].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(prefix.events, original.events[..2]);
+    assert_eq!(prefix.stream_sequence, 2);
+    assert_eq!(everything(&*store).await, before);
+}
+
+pub(crate) async fn partly_reused_event_ids_are_refused(store: Arc<dyn EventStore>) {
+    let s = stream("partial");
+    let batch = events(2);
+    store
+        .append(request(&s, Expectation::Any, batch.clone()))
+        .await
+        .unwrap();
+    let before = everything(&*store).await;
+    let mut mixed = events(1);
+    mixed.push(batch[1].clone());
+    let reused = batch[1].event_id;
+    assert_event_id_reused(
+        store.append(request(&s, Expectation::Any, mixed)).await,
+        reused,
+    );
+    assert_eq!(everything(&*store).await, before);
+}
+
+pub(crate) async fn event_ids_from_another_stream_are_refused(store: Arc<dyn EventStore>) {
+    let (here, there) = (stream("here"), stream("there"));
+    let batch = events(2);
+    store
+        .append(request(&here, Expectation::Any, batch.clone()))
+        .await
+        .unwrap();
+    assert_event_id_reused(
+        store
+            .append(request(&there, Expectation::Any, batch.clone()))
+            .await,
+        batch[0].event_id,
+    );
+    assert_eq!(store.stream_sequence(&there).await.unwrap(), 0);
+}
+
+pub(crate) async fn event_ids_out_of_their_original_order_are_refused(store: Arc<dyn EventStore>) {
+    let s = stream("order");
+    let batch = events(3);
+    store
+        .append(request(&s, Expectation::Any, batch.clone()))
+        .await
+        .unwrap();
+    let swapped = vec![batch[1].clone(), batch[0].clone()];
+    assert_event_id_reused(
+        store.append(request(&s, Expectation::Any, swapped)).await,
+        batch[1].event_id,
+    );
+    let gapped = vec![batch[0].clone(), batch[2].clone()];
+    assert_event_id_reused(
+        store.append(request(&s, Expectation::Any, gapped)).await,
+        batch[0].event_id,
+    );
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 3);
+}
+
+pub(crate) async fn duplicate_event_ids_in_one_batch_are_refused(store: Arc<dyn EventStore>) {
+    let s = stream("duplicates");
+    let one = event("MoneyDeposited", "{}");
+    let twice = vec![one.clone(), event("MoneyWithdrawn", "{}"), one.clone()];
+    assert_event_id_reused(
+        store.append(request(&s, Expectation::Any, twice)).await,
+        one.event_id,
+    );
+    assert!(everything(&*store).await.is_empty());
+}
+
+// ---------------------------------------------------------------- commands
+
+pub(crate) async fn reused_command_id_returns_the_original_outcome_and_writes_nothing(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("command");
+    let batch = events(2);
+    let mut first = request(&s, Expectation::NoStream, batch.clone());
+    first.command = Some(command("cmd-1"));
+    let outcome = store.append(first.clone()).await.unwrap();
+    let record = CommandRecord::Appended {
+        command_id: "cmd-1".to_owned(),
+        stream: s.clone(),
+        command_type: "Deposit".to_owned(),
+        outcome: outcome.clone(),
+    };
+    assert_eq!(
+        store.command_record("cmd-1").await.unwrap(),
+        Some(record.clone())
+    );
+    let before = everything(&*store).await;
+
+    // The command id is checked before event ids and the expectation.
+    assert_already_executed(store.append(first).await, &record);
+    let mut fresh = request(&s, Expectation::Any, events(1));
+    fresh.command = Some(command("cmd-1"));
+    assert_already_executed(store.append(fresh).await, &record);
+    assert_eq!(everything(&*store).await, before);
+}
+
+pub(crate) async fn failed_append_records_no_command(store: Arc<dyn EventStore>) {
+    let s = stream("failed-command");
+    let mut refused = request(&s, Expectation::StreamExists, events(1));
+    refused.command = Some(command("cmd-2"));
+    assert!(store.append(refused).await.is_err());
+    assert_eq!(store.command_record("cmd-2").await.unwrap(), None);
+
+    let mut accepted = request(&s, Expectation::NoStream, events(1));
+    accepted.command = Some(command("cmd-2"));
+    let outcome = store.append(accepted).await.unwrap();
+    assert_eq!(sequences(&outcome), [1]);
+}
+
+pub(crate) async fn empty_batch_records_its_command(store: Arc<dyn EventStore>) {
+    let s = stream("empty-command");
+    append_n(&*store, &s, 2).await;
+    let mut nothing = request(&s, Expectation::Exact(2), Vec::new());
+    nothing.command = Some(command("cmd-3"));
+    let outcome = store.append(nothing).await.unwrap();
+    assert_eq!(
+        outcome,
+        AppendOutcome {
+            events: Vec::new(),
+            stream_sequence: 2
+        }
+    );
+    assert_eq!(
+        store.command_record("cmd-3").await.unwrap(),
+        Some(CommandRecord::Appended {
+            command_id: "cmd-3".to_owned(),
+            stream: s,
+            command_type: "Deposit".to_owned(),
+            outcome,
+        })
+    );
+}
+
+pub(crate) async fn rejection_stands_against_later_appends_and_rejections(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("rejected");
+    let rejected = store
+        .record_rejection(&s, &command("cmd-4"), "insufficient funds")
+        .await
+        .unwrap();
+    let expected = CommandRecord::Rejected {
+        command_id: "cmd-4".to_owned(),
+        stream: s.clone(),
+        command_type: "Deposit".to_owned(),
+        message: "insufficient funds".to_owned(),
+    };
+    assert_eq!(rejected, expected);
+    assert_eq!(
+        store.command_record("cmd-4").await.unwrap(),
+        Some(expected.clone())
+    );
+
+    let again = store
+        .record_rejection(&s, &command("cmd-4"), "another reason")
+        .await
+        .unwrap();
+    assert_eq!(again, expected);
+    let mut append = request(&s, Expectation::Any, events(1));
+    append.command = Some(command("cmd-4"));
+    assert_already_executed(store.append(append).await, &expected);
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 0);
+}
+
+pub(crate) async fn rejection_of_an_executed_command_returns_the_append_record(
+    store: Arc<dyn EventStore>,
+) {
+    let s = stream("executed");
+    let mut append = request(&s, Expectation::Any, events(1));
+    append.command = Some(command("cmd-5"));
+    store.append(append).await.unwrap();
+    let stands = store
+        .record_rejection(&s, &command("cmd-5"), "too late")
+        .await
+        .unwrap();
+    assert!(
+        matches!(stands, CommandRecord::Appended { .. }),
+        "{stands:?}"
+    );
+    assert_eq!(store.command_record("cmd-5").await.unwrap(), Some(stands));
+}
+
+pub(crate) async fn invalid_names_are_refused_and_nothing_is_written(store: Arc<dyn EventStore>) {
+    let s = stream("names");
+    let mut reserved = event("MoneyDeposited", "{}");
+    reserved.event_type = "NewEntity".to_owned();
+    let result = store
+        .append(request(&s, Expectation::Any, vec![reserved]))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::InvalidName(_))),
+        "{result:?}"
+    );
+
+    let mut bad_command = request(&s, Expectation::Any, events(1));
+    bad_command.command = Some(command("no/slashes"));
+    let result = store.append(bad_command).await;
+    assert!(
+        matches!(result, Err(StoreError::InvalidName(_))),
+        "{result:?}"
+    );
+    let result = store
+        .record_rejection(&s, &command("no spaces"), "refused")
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::InvalidName(_))),
+        "{result:?}"
+    );
+
+    assert!(everything(&*store).await.is_empty());
+    assert_eq!(store.command_record("no spaces").await.unwrap(), None);
+}
+
+// ------------------------------------------------------------------ reads
+
+pub(crate) async fn list_instances_pages_after_the_cursor_within_one_entity_type(
+    store: Arc<dyn EventStore>,
+) {
+    // Inserted out of order; `B` < `a` in byte order.
+    for key in ["k5", "a", "k1", "B", "k3", "k2", "k4"] {
+        append_n(&*store, &stream(key), 1).await;
+    }
+    for other in [
+        stream_of("Bank", "Loan", "k0"),
+        stream_of("Bank", "Accounts", "k0"),
+        stream_of("Bank.Retail", "Account", "k0"),
+        stream_of("Retail", "Account", "k0"),
+    ] {
+        append_n(&*store, &other, 1).await;
+    }
+    store
+        .append(request(&stream("k0-empty"), Expectation::Any, Vec::new()))
+        .await
+        .unwrap();
+
+    let page = |keys: &[&str], next: Option<&str>| InstancePage {
+        instance_keys: keys.iter().map(|&key| key.to_owned()).collect(),
+        next_cursor: next.map(str::to_owned),
+    };
+    let first = store
+        .list_instances("Bank", "Account", None, 3)
+        .await
+        .unwrap();
+    assert_eq!(first, page(&["B", "a", "k1"], Some("k1")));
+    let second = store
+        .list_instances("Bank", "Account", first.next_cursor.as_deref(), 3)
+        .await
+        .unwrap();
+    assert_eq!(second, page(&["k2", "k3", "k4"], Some("k4")));
+    let third = store
+        .list_instances("Bank", "Account", second.next_cursor.as_deref(), 3)
+        .await
+        .unwrap();
+    assert_eq!(third, page(&["k5"], None));
+
+    // A page that is exactly full does not know it is the last: the next one
+    // is empty.
+    let exact = store
+        .list_instances("Bank", "Account", Some("k2"), 3)
+        .await
+        .unwrap();
+    assert_eq!(exact, page(&["k3", "k4", "k5"], None));
+    // The cursor need not be an existing key.
+    let between = store
+        .list_instances("Bank", "Account", Some("k25"), 1)
+        .await
+        .unwrap();
+    assert_eq!(between, page(&["k3"], Some("k3")));
+    let past = store
+        .list_instances("Bank", "Account", Some("k5"), 3)
+        .await
+        .unwrap();
+    assert_eq!(past, page(&[], None));
+    let unknown = store
+        .list_instances("Bank", "Nothing", None, 3)
+        .await
+        .unwrap();
+    assert_eq!(unknown, page(&[], None));
+}
+
+pub(crate) async fn list_instances_with_limit_zero_resumes_where_it_began(
+    store: Arc<dyn EventStore>,
+) {
+    for key in ["k1", "k2"] {
+        append_n(&*store, &stream(key), 1).await;
+    }
+    let list = |cursor: Option<&'static str>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_instances("Bank", "Account", cursor, 0)
+                .await
+                .unwrap()
+        }
+    };
+    let from_start = list(None).await;
+    assert!(from_start.instance_keys.is_empty());
+    assert_eq!(from_start.next_cursor.as_deref(), Some(""));
+    let resumed = store
+        .list_instances("Bank", "Account", Some(""), 10)
+        .await
+        .unwrap();
+    assert_eq!(resumed.instance_keys, ["k1", "k2"]);
+    assert_eq!(list(Some("k1")).await.next_cursor.as_deref(), Some("k1"));
+    assert_eq!(list(Some("k2")).await.next_cursor, None);
+}
+
+pub(crate) async fn read_stream_honours_from_and_max_count(store: Arc<dyn EventStore>) {
+    let s = stream("reads");
+    append_n(&*store, &s, 5).await;
+    append_n(&*store, &stream("other"), 2).await;
+    let read = |from: u64, max_count: usize| {
+        let (store, s) = (Arc::clone(&store), s.clone());
+        async move {
+            store
+                .read_stream(&s, from, max_count)
+                .await
+                .unwrap()
+                .iter()
+                .map(|event| event.sequence)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(read(0, 10).await, [1, 2, 3, 4, 5]);
+    assert_eq!(read(1, 10).await, [1, 2, 3, 4, 5]);
+    assert_eq!(read(3, 10).await, [3, 4, 5]);
+    assert_eq!(read(2, 2).await, [2, 3]);
+    assert_eq!(read(5, 1).await, [5]);
+    assert_eq!(read(6, 10).await, Vec::<u64>::new());
+    assert_eq!(read(1, 0).await, Vec::<u64>::new());
+    assert_eq!(read(u64::MAX, usize::MAX).await, Vec::<u64>::new());
+}
+
+pub(crate) async fn unknown_stream_reads_as_empty(store: Arc<dyn EventStore>) {
+    let s = stream("unknown");
+    assert!(store.read_stream(&s, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.stream_sequence(&s).await.unwrap(), 0);
+    assert_eq!(store.command_record("cmd-unknown").await.unwrap(), None);
+    assert!(store.read_all(0, 10).await.unwrap().is_empty());
+}
+
+pub(crate) async fn read_all_returns_every_stream_in_position_order(store: Arc<dyn EventStore>) {
+    let (a, b) = (stream("a"), stream_of("Shop", "Order", "o-1"));
+    let mut appended = Vec::new();
+    for (s, count) in [(&a, 2), (&b, 1), (&a, 1), (&b, 3)] {
+        for landed in append_n(&*store, s, count).await.events {
+            appended.push((s.clone(), landed.sequence, landed.event_id, landed.position));
+        }
+    }
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    let read: Vec<_> = all
+        .iter()
+        .map(|event| {
+            (
+                event.stream.clone(),
+                event.sequence,
+                event.event_id,
+                event.position,
+            )
+        })
+        .collect();
+    assert_eq!(read, appended);
+    assert_eq!(all[0].position, 1, "positions start at 1");
+    assert!(
+        all.windows(2)
+            .all(|pair| pair[0].position < pair[1].position)
+    );
+
+    let third = all[2].position;
+    let resumed = store.read_all(third, 2).await.unwrap();
+    let resumed_positions: Vec<u64> = resumed.iter().map(|event| event.position).collect();
+    assert_eq!(resumed_positions, [all[2].position, all[3].position]);
+    let last = all[all.len() - 1].position;
+    assert!(store.read_all(last + 1, 10).await.unwrap().is_empty());
+    assert!(store.read_all(1, 0).await.unwrap().is_empty());
+}
+
+pub(crate) async fn context_payload_and_written_at_round_trip(store: Arc<dyn EventStore>) {
+    let s = stream("round-trip");
+    let context = EventContext {
+        correlation_id: Some("corr-1".to_owned()),
+        causation_id: Some("cause-1".to_owned()),
+        who: Some("ådmin \"quoted\"".to_owned()),
+        source: Some("http".to_owned()),
+        commentary: Some("line one\nline two".to_owned()),
+        handler_version: Some("sha256:abc".to_owned()),
+    };
+    // Exact text, whitespace and key order included, comes back.
+    let payloads = [
+        r#"{ "b": 1,  "a": [1.50, "ü", null, {"nested": true}] }"#,
+        r#""just a string""#,
+        "42",
+    ];
+    let batch: Vec<NewEvent> = payloads
+        .iter()
+        .map(|payload| event("MoneyDeposited", payload))
+        .collect();
+    let before = OffsetDateTime::now_utc();
+    store
+        .append(AppendRequest {
+            context: context.clone(),
+            ..request(&s, Expectation::Any, batch.clone())
+        })
+        .await
+        .unwrap();
+    let after = OffsetDateTime::now_utc();
+    append_n(&*store, &stream("plain"), 1).await;
+
+    let read = store.read_stream(&s, 1, 10).await.unwrap();
+    assert_eq!(read.len(), 3);
+    for ((stored, sent), payload) in read.iter().zip(&batch).zip(payloads) {
+        assert_eq!(stored.stream, s);
+        assert_eq!(stored.event_id, sent.event_id);
+        assert_eq!(stored.event_type, sent.event_type);
+        assert_eq!(stored.payload.get(), payload);
+        assert_eq!(stored.context, context);
+        assert_eq!(stored.written_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(
+            stored.written_at.nanosecond() % 1_000,
+            0,
+            "kept in microseconds"
+        );
+        assert!(stored.written_at >= before - time::Duration::microseconds(1));
+        assert!(stored.written_at <= after);
+    }
+    let plain = store.read_stream(&stream("plain"), 1, 1).await.unwrap();
+    assert_eq!(plain[0].context, EventContext::default());
+    // read_all sees exactly what read_stream sees.
+    let all = store.read_all(0, 3).await.unwrap();
+    for (one, other) in all.iter().zip(&read) {
+        assert_eq!(one.payload.get(), other.payload.get());
+        assert_eq!(one.context, other.context);
+        assert_eq!(one.written_at, other.written_at);
+    }
+}

@@ -1,0 +1,260 @@
+//! Event storage: the [`EventStore`] contract and its backends.
+//!
+//! A store appends batches of events atomically under an [`Expectation`],
+//! numbers them without gaps, deduplicates by event id, remembers the outcome
+//! of every command id, and serves reads by stream, by entity type and by
+//! store-wide position. It knows nothing about wasm, handlers or HTTP, and it
+//! never decides what to append: the host hands it finished batches.
+
+#[cfg(test)]
+mod conformance;
+mod memory;
+mod rules;
+mod sqlite;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+use crate::model::{EventContext, Expectation, NameError, NewEvent, RecordedEvent, StreamId};
+
+/// A batch of events for one stream, appended all or nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// Where the events go.
+    pub stream: StreamId,
+    /// What the stream's current sequence must be for the append to happen.
+    pub expectation: Expectation,
+    /// The events, in order. May be empty (then only the command id, if any,
+    /// is recorded).
+    pub events: Vec<NewEvent>,
+    /// Context stored with every event of the batch.
+    pub context: EventContext,
+    /// The command that produced the batch. Recorded in the same transaction,
+    /// so that [`EventStore::command_record`] can replay the outcome.
+    pub command: Option<CommandKey>,
+}
+
+/// Identifies one execution of a command, for idempotency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandKey {
+    /// Caller-chosen or generated; unique across the store.
+    pub command_id: String,
+    /// The command's type name, so that a reused id for a different command
+    /// can be told apart from a retry.
+    pub command_type: String,
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendedEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: String,
+    /// Its sequence within the stream.
+    pub sequence: u64,
+    /// Its store-wide position.
+    pub position: u64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendOutcome {
+    /// The events of the batch, in order.
+    pub events: Vec<AppendedEvent>,
+    /// The stream's last sequence after the append.
+    pub stream_sequence: u64,
+}
+
+/// What a store remembers about a command id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
+pub enum CommandRecord {
+    /// The command ran and its events (maybe none) were appended.
+    Appended {
+        /// The command's id.
+        command_id: String,
+        /// The stream the command addressed.
+        stream: StreamId,
+        /// The command's type.
+        command_type: String,
+        /// What the append returned.
+        outcome: AppendOutcome,
+    },
+    /// The command was refused by the domain; nothing was appended.
+    Rejected {
+        /// The command's id.
+        command_id: String,
+        /// The stream the command addressed.
+        stream: StreamId,
+        /// The command's type.
+        command_type: String,
+        /// The handler's message.
+        message: String,
+    },
+}
+
+impl CommandRecord {
+    /// The recorded command's id.
+    pub fn command_id(&self) -> &str {
+        match self {
+            CommandRecord::Appended { command_id, .. }
+            | CommandRecord::Rejected { command_id, .. } => command_id,
+        }
+    }
+
+    /// The stream the recorded command addressed.
+    pub fn stream(&self) -> &StreamId {
+        match self {
+            CommandRecord::Appended { stream, .. } | CommandRecord::Rejected { stream, .. } => {
+                stream
+            }
+        }
+    }
+
+    /// The recorded command's type.
+    pub fn command_type(&self) -> &str {
+        match self {
+            CommandRecord::Appended { command_type, .. }
+            | CommandRecord::Rejected { command_type, .. } => command_type,
+        }
+    }
+}
+
+/// One page of instance keys of an entity type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancePage {
+    /// Instance keys in ascending byte order.
+    pub instance_keys: Vec<String>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Why a store operation failed. A failed append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The expectation was not met; nothing was written and no sequence
+    /// number was consumed.
+    #[error(
+        "conflict on stream {stream}: expected {expected}, but the stream is at sequence {actual}"
+    )]
+    Conflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the append expected.
+        expected: Expectation,
+        /// The stream's actual last sequence.
+        actual: u64,
+    },
+    /// Some, but not all, of a batch's event ids were appended before, or
+    /// they were appended to another stream: not a retry of that append.
+    #[error("event id {event_id} was already appended by a different append")]
+    EventIdReused {
+        /// The first id of the batch that was seen before.
+        event_id: Uuid,
+    },
+    /// The batch's command id was already executed: nothing was written, and
+    /// the record says what the earlier execution did.
+    #[error("command id {:?} was already executed", record.command_id())]
+    CommandAlreadyExecuted {
+        /// What the store recorded for the id.
+        record: Box<CommandRecord>,
+    },
+    /// A name did not validate.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The store's schema was written by a newer host.
+    #[error(
+        "the store's schema is version {found}, but this host knows versions up to {supported}; upgrade the host"
+    )]
+    SchemaTooNew {
+        /// The version found in the store.
+        found: u32,
+        /// The newest version this host can use.
+        supported: u32,
+    },
+    /// The backend failed (I/O, corruption, lost connection, ...).
+    #[error("storage failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend's own error.
+    pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(error.into())
+    }
+}
+
+/// The event store contract every backend fulfils.
+///
+/// All methods are safe to call concurrently. Implementations must make every
+/// acknowledged append durable to the degree their kind promises (SQLite:
+/// fsynced before `append` returns).
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug {
+    /// Appends a batch atomically.
+    ///
+    /// - Fails with [`StoreError::Conflict`] when `expectation` is not met.
+    /// - When every event id of the batch was already appended, in the same
+    ///   order to the same stream, returns that append's outcome and writes
+    ///   nothing; when only some were, fails with
+    ///   [`StoreError::EventIdReused`].
+    /// - When `command` names an id already recorded (by an append or a
+    ///   rejection), writes nothing and fails with
+    ///   [`StoreError::CommandAlreadyExecuted`] carrying the record.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Records that a command was refused, so that a retry with the same id
+    /// gets the same answer. Returns the record that stands: the new one, or
+    /// the one a concurrent execution of the same id recorded first.
+    async fn record_rejection(
+        &self,
+        stream: &StreamId,
+        command: &CommandKey,
+        message: &str,
+    ) -> Result<CommandRecord, StoreError>;
+
+    /// What was recorded for a command id, if anything.
+    async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+
+    /// Events of `stream` with sequence `>= from`, at most `max_count`, in
+    /// sequence order.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The last sequence of `stream`; 0 if it has no events.
+    async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, StoreError>;
+
+    /// Instance keys of streams of `domain / entity_type` that have at least
+    /// one event, ascending, starting after `cursor`.
+    async fn list_instances(
+        &self,
+        domain: &str,
+        entity_type: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage, StoreError>;
+
+    /// Events of every stream with position `>= from`, at most `max_count`,
+    /// in position order. A reader that resumes from the position after the
+    /// last event it saw never misses one.
+    async fn read_all(&self, from: u64, max_count: usize)
+    -> Result<Vec<RecordedEvent>, StoreError>;
+}

@@ -1,0 +1,143 @@
+//! What a command handler can read while it decides: its stream, as of the
+//! moment the host started the call.
+//!
+//! Inside a component the reads go to the host's `event-store` import; in a
+//! native unit test they come from a history the test supplies. Handler code
+//! is the same in both.
+
+use serde::Serialize;
+
+use crate::{EventContext, Projection, RecordedEvent, StoreError, StreamId};
+
+/// How many events one `read-stream` call asks the host for.
+#[cfg(target_arch = "wasm32")]
+const READ_PAGE: u32 = 1024;
+
+/// The command being handled and read access to its stream.
+#[derive(Debug)]
+pub struct CommandContext {
+    stream: StreamId,
+    command_id: String,
+    context: EventContext,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Reads go to the host; it pins them to the sequence it saw when the
+    /// call started.
+    #[cfg(target_arch = "wasm32")]
+    Host,
+    /// A supplied history, for native tests.
+    History(Vec<RecordedEvent>),
+}
+
+impl CommandContext {
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn from_host(stream: StreamId, command_id: String, context: EventContext) -> Self {
+        CommandContext {
+            stream,
+            command_id,
+            context,
+            source: Source::Host,
+        }
+    }
+
+    /// A context whose stream holds `events` (sequences 1, 2, ...), for
+    /// testing handlers natively.
+    pub fn with_history<E: Serialize>(
+        domain: &str,
+        entity_type: &str,
+        instance_key: &str,
+        events: &[E],
+    ) -> serde_json::Result<Self> {
+        let stream = StreamId::new(domain, entity_type, instance_key);
+        let history = events
+            .iter()
+            .zip(1..)
+            .map(|(event, sequence)| {
+                let (event_type, payload) = crate::codec::encode(event)?;
+                Ok(RecordedEvent {
+                    stream: stream.clone(),
+                    event_type,
+                    payload,
+                    sequence,
+                    position: sequence,
+                    event_id: format!("00000000-0000-4000-8000-{sequence:012}"),
+                    written_at: 0,
+                    context: EventContext::default(),
+                })
+            })
+            .collect::<serde_json::Result<_>>()?;
+        Ok(CommandContext {
+            stream,
+            command_id: "test-command".to_owned(),
+            context: EventContext::default(),
+            source: Source::History(history),
+        })
+    }
+
+    /// The stream the command addresses.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The command's id.
+    pub fn command_id(&self) -> &str {
+        &self.command_id
+    }
+
+    /// The command's context (correlation id, who, ...).
+    pub fn context(&self) -> &EventContext {
+        &self.context
+    }
+
+    /// The sequence of the stream's last event; 0 when the stream is new.
+    pub fn sequence(&self) -> Result<u64, StoreError> {
+        match &self.source {
+            #[cfg(target_arch = "wasm32")]
+            Source::Host => crate::guest::stream_sequence(&self.stream),
+            Source::History(events) => Ok(events.last().map_or(0, |e| e.sequence)),
+        }
+    }
+
+    /// Every event of the stream, in order.
+    pub fn events(&self) -> Result<Vec<RecordedEvent>, StoreError> {
+        match &self.source {
+            #[cfg(target_arch = "wasm32")]
+            Source::Host => {
+                let mut events = Vec::new();
+                loop {
+                    let from = events.last().map_or(1, |e: &RecordedEvent| e.sequence + 1);
+                    let page = crate::guest::read_stream(&self.stream, from, READ_PAGE)?;
+                    let done = page.len() < READ_PAGE as usize;
+                    events.extend(page);
+                    if done {
+                        return Ok(events);
+                    }
+                }
+            }
+            Source::History(events) => Ok(events.clone()),
+        }
+    }
+
+    /// The state of projection `P` over the stream. In a component the host
+    /// computes it (and may serve it from a snapshot).
+    pub fn project<P: Projection>(&self) -> Result<P::State, StoreError> {
+        match &self.source {
+            #[cfg(target_arch = "wasm32")]
+            Source::Host => {
+                let state = crate::guest::run_projection(P::NAME, &self.stream)?;
+                serde_json::from_slice(&state).map_err(|e| {
+                    StoreError::Other(format!("state of projection {} unreadable: {e}", P::NAME))
+                })
+            }
+            Source::History(events) => {
+                let mut state = P::State::default();
+                crate::fold::<P>(&mut state, events)
+                    .map_err(|e| StoreError::Other(format!("event unreadable: {e}")))?;
+                Ok(state)
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Shared by the end-to-end tests: the real components, built once, and a
+//! real host serving HTTP on a loopback port over a SQLite file.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, bail};
+use cqrs_wasi_host::api::{self, ApiConfig};
+use cqrs_wasi_host::store::{EventStore, SqliteOptions, SqliteStore};
+use cqrs_wasi_host::{Host, HostOptions};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// The workspace root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("wit").is_dir())
+        .expect("the workspace root holds wit/")
+}
+
+/// Builds the component crates (the same set `cargo xtask components`
+/// builds) once per test binary, into their own target directory so that
+/// this never waits on the lock of the `cargo test` that runs us.
+pub fn component(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| build_components().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("building the components failed: {e}"));
+    let file = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    let file = if file.exists() {
+        file
+    } else {
+        dir.join(format!("{name}.wasm"))
+    };
+    std::fs::read(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+}
+
+fn build_components() -> anyhow::Result<PathBuf> {
+    let target = root().join("target/components");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .args(["--package", "bank", "--package", "no-handler"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build of the components failed: {status}");
+    }
+    Ok(target.join("wasm32-wasip2/release"))
+}
+
+/// A host with the bank component, serving HTTP on a loopback port, over a
+/// SQLite file in a temporary directory.
+pub struct TestHost {
+    pub host: Host,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn EventStore>,
+    server: JoinHandle<()>,
+}
+
+impl TestHost {
+    /// Starts a host over the SQLite file `db`.
+    pub async fn start(db: &Path) -> anyhow::Result<TestHost> {
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(db, SqliteOptions::default())?);
+        Self::with_store(store, HostOptions::default(), &ApiConfig::default()).await
+    }
+
+    /// Starts a host over `store`.
+    pub async fn with_store(
+        store: Arc<dyn EventStore>,
+        options: HostOptions,
+        api_config: &ApiConfig,
+    ) -> anyhow::Result<TestHost> {
+        let host = Host::builder()
+            .store(store.clone())
+            .options(options)
+            .build()?;
+        host.deploy("bank", component("bank")).await?;
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let router = api::router(host.clone(), api_config);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("server runs");
+        });
+        Ok(TestHost {
+            host,
+            url,
+            client: reqwest::Client::new(),
+            store,
+            server,
+        })
+    }
+
+    /// Stops serving. The store is closed when the last reference goes.
+    pub async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
+    }
+
+    /// POSTs a command; the status and the JSON answer.
+    pub async fn command(
+        &self,
+        instance_key: &str,
+        command_type: &str,
+        body: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.command_with(instance_key, command_type, body, None)
+            .await
+    }
+
+    /// POSTs a command with an `Idempotency-Key`.
+    pub async fn command_with(
+        &self,
+        instance_key: &str,
+        command_type: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .client
+            .post(format!(
+                "{}/api/commands/Bank/Account/{instance_key}/{command_type}",
+                self.url
+            ))
+            .body(body.to_owned());
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        answer(request.send().await?).await
+    }
+
+    /// GETs `path`; the status and the JSON answer.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        answer(
+            self.client
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// The `Balance` projection's state of an account.
+    pub async fn balance(&self, instance_key: &str) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .get(&format!(
+                "/api/projections/Bank/Account/{instance_key}/Balance"
+            ))
+            .await?;
+        anyhow::ensure!(status == StatusCode::OK, "balance query failed: {body}");
+        Ok(body["state"].clone())
+    }
+
+    /// Every event in the store, in position order.
+    pub async fn all_events(&self) -> anyhow::Result<Vec<cqrs_wasi_host::model::RecordedEvent>> {
+        Ok(self.store.read_all(1, usize::MAX).await?)
+    }
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
+    let status = response.status();
+    let text = response.text().await?;
+    let body = serde_json::from_str(&text)
+        .with_context(|| format!("answer with status {status} is not JSON: {text:?}"))?;
+    Ok((status, body))
+}

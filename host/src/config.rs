@@ -178,7 +178,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: HostError,
+        source: Box<HostError>,
     },
 }
 
@@ -242,7 +242,7 @@ impl Config {
                 .map_err(|source| ConfigError::Component {
                     name: component.name.clone(),
                     path: component.path.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         Ok(host)

@@ -1,0 +1,124 @@
+//! The README's tour, run as written against the `cqrs-wasi` binary serving
+//! its default configuration (the bank example from ./data).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// One command of the tour and a part of what it must print.
+struct Step {
+    command: String,
+    expected: String,
+}
+
+/// The commands of the `sh` blocks in the README's "A tour" section, each
+/// followed by its `# ⇒` line.
+fn tour() -> anyhow::Result<Vec<Step>> {
+    let readme = std::fs::read_to_string(support::root().join("README.md"))?;
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("A tour"))
+        .context("README has no tour")?;
+    let mut steps = Vec::new();
+    let mut in_block = false;
+    for line in section.lines() {
+        match line.trim() {
+            "```sh" => in_block = true,
+            "```" => in_block = false,
+            line if in_block => {
+                if let Some(expected) = line.strip_prefix("# ⇒ ") {
+                    let step: &mut Step = steps.last_mut().context("⇒ before any command")?;
+                    step.expected = expected.to_owned();
+                } else {
+                    steps.push(Step {
+                        command: line.to_owned(),
+                        expected: String::new(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(steps)
+}
+
+/// Starts `cqrs-wasi serve` in `dir` on a free port; returns its address.
+fn serve(dir: &Path) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs-wasi"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next() {
+        let line = line?;
+        if let Some((_, address)) = line.split_once("address=") {
+            // Keep draining the log so the host never writes to a closed pipe.
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
+            return Ok((child, address.trim().to_owned()));
+        }
+    }
+    let status = child.wait()?;
+    bail!("the host exited ({status}) before serving")
+}
+
+#[test]
+fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
+    let steps = tour()?;
+    assert!(steps.len() >= 10, "the tour has its steps");
+    assert!(
+        steps.iter().all(|s| !s.expected.is_empty()),
+        "every step says what it prints"
+    );
+
+    // The working directory of a fresh clone after `cargo xtask serve` built
+    // the example component.
+    let dir = tempfile::tempdir()?;
+    let components = dir.path().join("target/components/wasm32-wasip2/release");
+    std::fs::create_dir_all(&components)?;
+    std::fs::write(components.join("bank.wasm"), support::component("bank"))?;
+
+    let (mut host, address) = serve(dir.path())?;
+    let binary = env!("CARGO_BIN_EXE_cqrs-wasi");
+    for step in &steps {
+        let command = step
+            .command
+            .replace("localhost:8080", &address)
+            .replace("./target/debug/cqrs-wasi", binary);
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .env("CQRS_WASI_URL", format!("http://{address}"))
+            .output()?;
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            printed.contains(&step.expected),
+            "`{}` printed:\n{printed}\nwhich lacks: {}",
+            step.command,
+            step.expected
+        );
+    }
+
+    assert!(
+        dir.path().join("data/events.db").is_file(),
+        "the store is a SQLite file under ./data"
+    );
+    // SIGTERM: the host shuts down cleanly.
+    Command::new("kill").arg(host.id().to_string()).status()?;
+    let status = host.wait()?;
+    assert!(
+        status.success(),
+        "the host exits cleanly on SIGTERM: {status}"
+    );
+    Ok(())
+}

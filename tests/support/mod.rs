@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
 use cqrs_wasi_host::api::{self, ApiConfig};
+use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::{EventStore, SqliteOptions, SqliteStore};
 use cqrs_wasi_host::{Host, HostOptions};
 use reqwest::StatusCode;
@@ -22,6 +23,10 @@ pub fn root() -> &'static Path {
         .find(|dir| dir.join("wit").is_dir())
         .expect("the workspace root holds wit/")
 }
+
+/// The component crates the tests use: the examples and the fixtures in
+/// `tests/components`.
+const COMPONENTS: &[&str] = &["bank", "faulty", "no-handler"];
 
 /// Builds the component crates (the same set `cargo xtask components`
 /// builds) once per test binary, into their own target directory so that
@@ -54,7 +59,7 @@ fn build_components() -> anyhow::Result<PathBuf> {
             "--target-dir",
         ])
         .arg(&target)
-        .args(["--package", "bank", "--package", "no-handler"])
+        .args(COMPONENTS.iter().flat_map(|name| ["--package", name]))
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
@@ -86,9 +91,33 @@ impl TestHost {
         options: HostOptions,
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
+        Self::build(store, options, RuntimeConfig::default(), api_config).await
+    }
+
+    /// Starts a host over `store` whose calls run under `runtime`.
+    pub async fn with_runtime(
+        store: Arc<dyn EventStore>,
+        runtime: RuntimeConfig,
+    ) -> anyhow::Result<TestHost> {
+        Self::build(
+            store,
+            HostOptions::default(),
+            runtime,
+            &ApiConfig::default(),
+        )
+        .await
+    }
+
+    async fn build(
+        store: Arc<dyn EventStore>,
+        options: HostOptions,
+        runtime: RuntimeConfig,
+        api_config: &ApiConfig,
+    ) -> anyhow::Result<TestHost> {
         let host = Host::builder()
             .store(store.clone())
             .options(options)
+            .runtime(runtime)
             .build()?;
         host.deploy("bank", component("bank")).await?;
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -104,6 +133,12 @@ impl TestHost {
             store,
             server,
         })
+    }
+
+    /// Deploys another of the built components.
+    pub async fn deploy(&self, name: &str) -> anyhow::Result<()> {
+        self.host.deploy(name, component(name)).await?;
+        Ok(())
     }
 
     /// Stops serving. The store is closed when the last reference goes.
@@ -142,6 +177,18 @@ impl TestHost {
             request = request.header("Idempotency-Key", key);
         }
         answer(request.send().await?).await
+    }
+
+    /// POSTs `body` to `path`; the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &str) -> anyhow::Result<(StatusCode, Value)> {
+        answer(
+            self.client
+                .post(format!("{}{path}", self.url))
+                .body(body.to_owned())
+                .send()
+                .await?,
+        )
+        .await
     }
 
     /// GETs `path`; the status and the JSON answer.

@@ -119,7 +119,7 @@ pub(super) async fn execute(
         let answer = component.handle(&inner.runtime, scope, &command).await?;
         let events = match answer {
             Ok(events) => to_new_events(&component, events)?,
-            Err(error) => return Err(refusal(inner, &stream, &key, &component, error).await?),
+            Err(error) => return refused(inner, &stream, &key, &component, error).await,
         };
         let appended = inner
             .store
@@ -190,29 +190,21 @@ fn replay(
     }
 }
 
-/// Turns the handler's error into the host's, recording a domain refusal
-/// so that a retry of the same command id gets the same answer.
-async fn refusal(
+/// The answer to a command whose handler returned an error. A domain
+/// refusal is recorded, so that a retry of the same command id gets the same
+/// answer; if a concurrent execution of the id recorded first, its outcome
+/// is the answer.
+async fn refused(
     inner: &Inner,
     stream: &StreamId,
     key: &CommandKey,
     component: &LoadedComponent,
     error: wit::CommandError,
-) -> Result<HostError, HostError> {
-    Ok(match error {
+) -> Result<CommandOutcome, HostError> {
+    Err(match error {
         wit::CommandError::Rejected(message) => {
             let record = inner.store.record_rejection(stream, key, &message).await?;
-            match replay(stream, key, record) {
-                Ok(outcome) => {
-                    // A concurrent execution of the same id appended first.
-                    return Err(HostError::CommandIdReused {
-                        command_id: outcome.command_id,
-                        command_type: key.command_type.clone(),
-                        stream: stream.clone(),
-                    });
-                }
-                Err(error) => error,
-            }
+            return replay(stream, key, record);
         }
         wit::CommandError::InvalidPayload(message) => HostError::InvalidPayload {
             command_type: key.command_type.clone(),

@@ -201,7 +201,7 @@ impl LoadedComponent {
             let described = guest
                 .call_describe(&mut store)
                 .await
-                .map_err(|e| describe_failed(self.fault(runtime, e)))?;
+                .map_err(|e| describe_failed(self.fault(runtime, &store, e)))?;
             for routes in described {
                 validate_name(NameKind::Domain, &routes.domain).map_err(invalid)?;
                 validate_name(NameKind::EntityType, &routes.entity_type).map_err(invalid)?;
@@ -222,7 +222,7 @@ impl LoadedComponent {
             let described = guest
                 .call_describe(&mut store)
                 .await
-                .map_err(|e| describe_failed(self.fault(runtime, e)))?;
+                .map_err(|e| describe_failed(self.fault(runtime, &store, e)))?;
             for info in described {
                 let id = info.id;
                 validate_name(NameKind::Domain, &id.domain).map_err(invalid)?;
@@ -277,8 +277,13 @@ impl LoadedComponent {
         Ok((store, instance))
     }
 
-    fn fault(&self, runtime: &Runtime, error: wasmtime::Error) -> GuestFault {
-        fault(&self.name, runtime.config.call_timeout, error)
+    fn fault(
+        &self,
+        runtime: &Runtime,
+        store: &Store<CallState>,
+        error: wasmtime::Error,
+    ) -> GuestFault {
+        fault(&self.name, runtime.config.call_timeout, store, error)
     }
 
     /// Runs `command-handler.handle` in a fresh instance whose `event-store`
@@ -298,11 +303,9 @@ impl LoadedComponent {
         let (mut store, instance) = self.instantiate(runtime, Some(services)).await?;
         let guest = indices
             .load(&mut store, &instance)
-            .map_err(|e| self.fault(runtime, e))?;
-        guest
-            .call_handle(&mut store, command)
-            .await
-            .map_err(|e| self.fault(runtime, e))
+            .map_err(|e| self.fault(runtime, &store, e))?;
+        let answer = guest.call_handle(&mut store, command).await;
+        answer.map_err(|e| self.fault(runtime, &store, e))
     }
 
     /// A fresh instance for folding events through `projection.apply`,
@@ -317,7 +320,7 @@ impl LoadedComponent {
         let (mut store, instance) = self.instantiate(runtime, None).await?;
         let guest = indices
             .load(&mut store, &instance)
-            .map_err(|e| self.fault(runtime, e))?;
+            .map_err(|e| self.fault(runtime, &store, e))?;
         Ok(Projector {
             store,
             guest,
@@ -343,9 +346,10 @@ impl Projector {
         state: Option<&[u8]>,
         events: &[wit::Event],
     ) -> Result<Result<Vec<u8>, wit::ProjectionError>, GuestFault> {
-        self.guest
+        let answer = self
+            .guest
             .call_apply(&mut self.store, id, state, events)
-            .await
-            .map_err(|e| fault(&self.component, self.timeout, e))
+            .await;
+        answer.map_err(|e| fault(&self.component, self.timeout, &self.store, e))
     }
 }

@@ -1,9 +1,10 @@
 //! Guests' stdout and stderr, as lines in the host's log tagged with the
 //! component's name.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -13,16 +14,32 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// cannot flood the log with one write.
 const MAX_LINE: usize = 4096;
 
+/// How many of the last lines a trap's error quotes.
+const LAST_LINES: usize = 3;
+
 /// One of a guest's output streams.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
     component: Arc<str>,
     stream: &'static str,
+    /// The last lines written, kept so that a trap's error can quote what
+    /// the guest said before it (a panic message, typically).
+    last_lines: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl GuestLog {
     pub(crate) fn new(component: Arc<str>, stream: &'static str) -> Self {
-        GuestLog { component, stream }
+        GuestLog {
+            component,
+            stream,
+            last_lines: Arc::default(),
+        }
+    }
+
+    /// The last few lines the guest wrote, joined by ` | `, if any.
+    pub(crate) fn last_lines(&self) -> Option<String> {
+        let lines = self.last_lines.lock().unwrap_or_else(|e| e.into_inner());
+        (!lines.is_empty()).then(|| Vec::from(lines.clone()).join(" | "))
     }
 }
 
@@ -52,13 +69,22 @@ impl LineWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
         tracing::info!(
             target: "cqrs_wasi_host::guest",
             component = %self.log.component,
             stream = self.log.stream,
-            "{}",
-            text.trim_end()
+            "{text}"
         );
+        let mut last_lines = self
+            .log
+            .last_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last_lines.len() == LAST_LINES {
+            last_lines.pop_front();
+        }
+        last_lines.push_back(text.to_owned());
         self.line.clear();
     }
 }

@@ -184,11 +184,13 @@ impl Runtime {
         component: &Arc<str>,
         services: Option<Arc<dyn GuestServices>>,
     ) -> Store<CallState> {
+        let stderr = guest_log::GuestLog::new(component.clone(), "stderr");
         let mut wasi = WasiCtx::builder();
         wasi.stdout(guest_log::GuestLog::new(component.clone(), "stdout"))
-            .stderr(guest_log::GuestLog::new(component.clone(), "stderr"));
+            .stderr(stderr.clone());
         let state = CallState {
             wasi: wasi.build(),
+            stderr,
             table: ResourceTable::new(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(self.config.max_memory_bytes)
@@ -253,6 +255,7 @@ struct DeadlineExceeded;
 /// Everything one call's [`Store`] holds.
 pub(crate) struct CallState {
     wasi: WasiCtx,
+    stderr: guest_log::GuestLog,
     table: ResourceTable,
     limits: wasmtime::StoreLimits,
     services: Option<Arc<dyn GuestServices>>,
@@ -268,17 +271,32 @@ impl WasiView for CallState {
     }
 }
 
-/// Turns a wasmtime error from a call into a [`GuestFault`].
-fn fault(component: &str, timeout: Duration, error: wasmtime::Error) -> GuestFault {
+/// Turns a wasmtime error from a call into a [`GuestFault`] whose message
+/// says what happened in one line: the trap, and the guest's last words on
+/// stderr (a panic message, typically). The full error, with the guest's
+/// backtrace, goes to the log.
+fn fault(
+    component: &str,
+    timeout: Duration,
+    store: &Store<CallState>,
+    error: wasmtime::Error,
+) -> GuestFault {
     if error.is::<DeadlineExceeded>() {
-        GuestFault::DeadlineExceeded {
+        return GuestFault::DeadlineExceeded {
             component: component.to_owned(),
             timeout,
-        }
-    } else {
-        GuestFault::Trapped {
-            component: component.to_owned(),
-            message: format!("{error:#}"),
-        }
+        };
+    }
+    tracing::warn!(component, "guest fault: {error:?}");
+    let mut message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    if let Some(said) = store.data().stderr.last_lines() {
+        message = format!("{message}; its stderr said: {said}");
+    }
+    GuestFault::Trapped {
+        component: component.to_owned(),
+        message,
     }
 }

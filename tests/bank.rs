@@ -270,19 +270,8 @@ async fn instances_are_listed_a_page_at_a_time() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn bad_input_gets_its_status_and_code_and_changes_nothing() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(
-        dir.path().join("events.db"),
-        SqliteOptions::default(),
-    )?);
-    let host = TestHost::with_store(
-        store,
-        HostOptions::default(),
-        &ApiConfig {
-            max_body_bytes: 1 << 20,
-        },
-    )
-    .await?;
+    // The default body limit, 1 MiB, is what the oversize case exceeds.
+    let (_dir, host) = host().await?;
     host.command("acc-b", "OpenAccount", r#"{"owner": "Ada"}"#)
         .await?;
     let before = host.all_events().await?.len();

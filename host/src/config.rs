@@ -27,6 +27,16 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Where the host keeps its own files: every deployed component version
+    /// (`components/`) and their compiled code (`cache/`).
+    pub state_dir: PathBuf,
+    /// Bearer token of the admin API (deploy, list, roll back). The
+    /// `CQRS_WASI_ADMIN_TOKEN` environment variable takes precedence. With
+    /// neither, the admin API refuses every request.
+    pub admin_token: Option<String>,
+    /// A directory watched for `NAME.wasm` files: each new or changed file is
+    /// deployed as component `NAME`.
+    pub watch_dir: Option<PathBuf>,
     /// The event store.
     pub store: StoreConfig,
     /// Limits of the wasm runtime.
@@ -40,6 +50,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: ApiConfig::default().max_body_bytes,
+            state_dir: PathBuf::from("data"),
+            admin_token: None,
+            watch_dir: None,
             store: StoreConfig::default(),
             runtime: RuntimeSection::default(),
             components: vec![ComponentConfig {
@@ -107,12 +120,13 @@ impl Default for RuntimeSection {
     }
 }
 
-impl From<&RuntimeSection> for RuntimeConfig {
-    fn from(section: &RuntimeSection) -> Self {
+impl RuntimeSection {
+    fn runtime_config(&self, cache_dir: PathBuf) -> RuntimeConfig {
         RuntimeConfig {
-            max_instances: section.max_instances,
-            max_memory_bytes: section.max_memory_mib << 20,
-            call_timeout: Duration::from_millis(section.call_timeout_ms),
+            max_instances: self.max_instances,
+            max_memory_bytes: self.max_memory_mib << 20,
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            cache_dir: Some(cache_dir),
         }
     }
 }
@@ -160,6 +174,9 @@ pub enum ConfigError {
     /// The host could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The components of the last run could not be restored.
+    #[error("cannot restore the deployed components: {0}")]
+    Restore(Box<HostError>),
     /// A component file could not be read.
     #[error("cannot read component {name} from {path}: {source}")]
     ComponentFile {
@@ -199,6 +216,11 @@ impl Config {
     pub fn api(&self) -> ApiConfig {
         ApiConfig {
             max_body_bytes: self.max_body_bytes,
+            admin_token: std::env::var("CQRS_WASI_ADMIN_TOKEN")
+                .ok()
+                .filter(|token| !token.is_empty())
+                .or_else(|| self.admin_token.clone()),
+            ..ApiConfig::default()
         }
     }
 
@@ -222,13 +244,20 @@ impl Config {
         })
     }
 
-    /// Builds a host over the configured store and deploys the configured
-    /// components. Fails on the first component that is refused.
+    /// Builds a host over the configured store, restores the components
+    /// that were live when it last ran, and deploys each configured
+    /// component file whose content was never deployed before (a file with
+    /// a known version does not undo a later deploy or rollback). Fails on
+    /// the first component that is refused.
     pub async fn build_host(&self) -> Result<Host, ConfigError> {
         let host = Host::builder()
             .store(self.open_store()?)
-            .runtime(RuntimeConfig::from(&self.runtime))
+            .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))
+            .repository(self.state_dir.join("components"))
             .build()?;
+        host.restore()
+            .await
+            .map_err(|source| ConfigError::Restore(Box::new(source)))?;
         for component in &self.components {
             let bytes = tokio::fs::read(&component.path).await.map_err(|source| {
                 ConfigError::ComponentFile {
@@ -237,6 +266,9 @@ impl Config {
                     source,
                 }
             })?;
+            if host.knows_version(&component.name, &bytes) {
+                continue;
+            }
             host.deploy(&component.name, bytes)
                 .await
                 .map_err(|source| ConfigError::Component {

@@ -11,19 +11,22 @@ mod commands;
 mod projections;
 mod stream_locks;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use time::OffsetDateTime;
 
 pub use commands::{CommandOutcome, CommandRequest};
 pub use projections::ProjectionState;
 
-use crate::model::{NameError, RecordedEvent, StreamId};
-use crate::registry::{Registry, RouteConflict};
+use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::registry::{Registry, RollbackError, RouteConflict, VersionInfo};
+use crate::repository::{Repository, RepositoryError};
 use crate::runtime::{
-    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError,
+    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of,
 };
 use crate::store::{EventStore, InstancePage, StoreError};
 
@@ -114,6 +117,12 @@ pub enum HostError {
     /// A component claims a route another one owns.
     #[error("component refused: {0}")]
     RouteConflict(#[from] RouteConflict),
+    /// A rollback named no known version.
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    /// The component repository on disk failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,6 +145,8 @@ impl HostError {
             HostError::Guest(_) => "guest_fault",
             HostError::Load(_) => "invalid_component",
             HostError::RouteConflict(_) => "route_conflict",
+            HostError::Rollback(_) => "unknown_version",
+            HostError::Repository(_) => "repository_error",
             HostError::Store(StoreError::InvalidName(_)) => "invalid_name",
             HostError::Store(_) => "store_error",
         }
@@ -175,6 +186,7 @@ pub struct HostBuilder {
     store: Option<Arc<dyn EventStore>>,
     runtime: RuntimeConfig,
     options: HostOptions,
+    repository: Option<PathBuf>,
 }
 
 impl HostBuilder {
@@ -196,15 +208,28 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host. It has no components yet; [`Host::deploy`] them.
+    /// Keeps every deployed version in this directory, so that
+    /// [`Host::restore`] brings back what was live after a restart and any
+    /// version can be rolled back to. Without it, versions live in memory.
+    pub fn repository(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.repository = Some(dir.into());
+        self
+    }
+
+    /// Builds the host. It has no components yet: [`Host::restore`] those
+    /// of the repository, or [`Host::deploy`] them.
     pub fn build(self) -> Result<Host, BuildError> {
         let store = self.store.ok_or(BuildError::NoStore)?;
+        let repository = self.repository.map(Repository::open).transpose()?;
         let runtime = Runtime::new(self.runtime)?;
         Ok(Host {
             inner: Arc::new(Inner {
                 snapshots: projections::SnapshotCache::new(self.options.snapshot_capacity),
                 runtime,
-                registry: Registry::new(),
+                // Without a repository a version that is unloaded is lost,
+                // so every one stays compiled in memory.
+                registry: Registry::new(if repository.is_some() { 4 } else { usize::MAX }),
+                repository,
                 store,
                 locks: stream_locks::StreamLocks::default(),
                 options: self.options,
@@ -222,6 +247,9 @@ pub enum BuildError {
     /// The wasm runtime could not be configured.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The component repository could not be opened.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
 }
 
 /// A running host. Cheap to clone; clones share everything.
@@ -234,6 +262,7 @@ pub struct Host {
 struct Inner {
     runtime: Runtime,
     registry: Registry,
+    repository: Option<Repository>,
     store: Arc<dyn EventStore>,
     snapshots: projections::SnapshotCache,
     locks: stream_locks::StreamLocks,
@@ -252,11 +281,14 @@ pub struct ComponentInfo {
     pub commands: Vec<String>,
     /// The projections it computes, as `Domain/EntityType/ProjectionType`.
     pub projections: Vec<String>,
+    /// Every version deployed under the name, oldest first.
+    pub versions: Vec<VersionInfo>,
 }
 
 impl ComponentInfo {
-    fn of(component: &LoadedComponent) -> Self {
+    fn of(component: &LoadedComponent, registry: &Registry) -> Self {
         ComponentInfo {
+            versions: registry.versions(component.name()),
             name: component.name().to_owned(),
             digest: component.digest().to_owned(),
             commands: component
@@ -281,24 +313,109 @@ impl Host {
 
     /// Compiles and validates `bytes` as component `name` and makes it the
     /// live version of that name. On any error the previous version keeps
-    /// serving.
+    /// serving. Calls already running finish on the version they started
+    /// with.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<ComponentInfo, HostError> {
-        crate::model::validate_name(crate::model::NameKind::ComponentName, name)?;
-        let component = LoadedComponent::load(&self.inner.runtime, name, bytes).await?;
-        let info = ComponentInfo::of(&component);
-        self.inner.registry.install(component)?;
-        tracing::info!(component = name, digest = %info.digest, "component deployed");
+        validate_name(NameKind::ComponentName, name)?;
+        let kept = self.inner.repository.is_some().then(|| bytes.clone());
+        let component = Arc::new(LoadedComponent::load(&self.inner.runtime, name, bytes).await?);
+        if let (Some(repository), Some(bytes)) = (&self.inner.repository, kept) {
+            repository.save_version(name, component.digest(), &bytes)?;
+        }
+        self.go_live(component).await
+    }
+
+    /// Makes an earlier version of `name` live again: the one with `digest`,
+    /// or the one deployed before the live one.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        digest: Option<&str>,
+    ) -> Result<ComponentInfo, HostError> {
+        let (digest, loaded) = self.inner.registry.rollback_target(name, digest)?;
+        let component = match loaded {
+            Some(component) => component,
+            None => Arc::new(self.load_kept(name, &digest).await?),
+        };
+        self.go_live(component).await
+    }
+
+    /// Loads the live version of every component in the repository (from
+    /// the compiled-code cache when it has them) and remembers the others
+    /// for rollback. Call once, after [`HostBuilder::build`].
+    pub async fn restore(&self) -> Result<Vec<ComponentInfo>, HostError> {
+        let Some(repository) = &self.inner.repository else {
+            return Ok(Vec::new());
+        };
+        let mut restored = Vec::new();
+        for (name, versions) in repository.all_versions()? {
+            for version in versions.iter().filter(|v| !v.live) {
+                self.inner
+                    .registry
+                    .remember(&name, &version.digest, version.deployed_at);
+            }
+            if let Some(live) = versions.iter().find(|v| v.live) {
+                let component = Arc::new(self.load_kept(&name, &live.digest).await?);
+                self.inner
+                    .registry
+                    .install(component.clone(), live.deployed_at)?;
+                restored.push(ComponentInfo::of(&component, &self.inner.registry));
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Whether a version with the digest of `bytes` was ever deployed under
+    /// `name` (it may not be live: it may have been rolled back).
+    pub fn knows_version(&self, name: &str, bytes: &[u8]) -> bool {
+        let digest = digest_of(bytes);
+        self.inner
+            .registry
+            .versions(name)
+            .iter()
+            .any(|v| v.digest == digest)
+    }
+
+    async fn load_kept(&self, name: &str, digest: &str) -> Result<LoadedComponent, HostError> {
+        let repository =
+            self.inner
+                .repository
+                .as_ref()
+                .ok_or_else(|| RollbackError::UnknownVersion {
+                    name: name.to_owned(),
+                    digest: digest.to_owned(),
+                })?;
+        let bytes = repository.read_version(name, digest)?;
+        Ok(LoadedComponent::load(&self.inner.runtime, name, bytes).await?)
+    }
+
+    async fn go_live(&self, component: Arc<LoadedComponent>) -> Result<ComponentInfo, HostError> {
+        let name = component.name().to_owned();
+        self.inner
+            .registry
+            .install(component.clone(), OffsetDateTime::now_utc())?;
+        let info = ComponentInfo::of(&component, &self.inner.registry);
+        if let Some(repository) = &self.inner.repository {
+            repository.save_versions(&name, &info.versions)?;
+        }
+        tracing::info!(component = %name, digest = %info.digest, "component is live");
         Ok(info)
     }
 
-    /// The live components.
+    /// The live components, with their version histories.
     pub fn components(&self) -> Vec<ComponentInfo> {
         self.inner
             .registry
             .routes()
             .components()
-            .map(|c| ComponentInfo::of(c))
+            .map(|c| ComponentInfo::of(c, &self.inner.registry))
             .collect()
+    }
+
+    /// How many components this host compiled, rather than loaded from the
+    /// compiled-code cache.
+    pub fn compilations(&self) -> u64 {
+        self.inner.runtime.compilations()
     }
 
     /// Runs a command: see [`CommandRequest`].
@@ -335,7 +452,6 @@ impl Host {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, HostError> {
-        use crate::model::{NameKind, validate_name};
         validate_name(NameKind::Domain, domain)?;
         validate_name(NameKind::EntityType, entity_type)?;
         Ok(self

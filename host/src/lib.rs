@@ -1,14 +1,76 @@
 //! The cqrs-wasi host: event sourcing and CQRS with every piece of business
 //! logic in a WebAssembly component.
+//!
+//! A [`Host`] runs command handlers and projections compiled to
+//! `wasm32-wasip2` components of the `cqrs-wasi:handlers` WIT package, over
+//! an [`EventStore`](store::EventStore). The `cqrs-wasi` binary wraps it in
+//! an HTTP API ([`api`]) configured from TOML ([`config`]); a Rust program
+//! can embed it directly:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cqrs_wasi_host::{CommandRequest, Host};
+//! use cqrs_wasi_host::model::StreamId;
+//! use cqrs_wasi_host::store::MemoryStore;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let host = Host::builder().store(Arc::new(MemoryStore::new())).build()?;
+//! host.deploy("bank", std::fs::read("bank.wasm")?).await?;
+//!
+//! let account = StreamId::new("Bank", "Account", "acc-1")?;
+//! host.execute(CommandRequest::new(account.clone(), "OpenAccount", r#"{"owner": "Ada"}"#)?).await?;
+//! host.execute(CommandRequest::new(account.clone(), "Deposit", r#"{"amount": 10}"#)?).await?;
+//!
+//! let balance = host.project(&account, "Balance", None).await?;
+//! assert_eq!(balance.state.get(), r#"{"balance":10,"open":true}"#);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `host/examples/embed.rs` is the same as a program (and a test). The
+//! store can be used on its own, too:
+//!
+//! ```
+//! use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
+//! use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, StoreError};
+//! use serde_json::value::RawValue;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let store = MemoryStore::new();
+//! let stream = StreamId::new("Bank", "Account", "acc-1")?;
+//! let opened = NewEvent::new("AccountOpened", RawValue::from_string(r#"{"owner":"Ada"}"#.into())?)?;
+//! let append = |expectation| AppendRequest {
+//!     stream: stream.clone(),
+//!     expectation,
+//!     events: vec![opened.clone()],
+//!     context: EventContext::default(),
+//!     command: None,
+//! };
+//! let outcome = store.append(append(Expectation::NoStream)).await?;
+//! assert_eq!(outcome.stream_sequence, 1);
+//!
+//! // The same event id again: a no-op that returns the original outcome.
+//! assert_eq!(store.append(append(Expectation::NoStream)).await?, outcome);
+//! // A stale expectation: a conflict that says where the stream is.
+//! let mut stale = append(Expectation::Exact(0));
+//! stale.events[0].event_id = uuid::Uuid::new_v4();
+//! assert!(matches!(store.append(stale).await, Err(StoreError::Conflict { actual: 1, .. })));
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod api;
+mod atomic_file;
 pub mod config;
 mod host;
 pub mod model;
 pub mod registry;
+pub mod repository;
 pub mod runtime;
 pub mod store;
+pub mod watch;
 
 pub use host::{
     BuildError, CommandOutcome, CommandRequest, ComponentInfo, Host, HostBuilder, HostError,

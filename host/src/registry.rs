@@ -1,8 +1,9 @@
 //! Which component version handles which command and computes which
-//! projection.
+//! projection, and which versions of each component were deployed.
 //!
-//! The registry holds the live version of every named component and the
-//! routing tables derived from their `describe` answers. Readers take a
+//! The registry holds the live version of every named component, the
+//! routing tables derived from their `describe` answers, and each name's
+//! version history (by digest) for rollback. Readers take a
 //! snapshot of the tables without locking; a deploy builds new tables and
 //! swaps them in atomically, so a call that already took a snapshot finishes
 //! on the version it started with. The registry never compiles or validates
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use time::OffsetDateTime;
 
 use crate::runtime::{CommandRoute, LoadedComponent, ProjectionRoute};
 
@@ -118,19 +120,75 @@ impl Routes {
     }
 }
 
-/// The live routing tables, swapped atomically on deploy.
-#[derive(Debug, Default)]
+/// One deployed version of a component, as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// The content digest (`sha256:...`).
+    pub digest: String,
+    /// When it was last made live.
+    #[serde(with = "time::serde::rfc3339")]
+    pub deployed_at: OffsetDateTime,
+    /// Whether it serves now.
+    pub live: bool,
+}
+
+/// Why a version could not be made live again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RollbackError {
+    /// No component of that name was ever deployed.
+    #[error("no component named {0}")]
+    UnknownComponent(String),
+    /// The name has no version to go back to.
+    #[error("component {0} has no earlier version")]
+    NoEarlierVersion(String),
+    /// The name has no version with that digest.
+    #[error("component {name} has no version {digest}")]
+    UnknownVersion {
+        /// The component's name.
+        name: String,
+        /// The digest asked for.
+        digest: String,
+    },
+}
+
+#[derive(Debug)]
+struct Version {
+    digest: String,
+    deployed_at: OffsetDateTime,
+    /// The compiled version, while it is kept in memory.
+    loaded: Option<Arc<LoadedComponent>>,
+}
+
+/// The live routing tables, swapped atomically on deploy, and the history
+/// of versions behind them.
+#[derive(Debug)]
 pub struct Registry {
     routes: ArcSwap<Routes>,
-    /// Serialises deploys, so that two never build tables from the same
-    /// snapshot and one silently undoes the other.
-    deploying: Mutex<()>,
+    /// Versions per name, oldest first. The mutex also serialises deploys,
+    /// so that two never build tables from the same snapshot and one
+    /// silently undoes the other.
+    history: Mutex<BTreeMap<String, Vec<Version>>>,
+    /// How many versions per name stay compiled in memory, for an instant
+    /// rollback.
+    loaded_versions: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(4)
+    }
 }
 
 impl Registry {
-    /// A registry with no components.
-    pub fn new() -> Self {
-        Registry::default()
+    /// A registry with no components, keeping the newest `loaded_versions`
+    /// versions of each name compiled in memory (the live one always).
+    pub fn new(loaded_versions: usize) -> Self {
+        Registry {
+            routes: ArcSwap::default(),
+            history: Mutex::default(),
+            loaded_versions: loaded_versions.max(1),
+        }
     }
 
     /// The current routing tables. Hold on to them for the length of a call
@@ -139,18 +197,109 @@ impl Registry {
         self.routes.load_full()
     }
 
-    /// Makes `component` the live version of its name, replacing the version
-    /// before it (returned). Refused, changing nothing, if another component
+    /// Makes `component` the live version of its name, first recorded at
+    /// `deployed_at`. Refused, changing nothing, if another component
     /// already owns one of its routes.
     pub fn install(
         &self,
-        component: LoadedComponent,
-    ) -> Result<Option<Arc<LoadedComponent>>, RouteConflict> {
-        let _deploying = self.deploying.lock().unwrap_or_else(|e| e.into_inner());
+        component: Arc<LoadedComponent>,
+        deployed_at: OffsetDateTime,
+    ) -> Result<(), RouteConflict> {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut components = self.routes.load().components.clone();
-        let previous = components.insert(component.name().to_owned(), Arc::new(component));
-        let routes = Routes::build(components)?;
-        self.routes.store(Arc::new(routes));
-        Ok(previous)
+        components.insert(component.name().to_owned(), component.clone());
+        self.routes.store(Arc::new(Routes::build(components)?));
+
+        let versions = history.entry(component.name().to_owned()).or_default();
+        versions.retain(|v| v.digest != component.digest());
+        versions.push(Version {
+            digest: component.digest().to_owned(),
+            deployed_at,
+            loaded: Some(component),
+        });
+        let unload = versions.len().saturating_sub(self.loaded_versions);
+        for version in &mut versions[..unload] {
+            version.loaded = None;
+        }
+        Ok(())
+    }
+
+    /// Records a version that is not live and not loaded, such as an older
+    /// version found on disk at start-up.
+    pub fn remember(&self, name: &str, digest: &str, deployed_at: OffsetDateTime) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let versions = history.entry(name.to_owned()).or_default();
+        if versions.iter().all(|v| v.digest != digest) {
+            let at = versions.partition_point(|v| v.deployed_at <= deployed_at);
+            versions.insert(
+                at,
+                Version {
+                    digest: digest.to_owned(),
+                    deployed_at,
+                    loaded: None,
+                },
+            );
+        }
+    }
+
+    /// The version a rollback of `name` goes to: `digest`, or the version
+    /// deployed before the live one. Its compiled form, if still in memory.
+    pub fn rollback_target(
+        &self,
+        name: &str,
+        digest: Option<&str>,
+    ) -> Result<(String, Option<Arc<LoadedComponent>>), RollbackError> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let versions = history
+            .get(name)
+            .ok_or_else(|| RollbackError::UnknownComponent(name.to_owned()))?;
+        let live = self
+            .routes
+            .load()
+            .components
+            .get(name)
+            .map(|c| c.digest().to_owned());
+        let target = match digest {
+            Some(digest) => versions
+                .iter()
+                .find(|v| v.digest == digest)
+                .ok_or_else(|| RollbackError::UnknownVersion {
+                    name: name.to_owned(),
+                    digest: digest.to_owned(),
+                })?,
+            None => versions
+                .iter()
+                .rev()
+                .find(|v| Some(&v.digest) != live.as_ref())
+                .ok_or_else(|| RollbackError::NoEarlierVersion(name.to_owned()))?,
+        };
+        Ok((target.digest.clone(), target.loaded.clone()))
+    }
+
+    /// Every version of `name`, oldest first; empty if none was deployed.
+    pub fn versions(&self, name: &str) -> Vec<VersionInfo> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self
+            .routes
+            .load()
+            .components
+            .get(name)
+            .map(|c| c.digest().to_owned());
+        history
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|v| VersionInfo {
+                digest: v.digest.clone(),
+                deployed_at: v.deployed_at,
+                live: Some(&v.digest) == live.as_ref(),
+            })
+            .collect()
+    }
+
+    /// The names of every component ever deployed.
+    pub fn names(&self) -> Vec<String> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.keys().cloned().collect()
     }
 }

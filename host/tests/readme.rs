@@ -16,17 +16,24 @@ struct Step {
     expected: String,
 }
 
-/// The commands of the `sh` blocks in the README's "A tour" section, each
+/// The README sections whose `sh` blocks are run.
+const SECTIONS: [&str; 2] = ["A tour", "Deploying a new version"];
+
+/// The commands of the `sh` blocks in the README's [`SECTIONS`], each
 /// followed by its `# ⇒` line.
 fn tour() -> anyhow::Result<Vec<Step>> {
     let readme = std::fs::read_to_string(support::root().join("README.md"))?;
-    let section = readme
+    let sections: Vec<&str> = readme
         .split("\n## ")
-        .find(|s| s.starts_with("A tour"))
-        .context("README has no tour")?;
+        .filter(|s| SECTIONS.iter().any(|title| s.starts_with(title)))
+        .collect();
+    anyhow::ensure!(
+        sections.len() == SECTIONS.len(),
+        "README lacks one of {SECTIONS:?}"
+    );
     let mut steps = Vec::new();
     let mut in_block = false;
-    for line in section.lines() {
+    for line in sections.iter().flat_map(|section| section.lines()) {
         match line.trim() {
             "```sh" => in_block = true,
             "```" => in_block = false,
@@ -47,10 +54,12 @@ fn tour() -> anyhow::Result<Vec<Step>> {
     Ok(steps)
 }
 
-/// Starts `cqrs-wasi serve` in `dir` on a free port; returns its address.
+/// Starts `cqrs-wasi serve` in `dir` on a free port, with the admin token
+/// the README uses; returns its address.
 fn serve(dir: &Path) -> anyhow::Result<(Child, String)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs-wasi"))
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CQRS_WASI_ADMIN_TOKEN", "change-me")
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -94,6 +103,7 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
             .replace("./target/debug/cqrs-wasi", binary);
         let output = Command::new("sh")
             .args(["-c", &command])
+            .current_dir(dir.path())
             .env("CQRS_WASI_URL", format!("http://{address}"))
             .output()?;
         let printed = format!(

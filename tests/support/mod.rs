@@ -26,7 +26,7 @@ pub fn root() -> &'static Path {
 
 /// The component crates the tests use: the examples and the fixtures in
 /// `tests/components`.
-const COMPONENTS: &[&str] = &["bank", "faulty", "no-handler"];
+const COMPONENTS: &[&str] = &["bank", "faulty", "no-handler", "odd-import"];
 
 /// Builds the component crates (the same set `cargo xtask components`
 /// builds) once per test binary, into their own target directory so that
@@ -66,6 +66,31 @@ fn build_components() -> anyhow::Result<PathBuf> {
         bail!("cargo build of the components failed: {status}");
     }
     Ok(target.join("wasm32-wasip2/release"))
+}
+
+/// `bytes` (a component) with a custom section appended: the same
+/// behaviour under another digest, like a rebuilt version.
+pub fn variant(bytes: &[u8], label: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let name = b"cqrs-wasi-test-variant";
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(label.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    leb128(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
 }
 
 /// A host with the bank component, serving HTTP on a loopback port, over a
@@ -108,7 +133,8 @@ impl TestHost {
         .await
     }
 
-    async fn build(
+    /// Starts a host with everything chosen by the caller.
+    pub async fn build(
         store: Arc<dyn EventStore>,
         options: HostOptions,
         runtime: RuntimeConfig,

@@ -41,7 +41,9 @@ impl From<HostError> for ApiError {
             HostError::InvalidName(_) | HostError::InvalidPayload { .. } | HostError::Load(_) => {
                 StatusCode::BAD_REQUEST
             }
-            HostError::NoHandler { .. } | HostError::NoProjection { .. } => StatusCode::NOT_FOUND,
+            HostError::NoHandler { .. }
+            | HostError::NoProjection { .. }
+            | HostError::Rollback(_) => StatusCode::NOT_FOUND,
             HostError::Rejected { .. } | HostError::CommandIdReused { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -51,6 +53,7 @@ impl From<HostError> for ApiError {
             HostError::HandlerFailed { .. }
             | HostError::InvalidOutput { .. }
             | HostError::Guest(_)
+            | HostError::Repository(_)
             | HostError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -1,5 +1,6 @@
 //! The HTTP API: commands, stream reads, projection queries, instance
-//! listings, `/healthz` and `/metrics`.
+//! listings, `/healthz`, `/metrics`, and the admin API (deploy, list, roll
+//! back components) behind a bearer token.
 //!
 //! This module translates HTTP to [`Host`] calls and back, and nothing more:
 //! it reads path segments, headers, query strings and bodies, and maps
@@ -14,17 +15,20 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use error::ApiError;
 
-use crate::host::{CommandRequest, Host};
+use subtle::ConstantTimeEq;
+
+use crate::host::{CommandRequest, ComponentInfo, Host};
 use crate::model::{EventContext, RecordedEvent, StreamId};
 use metrics::Metrics;
 
@@ -36,12 +40,19 @@ const MAX_PAGE: usize = 1000;
 pub struct ApiConfig {
     /// The largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// The largest component upload accepted by the admin API.
+    pub max_component_bytes: usize,
+    /// The bearer token the admin API requires. `None`: the admin API
+    /// refuses every request.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body_bytes: 1 << 20,
+            max_component_bytes: 64 << 20,
+            admin_token: None,
         }
     }
 }
@@ -50,6 +61,7 @@ impl Default for ApiConfig {
 struct Api {
     host: Host,
     metrics: Arc<Metrics>,
+    admin_token: Option<Arc<str>>,
 }
 
 /// The API's routes, serving `host`.
@@ -57,8 +69,18 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
     let api = Api {
         host,
         metrics: Arc::new(Metrics::new()),
+        admin_token: config.admin_token.as_deref().map(Arc::from),
     };
+    let admin = Router::new()
+        .route(
+            "/components/{name}",
+            put(deploy).layer(DefaultBodyLimit::max(config.max_component_bytes)),
+        )
+        .route("/components", get(components))
+        .route("/components/{name}/rollback", post(rollback))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
     Router::new()
+        .nest("/admin", admin)
         .route(
             "/api/commands/{domain}/{entity_type}/{instance_key}/{command_type}",
             post(command),
@@ -98,6 +120,18 @@ fn stream(
     StreamId::new(domain, entity_type, instance_key).map_err(|e| crate::HostError::from(e).into())
 }
 
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the configured limit",
+        )
+    } else {
+        ApiError::bad_request("unreadable_body", rejection.body_text())
+    }
+}
+
 fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     headers
         .get(name)
@@ -122,17 +156,7 @@ async fn command(
     let result = async {
         let (domain, entity_type, instance_key, command_type) = path(segments)?;
         let stream = stream((domain, entity_type, instance_key))?;
-        let body = body.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the configured limit",
-                )
-            } else {
-                ApiError::bad_request("unreadable_body", e.body_text())
-            }
-        })?;
+        let body = body.map_err(body_error)?;
         let payload = if body.iter().all(u8::is_ascii_whitespace) {
             RawValue::from_string("{}".to_owned())
         } else {
@@ -245,6 +269,78 @@ async fn instances(
         api.host
             .list_instances(&domain, &entity_type, params.cursor.as_deref(), limit)
             .await?,
+    ))
+}
+
+/// Lets a request through only with `Authorization: Bearer <admin token>`.
+async fn require_admin(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let Some(expected) = &api.admin_token else {
+        return unauthorized("the admin API is disabled: no admin token is configured");
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        // Constant time, so the comparison leaks nothing about the token.
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => unauthorized("the admin token is wrong"),
+        None => unauthorized("the admin API needs `Authorization: Bearer <admin token>`"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+async fn deploy(
+    State(api): State<Api>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<ComponentInfo> {
+    let name = path(name)?;
+    let bytes = body.map_err(body_error)?;
+    Ok(Json(api.host.deploy(&name, bytes.to_vec()).await?))
+}
+
+async fn components(State(api): State<Api>) -> Json<Vec<ComponentInfo>> {
+    Json(api.host.components())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RollbackRequest {
+    /// The version to go back to; the one before the live one if absent.
+    digest: Option<String>,
+}
+
+async fn rollback(
+    State(api): State<Api>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<ComponentInfo> {
+    let name = path(name)?;
+    let body = body.map_err(body_error)?;
+    let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not a rollback request: {e}"),
+            )
+        })?
+    };
+    Ok(Json(
+        api.host.rollback(&name, request.digest.as_deref()).await?,
     ))
 }
 

@@ -36,6 +36,23 @@ pub struct CommandRequest {
     pub context: EventContext,
 }
 
+impl CommandRequest {
+    /// A command with a JSON payload, a fresh command id and no context.
+    pub fn new(
+        stream: StreamId,
+        command_type: impl Into<String>,
+        payload: &str,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(CommandRequest {
+            stream,
+            command_type: command_type.into(),
+            payload: RawValue::from_string(payload.to_owned())?,
+            command_id: None,
+            context: EventContext::default(),
+        })
+    }
+}
+
 /// What a command did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -66,6 +66,55 @@ pub enum LoadError {
     },
 }
 
+/// Compiles `bytes`, or loads the compiled code from the runtime's cache,
+/// off the async threads.
+async fn compile(
+    runtime: &Runtime,
+    name: &str,
+    digest: &str,
+    bytes: Vec<u8>,
+) -> Result<Component, LoadError> {
+    let engine = runtime.engine.clone();
+    let cached = runtime.config.cache_dir.as_ref().map(|dir| {
+        let hex = digest.trim_start_matches("sha256:");
+        dir.join(format!("{hex}-{}.cwasm", runtime.engine_key))
+    });
+    let name = name.to_owned();
+    let (component, compiled) = tokio::task::spawn_blocking(move || {
+        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the name),
+            // into the host's own cache directory. Wasmtime still checks
+            // the header and refuses a mismatch; then we compile anew.
+            match unsafe { Component::deserialize_file(&engine, path) } {
+                Ok(component) => return Ok((component, false)),
+                Err(e) => tracing::warn!(path = %path.display(), "unusable cached component, compiling: {e}"),
+            }
+        }
+        let component = Component::new(&engine, &bytes).map_err(|e| format!("{e:#}"))?;
+        if let Some(path) = &cached {
+            let written = component
+                .serialize()
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|code| crate::atomic_file::write(path, &code).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "cannot cache the compiled component: {e}");
+            }
+        }
+        Ok((component, true))
+    })
+    .await
+    .map_err(|e| format!("compilation did not finish: {e}"))
+    .and_then(|result| result)
+    .map_err(|reason| LoadError::Invalid { name, reason })?;
+    if compiled {
+        runtime
+            .compilations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(component)
+}
+
 /// A command type a component handles.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CommandRoute {
@@ -121,17 +170,7 @@ impl LoadedComponent {
     /// Compiles and validates `bytes` as the component `name`.
     pub async fn load(runtime: &Runtime, name: &str, bytes: Vec<u8>) -> Result<Self, LoadError> {
         let digest = digest_of(&bytes);
-        let engine = runtime.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Invalid {
-                name: name.to_owned(),
-                reason: format!("compilation did not finish: {e}"),
-            })?
-            .map_err(|e| LoadError::Invalid {
-                name: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let compiled = compile(runtime, name, &digest, bytes).await?;
         let pre = runtime.linker.instantiate_pre(&compiled).map_err(|e| {
             LoadError::UnsatisfiedImports {
                 name: name.to_owned(),

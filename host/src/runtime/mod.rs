@@ -20,7 +20,10 @@ mod convert;
 mod guest_log;
 mod imports;
 
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
@@ -54,6 +57,9 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Wall-clock time one call may run before it is stopped.
     pub call_timeout: Duration,
+    /// Where compiled components are cached, so that a restart loads them
+    /// without compiling. `None`: compile on every load.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -62,6 +68,7 @@ impl Default for RuntimeConfig {
             max_instances: 256,
             max_memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(10),
+            cache_dir: None,
         }
     }
 }
@@ -141,6 +148,11 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     config: RuntimeConfig,
+    /// Identifies the engine's compiled-code format (wasmtime version,
+    /// target, settings) in cache file names, so that a cached artifact of
+    /// another engine is never even tried.
+    engine_key: String,
+    compilations: AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -166,11 +178,24 @@ impl Runtime {
         >(&mut linker, |state| state)
         .map_err(|e| RuntimeError(e.to_string()))?;
         spawn_epoch_ticker(&engine);
+        let engine_key = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            format!("{:016x}", hasher.finish())
+        };
         Ok(Runtime {
             engine,
             linker,
             config,
+            engine_key,
+            compilations: AtomicU64::new(0),
         })
+    }
+
+    /// How many components this runtime compiled (rather than loaded from
+    /// the cache) since it was built.
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// The limits calls run under.

@@ -19,6 +19,14 @@ pub(crate) struct Target {
     url: Url,
 }
 
+/// Credentials of the admin API.
+#[derive(Debug, Args)]
+pub(crate) struct Admin {
+    /// The host's admin token.
+    #[arg(long, env = "CQRS_WASI_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientCommand {
     /// Send a command, e.g. `command Bank Account acc-1 Deposit '{"amount": 5}'`.
@@ -61,6 +69,36 @@ pub(crate) enum ClientCommand {
         /// State as of this sequence instead of now.
         #[arg(long)]
         as_of: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deploy a component (admin): validated, then swapped in atomically.
+    Deploy {
+        /// The component's `.wasm` file.
+        file: std::path::PathBuf,
+        /// The name to deploy it under; a new version of that name replaces
+        /// the live one.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the live components and every version of each (admin).
+    Components {
+        #[command(flatten)]
+        admin: Admin,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make an earlier version live again (admin): the one with DIGEST, or
+    /// the one before the live one.
+    Rollback {
+        name: String,
+        digest: Option<String>,
+        #[command(flatten)]
+        admin: Admin,
         #[command(flatten)]
         target: Target,
     },
@@ -159,6 +197,36 @@ pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 None => request,
             }
         }
+        ClientCommand::Deploy {
+            file,
+            name,
+            admin,
+            target,
+        } => {
+            let bytes = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            client
+                .put(endpoint(&target.url, &["admin", "components", &name])?)
+                .bearer_auth(admin.token)
+                .header("content-type", "application/wasm")
+                .body(bytes)
+        }
+        ClientCommand::Components { admin, target } => client
+            .get(endpoint(&target.url, &["admin", "components"])?)
+            .bearer_auth(admin.token),
+        ClientCommand::Rollback {
+            name,
+            digest,
+            admin,
+            target,
+        } => client
+            .post(endpoint(
+                &target.url,
+                &["admin", "components", &name, "rollback"],
+            )?)
+            .bearer_auth(admin.token)
+            .json(&serde_json::json!({ "digest": digest })),
         ClientCommand::Instances {
             domain,
             entity_type,

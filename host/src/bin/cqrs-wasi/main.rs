@@ -76,6 +76,13 @@ async fn serve(
             "starting the host"
         }
     })?;
+    if let Some(dir) = &config.watch_dir {
+        tokio::spawn(cqrs_wasi_host::watch::watch_directory(
+            host.clone(),
+            dir.clone(),
+            std::time::Duration::from_millis(500),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -1,0 +1,24 @@
+// Folds events through a transpiled component's `projection.apply`.
+//
+//   node fold.mjs <transpiled module.js>  < {"projection": {...}, "events": [...]}
+//
+// Events come as the cqrs-wasi HTTP API shows them; the state goes to stdout.
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+
+const [modulePath] = process.argv.slice(2);
+const { projection } = await import(pathToFileURL(modulePath).href);
+const input = JSON.parse(readFileSync(0, "utf8"));
+const encoder = new TextEncoder();
+const events = input.events.map((e) => ({
+  stream: e.stream,
+  eventType: e.eventType,
+  payload: encoder.encode(JSON.stringify(e.payload)),
+  sequence: BigInt(e.sequence),
+  position: BigInt(e.position),
+  eventId: e.eventId,
+  writtenAt: BigInt(Date.parse(e.writtenAt)) * 1000n,
+  context: e.context,
+}));
+const state = projection.apply(input.projection, undefined, events);
+process.stdout.write(new TextDecoder().decode(state));

@@ -101,15 +101,22 @@ impl CommandContext {
         }
     }
 
-    /// Every event of the stream, in order.
+    /// Every event of the command's stream, in order.
     pub fn events(&self) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.events_of(&self.stream)
+    }
+
+    /// Every event of another stream, in order, if the component is granted
+    /// its domain (by default only the domains it declares). In a test
+    /// context, streams other than the command's are empty.
+    pub fn events_of(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
             Source::Host => {
                 let mut events = Vec::new();
                 loop {
                     let from = events.last().map_or(1, |e: &RecordedEvent| e.sequence + 1);
-                    let page = crate::guest::read_stream(&self.stream, from, READ_PAGE)?;
+                    let page = crate::guest::read_stream(stream, from, READ_PAGE)?;
                     let done = page.len() < READ_PAGE as usize;
                     events.extend(page);
                     if done {
@@ -117,7 +124,8 @@ impl CommandContext {
                     }
                 }
             }
-            Source::History(events) => Ok(events.clone()),
+            Source::History(events) if *stream == self.stream => Ok(events.clone()),
+            Source::History(_) => Ok(Vec::new()),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_wasi_host::api::ApiConfig;
 use cqrs_wasi_host::runtime::{RuntimeConfig, digest_of};
+use cqrs_wasi_host::secret::Secret;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, HostOptions};
 use reqwest::StatusCode;
@@ -30,7 +31,7 @@ async fn admin_host(
             ..RuntimeConfig::default()
         },
         &ApiConfig {
-            admin_token: Some(TOKEN.to_owned()),
+            admin_token: Some(Secret::new(TOKEN)),
             max_component_bytes,
             ..ApiConfig::default()
         },

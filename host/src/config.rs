@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::ApiConfig;
+use crate::grants::Grants;
+use crate::secret::Secret;
 use crate::host::{BuildError, Host, HostError};
 use crate::runtime::RuntimeConfig;
 use crate::store::{EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError};
@@ -33,7 +35,11 @@ pub struct Config {
     /// Bearer token of the admin API (deploy, list, roll back). The
     /// `CQRS_WASI_ADMIN_TOKEN` environment variable takes precedence. With
     /// neither, the admin API refuses every request.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// Key the public API (`/api/...`) requires in the `X-Api-Key` header.
+    /// The `CQRS_WASI_API_KEY` environment variable takes precedence. With
+    /// neither, the public API is open.
+    pub api_key: Option<Secret>,
     /// A directory watched for `NAME.wasm` files: each new or changed file is
     /// deployed as component `NAME`.
     pub watch_dir: Option<PathBuf>,
@@ -52,12 +58,14 @@ impl Default for Config {
             max_body_bytes: ApiConfig::default().max_body_bytes,
             state_dir: PathBuf::from("data"),
             admin_token: None,
+            api_key: None,
             watch_dir: None,
             store: StoreConfig::default(),
             runtime: RuntimeSection::default(),
             components: vec![ComponentConfig {
                 name: "bank".to_owned(),
                 path: PathBuf::from(EXAMPLE_COMPONENT),
+                grants: None,
             }],
         }
     }
@@ -101,8 +109,10 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSection {
-    /// Instances that may exist at once.
-    pub max_instances: u32,
+    /// Calls into components that may run at once.
+    pub max_concurrent_calls: u32,
+    /// How long a call waits for a free slot before a 503, in milliseconds.
+    pub queue_timeout_ms: u64,
     /// Linear memory per instance, in MiB.
     pub max_memory_mib: usize,
     /// Wall-clock limit of one call, in milliseconds.
@@ -113,17 +123,30 @@ impl Default for RuntimeSection {
     fn default() -> Self {
         let defaults = RuntimeConfig::default();
         RuntimeSection {
-            max_instances: defaults.max_instances,
+            max_concurrent_calls: defaults.max_concurrent_calls,
+            queue_timeout_ms: millis(defaults.queue_timeout),
             max_memory_mib: defaults.max_memory_bytes >> 20,
-            call_timeout_ms: u64::try_from(defaults.call_timeout.as_millis()).unwrap_or(u64::MAX),
+            call_timeout_ms: millis(defaults.call_timeout),
         }
     }
+}
+
+fn secret_from_env(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .map(Secret::new)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl RuntimeSection {
     fn runtime_config(&self, cache_dir: PathBuf) -> RuntimeConfig {
         RuntimeConfig {
-            max_instances: self.max_instances,
+            max_concurrent_calls: self.max_concurrent_calls,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
             max_memory_bytes: self.max_memory_mib << 20,
             call_timeout: Duration::from_millis(self.call_timeout_ms),
             cache_dir: Some(cache_dir),
@@ -139,6 +162,8 @@ pub struct ComponentConfig {
     pub name: String,
     /// The `.wasm` file.
     pub path: PathBuf,
+    /// What it may touch; by default the domains it declares.
+    pub grants: Option<Grants>,
 }
 
 /// Why the host could not start from its configuration.
@@ -216,10 +241,8 @@ impl Config {
     pub fn api(&self) -> ApiConfig {
         ApiConfig {
             max_body_bytes: self.max_body_bytes,
-            admin_token: std::env::var("CQRS_WASI_ADMIN_TOKEN")
-                .ok()
-                .filter(|token| !token.is_empty())
-                .or_else(|| self.admin_token.clone()),
+            admin_token: secret_from_env("CQRS_WASI_ADMIN_TOKEN").or_else(|| self.admin_token.clone()),
+            api_key: secret_from_env("CQRS_WASI_API_KEY").or_else(|| self.api_key.clone()),
             ..ApiConfig::default()
         }
     }
@@ -250,11 +273,16 @@ impl Config {
     /// a known version does not undo a later deploy or rollback). Fails on
     /// the first component that is refused.
     pub async fn build_host(&self) -> Result<Host, ConfigError> {
-        let host = Host::builder()
+        let mut builder = Host::builder()
             .store(self.open_store()?)
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))
-            .repository(self.state_dir.join("components"))
-            .build()?;
+            .repository(self.state_dir.join("components"));
+        for component in &self.components {
+            if let Some(grants) = &component.grants {
+                builder = builder.grant(&component.name, grants.clone());
+            }
+        }
+        let host = builder.build()?;
         host.restore()
             .await
             .map_err(|source| ConfigError::Restore(Box::new(source)))?;

@@ -11,6 +11,7 @@ mod commands;
 mod projections;
 mod stream_locks;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use time::OffsetDateTime;
 pub use commands::{CommandOutcome, CommandRequest};
 pub use projections::ProjectionState;
 
+use crate::grants::{Capabilities, Grants};
 use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
 use crate::registry::{Registry, RollbackError, RouteConflict, VersionInfo};
 use crate::repository::{Repository, RepositoryError};
@@ -120,6 +122,14 @@ pub enum HostError {
     /// A rollback named no known version.
     #[error(transparent)]
     Rollback(#[from] RollbackError),
+    /// A component claims routes its grants do not allow.
+    #[error("component {component} may not append to domain {domain}, but handles commands in it")]
+    NotGranted {
+        /// The component's name.
+        component: String,
+        /// The domain it is not granted.
+        domain: String,
+    },
     /// The component repository on disk failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -142,10 +152,12 @@ impl HostError {
             HostError::HandlerFailed { .. } => "handler_failed",
             HostError::InvalidOutput { .. } => "invalid_output",
             HostError::Guest(GuestFault::DeadlineExceeded { .. }) => "deadline_exceeded",
+            HostError::Guest(GuestFault::Busy { .. }) => "busy",
             HostError::Guest(_) => "guest_fault",
             HostError::Load(_) => "invalid_component",
             HostError::RouteConflict(_) => "route_conflict",
             HostError::Rollback(_) => "unknown_version",
+            HostError::NotGranted { .. } => "not_granted",
             HostError::Repository(_) => "repository_error",
             HostError::Store(StoreError::InvalidName(_)) => "invalid_name",
             HostError::Store(_) => "store_error",
@@ -167,6 +179,13 @@ pub struct HostOptions {
     /// How many projection states are kept in memory, so that the next run
     /// folds only the events appended since.
     pub snapshot_capacity: usize,
+    /// The most events one command may produce.
+    pub max_events_per_command: usize,
+    /// The largest payload of one event, in bytes (Event Grid's limit for a
+    /// whole event is 1 MB).
+    pub max_event_bytes: usize,
+    /// The largest state a projection may return, in bytes.
+    pub max_state_bytes: usize,
 }
 
 impl Default for HostOptions {
@@ -176,6 +195,9 @@ impl Default for HostOptions {
             retry_backoff: Duration::from_millis(2),
             projection_batch: 1000,
             snapshot_capacity: 10_000,
+            max_events_per_command: 100,
+            max_event_bytes: 1 << 20,
+            max_state_bytes: 4 << 20,
         }
     }
 }
@@ -187,6 +209,7 @@ pub struct HostBuilder {
     runtime: RuntimeConfig,
     options: HostOptions,
     repository: Option<PathBuf>,
+    grants: HashMap<String, Grants>,
 }
 
 impl HostBuilder {
@@ -216,6 +239,14 @@ impl HostBuilder {
         self
     }
 
+    /// What the component deployed as `name` may touch. A component with no
+    /// grants may read and append to the domains it declares, and nothing
+    /// else.
+    pub fn grant(mut self, name: impl Into<String>, grants: Grants) -> Self {
+        self.grants.insert(name.into(), grants);
+        self
+    }
+
     /// Builds the host. It has no components yet: [`Host::restore`] those
     /// of the repository, or [`Host::deploy`] them.
     pub fn build(self) -> Result<Host, BuildError> {
@@ -232,6 +263,7 @@ impl HostBuilder {
                 repository,
                 store,
                 locks: stream_locks::StreamLocks::default(),
+                grants: self.grants,
                 options: self.options,
             }),
         })
@@ -266,7 +298,17 @@ struct Inner {
     store: Arc<dyn EventStore>,
     snapshots: projections::SnapshotCache,
     locks: stream_locks::StreamLocks,
+    grants: HashMap<String, Grants>,
     options: HostOptions,
+}
+
+impl Inner {
+    fn capabilities<'a>(&'a self, component: &'a LoadedComponent) -> Capabilities<'a> {
+        Capabilities {
+            component,
+            configured: self.grants.get(component.name()),
+        }
+    }
 }
 
 /// A live component, as [`Host::components`] lists it.
@@ -319,10 +361,7 @@ impl Host {
         validate_name(NameKind::ComponentName, name)?;
         let kept = self.inner.repository.is_some().then(|| bytes.clone());
         let component = Arc::new(LoadedComponent::load(&self.inner.runtime, name, bytes).await?);
-        if let (Some(repository), Some(bytes)) = (&self.inner.repository, kept) {
-            repository.save_version(name, component.digest(), &bytes)?;
-        }
-        self.go_live(component).await
+        self.go_live(component, kept).await
     }
 
     /// Makes an earlier version of `name` live again: the one with `digest`,
@@ -337,7 +376,7 @@ impl Host {
             Some(component) => component,
             None => Arc::new(self.load_kept(name, &digest).await?),
         };
-        self.go_live(component).await
+        self.go_live(component, None).await
     }
 
     /// Loads the live version of every component in the repository (from
@@ -389,8 +428,23 @@ impl Host {
         Ok(LoadedComponent::load(&self.inner.runtime, name, bytes).await?)
     }
 
-    async fn go_live(&self, component: Arc<LoadedComponent>) -> Result<ComponentInfo, HostError> {
+    /// Checks a validated version against its grants, keeps its `bytes` in
+    /// the repository (new versions only), and swaps it in.
+    async fn go_live(
+        &self,
+        component: Arc<LoadedComponent>,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<ComponentInfo, HostError> {
         let name = component.name().to_owned();
+        if let Some(domain) = self.inner.capabilities(&component).ungranted_append() {
+            return Err(HostError::NotGranted {
+                component: name,
+                domain: domain.to_owned(),
+            });
+        }
+        if let (Some(repository), Some(bytes)) = (&self.inner.repository, bytes) {
+            repository.save_version(&name, component.digest(), &bytes)?;
+        }
         self.inner
             .registry
             .install(component.clone(), OffsetDateTime::now_utc())?;

@@ -64,11 +64,13 @@
 pub mod api;
 mod atomic_file;
 pub mod config;
+pub mod grants;
 mod host;
 pub mod model;
 pub mod registry;
 pub mod repository;
 pub mod runtime;
+pub mod secret;
 pub mod store;
 pub mod watch;
 

@@ -48,8 +48,11 @@ impl From<HostError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             HostError::Conflict { .. } | HostError::RouteConflict(_) => StatusCode::CONFLICT,
+            HostError::NotGranted { .. } => StatusCode::FORBIDDEN,
             HostError::Store(crate::store::StoreError::InvalidName(_)) => StatusCode::BAD_REQUEST,
-            HostError::Guest(GuestFault::Instantiation { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::Guest(GuestFault::Instantiation { .. } | GuestFault::Busy { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HostError::HandlerFailed { .. }
             | HostError::InvalidOutput { .. }
             | HostError::Guest(_)

@@ -26,10 +26,9 @@ use serde_json::value::RawValue;
 
 pub use error::ApiError;
 
-use subtle::ConstantTimeEq;
-
 use crate::host::{CommandRequest, ComponentInfo, Host};
 use crate::model::{EventContext, RecordedEvent, StreamId};
+use crate::secret::Secret;
 use metrics::Metrics;
 
 /// The largest page of events or instance keys one request returns.
@@ -44,7 +43,9 @@ pub struct ApiConfig {
     pub max_component_bytes: usize,
     /// The bearer token the admin API requires. `None`: the admin API
     /// refuses every request.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// The key the public API requires in `X-Api-Key`. `None`: it is open.
+    pub api_key: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +54,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
             admin_token: None,
+            api_key: None,
         }
     }
 }
@@ -61,7 +63,8 @@ impl Default for ApiConfig {
 struct Api {
     host: Host,
     metrics: Arc<Metrics>,
-    admin_token: Option<Arc<str>>,
+    admin_token: Option<Secret>,
+    api_key: Option<Secret>,
 }
 
 /// The API's routes, serving `host`.
@@ -69,7 +72,8 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
     let api = Api {
         host,
         metrics: Arc::new(Metrics::new()),
-        admin_token: config.admin_token.as_deref().map(Arc::from),
+        admin_token: config.admin_token.clone(),
+        api_key: config.api_key.clone(),
     };
     let admin = Router::new()
         .route(
@@ -79,8 +83,7 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         .route("/components", get(components))
         .route("/components/{name}/rollback", post(rollback))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
-    Router::new()
-        .nest("/admin", admin)
+    let public = Router::new()
         .route(
             "/api/commands/{domain}/{entity_type}/{instance_key}/{command_type}",
             post(command),
@@ -94,6 +97,10 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
             get(projection),
         )
         .route("/api/instances/{domain}/{entity_type}", get(instances))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_api_key));
+    Router::new()
+        .nest("/admin", admin)
+        .merge(public)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -283,12 +290,25 @@ async fn require_admin(State(api): State<Api>, request: Request, next: Next) -> 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
-        // Constant time, so the comparison leaks nothing about the token.
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
-            next.run(request).await
-        }
+        Some(token) if expected.matches(token) => next.run(request).await,
         Some(_) => unauthorized("the admin token is wrong"),
         None => unauthorized("the admin API needs `Authorization: Bearer <admin token>`"),
+    }
+}
+
+/// Lets a request through only with the API key, when one is configured.
+async fn require_api_key(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let Some(expected) = &api.api_key else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok());
+    match presented {
+        Some(key) if expected.matches(key) => next.run(request).await,
+        Some(_) => unauthorized("the API key is wrong"),
+        None => unauthorized("the API needs an `X-Api-Key` header"),
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{HostError, Inner, parse_json};
+use super::projections::Slot;
+use super::{HostError, HostOptions, Inner, parse_json};
 use crate::model::{
     EventContext, Expectation, NameKind, NewEvent, RecordedEvent, StreamId, validate_name,
 };
@@ -130,12 +131,16 @@ pub(super) async fn execute(
         let seen = inner.store.stream_sequence(&stream).await?;
         let scope = Arc::new(CommandScope {
             inner: inner.clone(),
+            component: component.clone(),
             stream: stream.clone(),
             seen,
         });
-        let answer = component.handle(&inner.runtime, scope, &command).await?;
+        let answer = {
+            let _slot = inner.runtime.reserve().await?;
+            component.handle(&inner.runtime, scope, &command).await?
+        };
         let events = match answer {
-            Ok(events) => to_new_events(&component, events)?,
+            Ok(events) => to_new_events(&inner.options, &component, events)?,
             Err(error) => return refused(inner, &stream, &key, &component, error).await,
         };
         let appended = inner
@@ -247,11 +252,32 @@ fn store_error_message(error: &wit::StoreError) -> String {
     }
 }
 
-/// Validates what the handler returned: event type names and JSON payloads.
+/// Validates what the handler returned: how many events and how large,
+/// event type names, JSON payloads.
 fn to_new_events(
+    options: &HostOptions,
     component: &LoadedComponent,
     events: Vec<wit::NewEvent>,
 ) -> Result<Vec<NewEvent>, HostError> {
+    let invalid = |message| HostError::InvalidOutput {
+        component: component.name().to_owned(),
+        message,
+    };
+    if events.len() > options.max_events_per_command {
+        return Err(invalid(format!(
+            "it returned {} events; a command may produce at most {}",
+            events.len(),
+            options.max_events_per_command
+        )));
+    }
+    if let Some(event) = events.iter().find(|e| e.payload.len() > options.max_event_bytes) {
+        return Err(invalid(format!(
+            "its {} event has a payload of {} bytes; the limit is {}",
+            event.event_type,
+            event.payload.len(),
+            options.max_event_bytes
+        )));
+    }
     events
         .into_iter()
         .map(|event| {
@@ -269,6 +295,7 @@ fn to_new_events(
 /// host will append after.
 struct CommandScope {
     inner: Arc<Inner>,
+    component: Arc<LoadedComponent>,
     stream: StreamId,
     seen: u64,
 }
@@ -276,6 +303,19 @@ struct CommandScope {
 impl CommandScope {
     fn pinned(&self, stream: &StreamId) -> Option<u64> {
         (stream == &self.stream).then_some(self.seen)
+    }
+
+    /// Refuses a read of a domain the component is not granted; the guest
+    /// sees the refusal and the log records it.
+    fn check_read(&self, domain: &str) -> Result<(), wit::StoreError> {
+        if self.inner.capabilities(&self.component).may_read(domain) {
+            return Ok(());
+        }
+        tracing::warn!(component = self.component.name(), domain, "refused a read of an ungranted domain");
+        Err(wit::StoreError::Denied(format!(
+            "component {} may not read domain {domain}",
+            self.component.name()
+        )))
     }
 }
 
@@ -287,6 +327,7 @@ impl GuestServices for CommandScope {
         from: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, wit::StoreError> {
+        self.check_read(stream.domain())?;
         let max_count = match self.pinned(stream) {
             Some(seen) => {
                 let first = from.max(1);
@@ -306,6 +347,7 @@ impl GuestServices for CommandScope {
     }
 
     async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, wit::StoreError> {
+        self.check_read(stream.domain())?;
         match self.pinned(stream) {
             Some(seen) => Ok(seen),
             None => self
@@ -324,6 +366,7 @@ impl GuestServices for CommandScope {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, wit::StoreError> {
+        self.check_read(domain)?;
         self.inner
             .store
             .list_instances(domain, entity_type, cursor, limit)
@@ -337,12 +380,14 @@ impl GuestServices for CommandScope {
         stream: &StreamId,
         as_of: Option<u64>,
     ) -> Result<Vec<u8>, wit::StoreError> {
+        self.check_read(stream.domain())?;
         let as_of = match (self.pinned(stream), as_of) {
             (Some(seen), Some(as_of)) => Some(as_of.min(seen)),
             (Some(seen), None) => Some(seen),
             (None, as_of) => as_of,
         };
-        super::projections::project(&self.inner, stream, projection_type, as_of)
+        // The command's call slot covers this projection's instance.
+        super::projections::fold(&self.inner, stream, projection_type, as_of, Slot::Held)
             .await
             .map(|state| state.state.get().as_bytes().to_vec())
             .map_err(to_store_error)

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::{HostError, Inner, parse_json};
 use crate::model::StreamId;
-use crate::runtime::{ProjectionId, event_to_wit, wit};
+use crate::runtime::{CallSlot, LoadedComponent, ProjectionId, Projector, event_to_wit, wit};
 
 /// A projection's state at one point of its stream.
 #[derive(Debug, Clone, Serialize)]
@@ -85,11 +85,32 @@ impl SnapshotCache {
     }
 }
 
+/// Whether a projection run must reserve a call slot for its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// A top-level run: reserve one if an instance is needed.
+    Reserve,
+    /// Run from inside a call that holds a slot, which covers it.
+    Held,
+}
+
+/// A top-level projection query.
 pub(super) async fn project(
     inner: &Inner,
     stream: &StreamId,
     projection_type: &str,
     as_of: Option<u64>,
+) -> Result<ProjectionState, HostError> {
+    fold(inner, stream, projection_type, as_of, Slot::Reserve).await
+}
+
+/// Folds the stream's events from the newest usable snapshot.
+pub(super) async fn fold(
+    inner: &Inner,
+    stream: &StreamId,
+    projection_type: &str,
+    as_of: Option<u64>,
+    slot: Slot,
 ) -> Result<ProjectionState, HostError> {
     let routes = inner.registry.routes();
     let Some((component, route)) =
@@ -119,7 +140,9 @@ pub(super) async fn project(
         projection_type: route.projection_type.clone(),
     };
     let batch = inner.options.projection_batch.max(1);
-    let mut projector = None;
+    // An instance is started the first time one is needed: a run served
+    // from its snapshot needs none, and no call slot either.
+    let mut instance: Option<Instance> = None;
     while sequence < as_of {
         let mut events = inner.store.read_stream(stream, sequence + 1, batch).await?;
         let complete = events.len() < batch;
@@ -132,19 +155,16 @@ pub(super) async fn project(
             .map(event_to_wit)
             .collect();
         if !declared.is_empty() {
-            let projector = match &mut projector {
-                Some(projector) => projector,
-                None => projector.insert(component.projector(&inner.runtime).await?),
+            let instance = match &mut instance {
+                Some(instance) => instance,
+                None => instance.insert(Instance::start(inner, component, slot).await?),
             };
-            let folded = projector
+            let folded = instance
+                .projector
                 .apply(&id, state.as_deref().map(|s| s.get().as_bytes()), &declared)
                 .await?
                 .map_err(|e| guest_error(component.name(), e))?;
-            state = Some(Arc::from(parse_json(
-                component.name(),
-                "the projection state",
-                folded,
-            )?));
+            state = Some(checked_state(inner, component.name(), folded)?);
         }
         if complete {
             break;
@@ -155,19 +175,16 @@ pub(super) async fn project(
         Some(state) => state,
         None => {
             // No event to fold: the projection's initial state.
-            let mut projector = match projector {
-                Some(projector) => projector,
-                None => component.projector(&inner.runtime).await?,
+            let mut instance = match instance {
+                Some(instance) => instance,
+                None => Instance::start(inner, component, slot).await?,
             };
-            let initial = projector
+            let initial = instance
+                .projector
                 .apply(&id, None, &[])
                 .await?
                 .map_err(|e| guest_error(component.name(), e))?;
-            Arc::from(parse_json(
-                component.name(),
-                "the projection state",
-                initial,
-            )?)
+            checked_state(inner, component.name(), initial)?
         }
     };
     if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
@@ -186,6 +203,38 @@ pub(super) async fn project(
         projection_version: component.digest().to_owned(),
         state,
     })
+}
+
+/// A projection instance, and the call slot it runs in when the run is
+/// top-level.
+struct Instance {
+    projector: Projector,
+    _slot: Option<CallSlot>,
+}
+
+impl Instance {
+    async fn start(inner: &Inner, component: &LoadedComponent, slot: Slot) -> Result<Self, HostError> {
+        let slot = match slot {
+            Slot::Reserve => Some(inner.runtime.reserve().await?),
+            Slot::Held => None,
+        };
+        Ok(Instance {
+            projector: component.projector(&inner.runtime).await?,
+            _slot: slot,
+        })
+    }
+}
+
+/// A state the guest returned, if it is JSON and within the size limit.
+fn checked_state(inner: &Inner, component: &str, state: Vec<u8>) -> Result<Arc<RawValue>, HostError> {
+    let limit = inner.options.max_state_bytes;
+    if state.len() > limit {
+        return Err(HostError::InvalidOutput {
+            component: component.to_owned(),
+            message: format!("it returned a state of {} bytes; the limit is {limit}", state.len()),
+        });
+    }
+    Ok(Arc::from(parse_json(component, "the projection state", state)?))
 }
 
 fn guest_error(component: &str, error: wit::ProjectionError) -> HostError {

@@ -229,6 +229,7 @@ impl LoadedComponent {
             error,
         };
 
+        let _slot = runtime.reserve().await.map_err(describe_failed)?;
         let (mut store, instance) = self
             .instantiate(runtime, None)
             .await

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -17,6 +18,10 @@ const MAX_LINE: usize = 4096;
 /// How many of the last lines a trap's error quotes.
 const LAST_LINES: usize = 3;
 
+/// How many lines one call may log, across stdout and stderr, so that a
+/// chatty or hostile guest cannot flood the host's log.
+const LINES_PER_CALL: u32 = 200;
+
 /// One of a guest's output streams.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
@@ -25,15 +30,21 @@ pub(crate) struct GuestLog {
     /// The last lines written, kept so that a trap's error can quote what
     /// the guest said before it (a panic message, typically).
     last_lines: Arc<Mutex<VecDeque<String>>>,
+    /// Lines the call may still log; shared by its stdout and stderr.
+    budget: Arc<AtomicU32>,
 }
 
 impl GuestLog {
-    pub(crate) fn new(component: Arc<str>, stream: &'static str) -> Self {
-        GuestLog {
-            component,
+    /// The stdout and stderr of one call.
+    pub(crate) fn for_call(component: Arc<str>) -> (GuestLog, GuestLog) {
+        let budget = Arc::new(AtomicU32::new(LINES_PER_CALL));
+        let stream = |stream| GuestLog {
+            component: component.clone(),
             stream,
             last_lines: Arc::default(),
-        }
+            budget: budget.clone(),
+        };
+        (stream("stdout"), stream("stderr"))
     }
 
     /// The last few lines the guest wrote, joined by ` | `, if any.
@@ -70,12 +81,20 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end();
-        tracing::info!(
-            target: "cqrs_wasi_host::guest",
-            component = %self.log.component,
-            stream = self.log.stream,
-            "{text}"
-        );
+        match self.log.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) {
+            Ok(1) => tracing::warn!(
+                target: "cqrs_wasi_host::guest",
+                component = %self.log.component,
+                "the call logged {LINES_PER_CALL} lines; the rest of its output is dropped"
+            ),
+            Ok(_) => tracing::info!(
+                target: "cqrs_wasi_host::guest",
+                component = %self.log.component,
+                stream = self.log.stream,
+                "{text}"
+            ),
+            Err(_) => {}
+        }
         let mut last_lines = self
             .log
             .last_lines

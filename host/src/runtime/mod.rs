@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -40,6 +41,10 @@ pub(crate) use convert::{context_to_wit, event_to_wit, stream_to_wit};
 use crate::model::{RecordedEvent, StreamId};
 use crate::store::InstancePage;
 
+/// Instances one call may hold at once: a command handler's, and that of a
+/// projection it runs through `event-store.run-projection`.
+pub const INSTANCES_PER_CALL: u32 = 2;
+
 /// How often the epoch advances. A guest past its deadline is stopped within
 /// one tick, and a long-running guest yields its thread once per tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -48,10 +53,14 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// server; see each field for what it costs.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Instances that may exist at once, across all components. The pooling
-    /// allocator reserves address space (not memory) for each up front. A
-    /// command that runs a projection uses two.
-    pub max_instances: u32,
+    /// Calls that may run at once, across all components. Each may use up
+    /// to [`INSTANCES_PER_CALL`] instances (a command handler and a
+    /// projection it runs), and the pooling allocator reserves address space
+    /// (not memory) for all of them up front.
+    pub max_concurrent_calls: u32,
+    /// How long a call waits for a free slot when all are busy before it is
+    /// refused with [`GuestFault::Busy`] (HTTP 503 with `Retry-After`).
+    pub queue_timeout: Duration,
     /// Linear memory one instance may grow to. Past it, `memory.grow` fails
     /// and the guest's allocator typically traps: that call fails alone.
     pub max_memory_bytes: usize,
@@ -65,7 +74,8 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            max_instances: 256,
+            max_concurrent_calls: 128,
+            queue_timeout: Duration::from_secs(2),
             max_memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(10),
             cache_dir: None,
@@ -98,6 +108,14 @@ pub enum GuestFault {
         component: String,
         /// What wasmtime reported.
         message: String,
+    },
+    /// Every call slot stayed busy for the whole queue timeout.
+    #[error("all {slots} call slots stayed busy for {waited:?}; try again shortly")]
+    Busy {
+        /// How many calls may run at once.
+        slots: u32,
+        /// How long the call waited.
+        waited: Duration,
     },
     /// No instance could be created.
     #[error("component {component} could not be instantiated: {message}")]
@@ -148,6 +166,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     config: RuntimeConfig,
+    /// One permit per call that may run; see [`Runtime::reserve`].
+    slots: Arc<Semaphore>,
     /// Identifies the engine's compiled-code format (wasmtime version,
     /// target, settings) in cache file names, so that a cached artifact of
     /// another engine is never even tried.
@@ -184,12 +204,30 @@ impl Runtime {
             format!("{:016x}", hasher.finish())
         };
         Ok(Runtime {
+            slots: Arc::new(Semaphore::new(config.max_concurrent_calls as usize)),
             engine,
             linker,
             config,
             engine_key,
             compilations: AtomicU64::new(0),
         })
+    }
+
+    /// Waits for a call slot: every top-level call into a component (a
+    /// command, a projection query, a `describe` at load) holds one while it
+    /// runs, and a projection run from inside a command uses its command's.
+    /// The pool has room for [`INSTANCES_PER_CALL`] instances per slot, so
+    /// a call holding a slot never fails for want of an instance.
+    pub async fn reserve(&self) -> Result<CallSlot, GuestFault> {
+        let waited = self.config.queue_timeout;
+        match tokio::time::timeout(waited, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(CallSlot(permit)),
+            // The semaphore is never closed; treat it like a timeout anyway.
+            Ok(Err(_)) | Err(_) => Err(GuestFault::Busy {
+                slots: self.config.max_concurrent_calls,
+                waited,
+            }),
+        }
     }
 
     /// How many components this runtime compiled (rather than loaded from
@@ -209,10 +247,9 @@ impl Runtime {
         component: &Arc<str>,
         services: Option<Arc<dyn GuestServices>>,
     ) -> Store<CallState> {
-        let stderr = guest_log::GuestLog::new(component.clone(), "stderr");
+        let (stdout, stderr) = guest_log::GuestLog::for_call(component.clone());
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(guest_log::GuestLog::new(component.clone(), "stdout"))
-            .stderr(stderr.clone());
+        wasi.stdout(stdout).stderr(stderr.clone());
         let state = CallState {
             wasi: wasi.build(),
             stderr,
@@ -238,14 +275,15 @@ impl Runtime {
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {
+    let instances = config.max_concurrent_calls.saturating_mul(INSTANCES_PER_CALL);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(config.max_instances)
+    pool.total_component_instances(instances)
         // A Rust component built for wasm32-wasip2 holds a handful of core
         // instances (the program, WASI adapter shims) and one or two memories.
-        .total_core_instances(config.max_instances * 8)
-        .total_memories(config.max_instances * 2)
-        .total_tables(config.max_instances * 4)
-        .total_stacks(config.max_instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
         .max_memory_size(config.max_memory_bytes)
         .max_memories_per_component(4)
         .max_tables_per_component(8);
@@ -271,6 +309,10 @@ fn spawn_epoch_ticker(engine: &Engine) {
         .map(drop)
         .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
 }
+
+/// A reserved call slot; the slot frees when this drops.
+#[derive(Debug)]
+pub struct CallSlot(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
 
 /// The error an epoch callback raises when a call is past its deadline.
 #[derive(Debug, thiserror::Error)]

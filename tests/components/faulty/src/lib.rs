@@ -1,7 +1,10 @@
 //! A handler that misbehaves on request, to show that a guest fault fails
-//! only its own call.
+//! only its own call, and that a guest sees nothing of the host it was not
+//! granted.
 
-use cqrs_wasi::{CommandContext, CommandError, CommandHandler};
+use cqrs_wasi::{CommandContext, CommandError, CommandHandler, StreamId};
+use std::hash::BuildHasher;
+
 use serde::{Deserialize, Serialize};
 
 /// Each command is a way to fail.
@@ -13,13 +16,65 @@ pub enum FaultCommand {
     Loop {},
     /// Allocates until memory runs out.
     Allocate {},
+    /// Keeps its call slot busy for a while, then succeeds.
+    Sleep {
+        /// How long.
+        millis: u64,
+    },
+    /// Returns one event with a payload this large.
+    Huge {
+        /// Payload size in bytes.
+        bytes: usize,
+    },
+    /// Returns this many events.
+    Many {
+        /// How many.
+        count: usize,
+    },
+    /// Reads a stream of another domain (`Bank/Account/{instance_key}`).
+    Snoop {
+        /// The account to read.
+        instance_key: String,
+    },
+    /// Reports what of the outside world the guest can see.
+    Probe {},
 }
 
-/// Never produced.
+/// What the well-behaved commands produce.
 #[derive(Debug, Serialize)]
 pub enum FaultEvent {
-    /// Unreachable.
-    Survived {},
+    /// A `Sleep` finished.
+    Slept {},
+    /// `Huge`'s payload.
+    Padded {
+        /// Filler.
+        padding: String,
+    },
+    /// One of `Many`'s events.
+    Counted {
+        /// Its number.
+        n: usize,
+    },
+    /// What `Snoop` read.
+    Snooped {
+        /// Events it saw.
+        events: usize,
+    },
+    /// What `Probe` saw.
+    Probed {
+        /// Environment variables visible.
+        env_vars: usize,
+        /// Command-line arguments visible.
+        args: usize,
+        /// What listing `/` gave.
+        filesystem: String,
+        /// What connecting to the loopback gave.
+        network: String,
+        /// Two random numbers differed.
+        random_works: bool,
+        /// The wall clock reads after 2020.
+        clock_works: bool,
+    },
 }
 
 /// The `Test/Faulty` command handler.
@@ -31,7 +86,7 @@ impl CommandHandler for Faulty {
     type Command = FaultCommand;
     type Event = FaultEvent;
 
-    fn handle(command: FaultCommand, _: &CommandContext) -> Result<Vec<FaultEvent>, CommandError> {
+    fn handle(command: FaultCommand, ctx: &CommandContext) -> Result<Vec<FaultEvent>, CommandError> {
         match command {
             FaultCommand::Panic {} => panic!("the handler panicked on purpose"),
             FaultCommand::Loop {} => loop {
@@ -43,7 +98,42 @@ impl CommandHandler for Faulty {
                     hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
                 }
             }
+            FaultCommand::Sleep { millis } => {
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                Ok(vec![FaultEvent::Slept {}])
+            }
+            FaultCommand::Huge { bytes } => Ok(vec![FaultEvent::Padded {
+                padding: "x".repeat(bytes),
+            }]),
+            FaultCommand::Many { count } => Ok((0..count).map(|n| FaultEvent::Counted { n }).collect()),
+            FaultCommand::Snoop { instance_key } => {
+                let other = StreamId::new("Bank", "Account", instance_key);
+                Ok(vec![FaultEvent::Snooped {
+                    events: ctx.events_of(&other)?.len(),
+                }])
+            }
+            FaultCommand::Probe {} => Ok(vec![probe()]),
         }
+    }
+}
+
+fn probe() -> FaultEvent {
+    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+    FaultEvent::Probed {
+        env_vars: std::env::vars_os().count(),
+        args: std::env::args_os().count(),
+        filesystem: match std::fs::read_dir("/") {
+            Ok(entries) => format!("listed {} entries", entries.count()),
+            Err(e) => format!("refused: {e}"),
+        },
+        network: match std::net::TcpStream::connect("127.0.0.1:80") {
+            Ok(_) => "connected".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        },
+        random_works: random() != random(),
+        clock_works: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|since| since.as_secs() > 1_577_836_800),
     }
 }
 

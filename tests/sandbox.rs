@@ -30,7 +30,8 @@ async fn sandboxed(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
     .await?;
     host.deploy("faulty").await?;
     host.deploy("garbage").await?;
-    host.command("acc", "OpenAccount", r#"{"owner": "Ada"}"#).await?;
+    host.command("acc", "OpenAccount", r#"{"owner": "Ada"}"#)
+        .await?;
     Ok(host)
 }
 
@@ -46,18 +47,62 @@ fn limits() -> RuntimeConfig {
 async fn each_misbehaving_component_fails_only_its_own_call() -> anyhow::Result<()> {
     let host = sandboxed(limits()).await?;
     let cases = [
-        ("Test/Faulty/f/Panic", "{}", "guest_fault", "the handler panicked on purpose"),
-        ("Test/Faulty/f/Loop", "{}", "deadline_exceeded", "ran past its 500ms deadline"),
-        ("Test/Faulty/f/Allocate", "{}", "guest_fault", "memory allocation of 1048576 bytes failed"),
-        ("Test/Faulty/f/Huge", r#"{"bytes": 70000}"#, "invalid_output", "the limit is 65536"),
-        ("Test/Faulty/f/Many", r#"{"count": 11}"#, "invalid_output", "at most 10"),
-        ("Test/Faulty/f/Snoop", r#"{"instance_key": "acc"}"#, "handler_failed", "may not read domain Bank"),
-        ("Test/Garbage/g/NotJson", "{}", "invalid_output", "an event payload is not JSON"),
-        ("Test/Garbage/g/Reserved", "{}", "invalid_output", "reserved for notifications"),
+        (
+            "Test/Faulty/f/Panic",
+            "{}",
+            "guest_fault",
+            "the handler panicked on purpose",
+        ),
+        (
+            "Test/Faulty/f/Loop",
+            "{}",
+            "deadline_exceeded",
+            "ran past its 500ms deadline",
+        ),
+        (
+            "Test/Faulty/f/Allocate",
+            "{}",
+            "guest_fault",
+            "memory allocation of 1048576 bytes failed",
+        ),
+        (
+            "Test/Faulty/f/Huge",
+            r#"{"bytes": 70000}"#,
+            "invalid_output",
+            "the limit is 65536",
+        ),
+        (
+            "Test/Faulty/f/Many",
+            r#"{"count": 11}"#,
+            "invalid_output",
+            "at most 10",
+        ),
+        (
+            "Test/Faulty/f/Snoop",
+            r#"{"instance_key": "acc"}"#,
+            "handler_failed",
+            "may not read domain Bank",
+        ),
+        (
+            "Test/Garbage/g/NotJson",
+            "{}",
+            "invalid_output",
+            "an event payload is not JSON",
+        ),
+        (
+            "Test/Garbage/g/Reserved",
+            "{}",
+            "invalid_output",
+            "reserved for notifications",
+        ),
     ];
     for (path, body, code, says) in cases {
         let (status, answer) = host.post(&format!("/api/commands/{path}"), body).await?;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {answer}");
+        assert_eq!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{path}: {answer}"
+        );
         assert_eq!(answer["code"], code, "{path}: {answer}");
         let message = answer["message"].as_str().unwrap_or_default();
         assert!(message.contains(says), "{path}: {message}");
@@ -95,15 +140,26 @@ async fn a_guest_sees_no_filesystem_network_environment_or_arguments() -> anyhow
     let probed: &Value = &page["events"][0]["payload"];
     assert_eq!(probed["env_vars"], 0, "{probed}");
     assert_eq!(probed["args"], 0, "{probed}");
-    assert!(probed["filesystem"].as_str().is_some_and(|s| s.starts_with("refused")), "{probed}");
-    assert!(probed["network"].as_str().is_some_and(|s| s.starts_with("refused")), "{probed}");
+    assert!(
+        probed["filesystem"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("refused")),
+        "{probed}"
+    );
+    assert!(
+        probed["network"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("refused")),
+        "{probed}"
+    );
     assert_eq!(probed["random_works"], true, "{probed}");
     assert_eq!(probed["clock_works"], true, "{probed}");
     Ok(())
 }
 
 #[tokio::test]
-async fn granted_domains_can_be_read_and_ungranted_appends_are_refused_at_deploy() -> anyhow::Result<()> {
+async fn granted_domains_can_be_read_and_ungranted_appends_are_refused_at_deploy()
+-> anyhow::Result<()> {
     let store = Arc::new(MemoryStore::new());
     let host = cqrs_wasi_host::Host::builder()
         .store(store)
@@ -127,11 +183,19 @@ async fn granted_domains_can_be_read_and_ungranted_appends_are_refused_at_deploy
     host.deploy("bank", support::component("bank")).await?;
     host.deploy("faulty", support::component("faulty")).await?;
     let account = cqrs_wasi_host::model::StreamId::new("Bank", "Account", "acc")?;
-    host.execute(cqrs_wasi_host::CommandRequest::new(account, "OpenAccount", r#"{"owner": "Ada"}"#)?)
-        .await?;
+    host.execute(cqrs_wasi_host::CommandRequest::new(
+        account,
+        "OpenAccount",
+        r#"{"owner": "Ada"}"#,
+    )?)
+    .await?;
     let snoop = cqrs_wasi_host::model::StreamId::new("Test", "Faulty", "s")?;
     let outcome = host
-        .execute(cqrs_wasi_host::CommandRequest::new(snoop.clone(), "Snoop", r#"{"instance_key": "acc"}"#)?)
+        .execute(cqrs_wasi_host::CommandRequest::new(
+            snoop.clone(),
+            "Snoop",
+            r#"{"instance_key": "acc"}"#,
+        )?)
         .await?;
     assert_eq!(outcome.events.len(), 1);
     let events = host.read_stream(&snoop, 1, 10).await?;
@@ -142,7 +206,12 @@ async fn granted_domains_can_be_read_and_ungranted_appends_are_refused_at_deploy
         .await
         .expect_err("garbage may not append to Test");
     assert_eq!(refused.code(), "not_granted");
-    assert!(refused.to_string().contains("may not append to domain Test"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("may not append to domain Test"),
+        "{refused}"
+    );
     assert!(host.components().iter().all(|c| c.name != "garbage"));
     Ok(())
 }
@@ -161,8 +230,11 @@ async fn a_saturated_pool_answers_503_with_retry_after_then_serves_again() -> an
         .map(|i| {
             let host = host.clone();
             tokio::spawn(async move {
-                host.post(&format!("/api/commands/Test/Faulty/sleep-{i}/Sleep"), r#"{"millis": 2000}"#)
-                    .await
+                host.post(
+                    &format!("/api/commands/Test/Faulty/sleep-{i}/Sleep"),
+                    r#"{"millis": 2000}"#,
+                )
+                .await
             })
         })
         .collect();
@@ -172,7 +244,10 @@ async fn a_saturated_pool_answers_503_with_retry_after_then_serves_again() -> an
         tokio::time::sleep(Duration::from_millis(10)).await;
         let response = host
             .client
-            .post(format!("{}/api/commands/Bank/Account/acc/Deposit", host.url))
+            .post(format!(
+                "{}/api/commands/Bank/Account/acc/Deposit",
+                host.url
+            ))
             .body(r#"{"amount": 1}"#)
             .send()
             .await?;

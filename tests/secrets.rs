@@ -24,7 +24,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -62,7 +65,10 @@ async fn tokens_are_required_and_never_logged_or_echoed() -> anyhow::Result<()> 
     let client = &host.client;
     let open = |key: Option<&str>| {
         let mut request = client
-            .post(format!("{}/api/commands/Bank/Account/acc/OpenAccount", host.url))
+            .post(format!(
+                "{}/api/commands/Bank/Account/acc/OpenAccount",
+                host.url
+            ))
             .body(r#"{"owner": "Ada"}"#);
         if let Some(key) = key {
             request = request.header("x-api-key", key);
@@ -94,7 +100,10 @@ async fn tokens_are_required_and_never_logged_or_echoed() -> anyhow::Result<()> 
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         answers.push(response.text().await?);
     }
-    assert!(host.all_events().await?.is_empty(), "refused requests change nothing");
+    assert!(
+        host.all_events().await?.is_empty(),
+        "refused requests change nothing"
+    );
     assert_eq!(live(), before, "refused deploys change nothing");
 
     let response = open(Some(API_KEY)).await?;
@@ -108,11 +117,17 @@ async fn tokens_are_required_and_never_logged_or_echoed() -> anyhow::Result<()> 
     assert_eq!(health.status(), StatusCode::OK, "health needs no key");
 
     let logs = String::from_utf8(logs.0.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
-    assert!(logs.contains("component is live"), "the logs were captured:\n{logs}");
+    assert!(
+        logs.contains("component is live"),
+        "the logs were captured:\n{logs}"
+    );
     for secret in [ADMIN_TOKEN, API_KEY] {
         assert!(!logs.contains(secret), "a log line holds a secret:\n{logs}");
         for answer in &answers {
-            assert!(!answer.contains(secret), "an answer holds a secret: {answer}");
+            assert!(
+                !answer.contains(secret),
+                "an answer holds a secret: {answer}"
+            );
         }
     }
     Ok(())

@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use crate::api::ApiConfig;
 use crate::grants::Grants;
-use crate::secret::Secret;
 use crate::host::{BuildError, Host, HostError};
 use crate::runtime::RuntimeConfig;
+use crate::secret::Secret;
 use crate::store::{EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError};
 
 /// Where the example bank component is built by `cargo xtask`.
@@ -241,7 +241,8 @@ impl Config {
     pub fn api(&self) -> ApiConfig {
         ApiConfig {
             max_body_bytes: self.max_body_bytes,
-            admin_token: secret_from_env("CQRS_WASI_ADMIN_TOKEN").or_else(|| self.admin_token.clone()),
+            admin_token: secret_from_env("CQRS_WASI_ADMIN_TOKEN")
+                .or_else(|| self.admin_token.clone()),
             api_key: secret_from_env("CQRS_WASI_API_KEY").or_else(|| self.api_key.clone()),
             ..ApiConfig::default()
         }

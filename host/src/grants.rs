@@ -38,7 +38,11 @@ pub(crate) struct Capabilities<'a> {
 impl Capabilities<'_> {
     fn declares(&self, domain: &str) -> bool {
         self.component.commands().iter().any(|r| r.domain == domain)
-            || self.component.projections().iter().any(|r| r.domain == domain)
+            || self
+                .component
+                .projections()
+                .iter()
+                .any(|r| r.domain == domain)
     }
 
     /// Whether the component may read streams of `domain`.

@@ -270,7 +270,10 @@ fn to_new_events(
             options.max_events_per_command
         )));
     }
-    if let Some(event) = events.iter().find(|e| e.payload.len() > options.max_event_bytes) {
+    if let Some(event) = events
+        .iter()
+        .find(|e| e.payload.len() > options.max_event_bytes)
+    {
         return Err(invalid(format!(
             "its {} event has a payload of {} bytes; the limit is {}",
             event.event_type,
@@ -311,7 +314,11 @@ impl CommandScope {
         if self.inner.capabilities(&self.component).may_read(domain) {
             return Ok(());
         }
-        tracing::warn!(component = self.component.name(), domain, "refused a read of an ungranted domain");
+        tracing::warn!(
+            component = self.component.name(),
+            domain,
+            "refused a read of an ungranted domain"
+        );
         Err(wit::StoreError::Denied(format!(
             "component {} may not read domain {domain}",
             self.component.name()

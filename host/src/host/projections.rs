@@ -213,7 +213,11 @@ struct Instance {
 }
 
 impl Instance {
-    async fn start(inner: &Inner, component: &LoadedComponent, slot: Slot) -> Result<Self, HostError> {
+    async fn start(
+        inner: &Inner,
+        component: &LoadedComponent,
+        slot: Slot,
+    ) -> Result<Self, HostError> {
         let slot = match slot {
             Slot::Reserve => Some(inner.runtime.reserve().await?),
             Slot::Held => None,
@@ -226,15 +230,26 @@ impl Instance {
 }
 
 /// A state the guest returned, if it is JSON and within the size limit.
-fn checked_state(inner: &Inner, component: &str, state: Vec<u8>) -> Result<Arc<RawValue>, HostError> {
+fn checked_state(
+    inner: &Inner,
+    component: &str,
+    state: Vec<u8>,
+) -> Result<Arc<RawValue>, HostError> {
     let limit = inner.options.max_state_bytes;
     if state.len() > limit {
         return Err(HostError::InvalidOutput {
             component: component.to_owned(),
-            message: format!("it returned a state of {} bytes; the limit is {limit}", state.len()),
+            message: format!(
+                "it returned a state of {} bytes; the limit is {limit}",
+                state.len()
+            ),
         });
     }
-    Ok(Arc::from(parse_json(component, "the projection state", state)?))
+    Ok(Arc::from(parse_json(
+        component,
+        "the projection state",
+        state,
+    )?))
 }
 
 fn guest_error(component: &str, error: wit::ProjectionError) -> HostError {

@@ -81,7 +81,11 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end();
-        match self.log.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) {
+        match self
+            .log
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        {
             Ok(1) => tracing::warn!(
                 target: "cqrs_wasi_host::guest",
                 component = %self.log.component,

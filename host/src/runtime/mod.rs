@@ -275,7 +275,9 @@ impl Runtime {
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {
-    let instances = config.max_concurrent_calls.saturating_mul(INSTANCES_PER_CALL);
+    let instances = config
+        .max_concurrent_calls
+        .saturating_mul(INSTANCES_PER_CALL);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         // A Rust component built for wasm32-wasip2 holds a handful of core

@@ -86,7 +86,10 @@ impl CommandHandler for Faulty {
     type Command = FaultCommand;
     type Event = FaultEvent;
 
-    fn handle(command: FaultCommand, ctx: &CommandContext) -> Result<Vec<FaultEvent>, CommandError> {
+    fn handle(
+        command: FaultCommand,
+        ctx: &CommandContext,
+    ) -> Result<Vec<FaultEvent>, CommandError> {
         match command {
             FaultCommand::Panic {} => panic!("the handler panicked on purpose"),
             FaultCommand::Loop {} => loop {
@@ -105,7 +108,9 @@ impl CommandHandler for Faulty {
             FaultCommand::Huge { bytes } => Ok(vec![FaultEvent::Padded {
                 padding: "x".repeat(bytes),
             }]),
-            FaultCommand::Many { count } => Ok((0..count).map(|n| FaultEvent::Counted { n }).collect()),
+            FaultCommand::Many { count } => {
+                Ok((0..count).map(|n| FaultEvent::Counted { n }).collect())
+            }
             FaultCommand::Snoop { instance_key } => {
                 let other = StreamId::new("Bank", "Account", instance_key);
                 Ok(vec![FaultEvent::Snooped {

@@ -395,6 +395,8 @@ impl Host {
             }
             if let Some(live) = versions.iter().find(|v| v.live) {
                 let component = Arc::new(self.load_kept(&name, &live.digest).await?);
+                // The grants may have changed since it was deployed.
+                self.check_grants(&component)?;
                 self.inner
                     .registry
                     .install(component.clone(), live.deployed_at)?;
@@ -428,6 +430,16 @@ impl Host {
         Ok(LoadedComponent::load(&self.inner.runtime, name, bytes).await?)
     }
 
+    fn check_grants(&self, component: &LoadedComponent) -> Result<(), HostError> {
+        match self.inner.capabilities(component).ungranted_append() {
+            Some(domain) => Err(HostError::NotGranted {
+                component: component.name().to_owned(),
+                domain: domain.to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Checks a validated version against its grants, keeps its `bytes` in
     /// the repository (new versions only), and swaps it in.
     async fn go_live(
@@ -436,12 +448,7 @@ impl Host {
         bytes: Option<Vec<u8>>,
     ) -> Result<ComponentInfo, HostError> {
         let name = component.name().to_owned();
-        if let Some(domain) = self.inner.capabilities(&component).ungranted_append() {
-            return Err(HostError::NotGranted {
-                component: name,
-                domain: domain.to_owned(),
-            });
-        }
+        self.check_grants(&component)?;
         if let (Some(repository), Some(bytes)) = (&self.inner.repository, bytes) {
             repository.save_version(&name, component.digest(), &bytes)?;
         }

@@ -26,8 +26,8 @@ use serde_json::value::RawValue;
 
 pub use error::ApiError;
 
-use crate::host::{CommandRequest, ComponentInfo, Host};
-use crate::model::{EventContext, RecordedEvent, StreamId};
+use crate::host::{CommandRequest, ComponentInfo, Host, HostError};
+use crate::model::{EventContext, NameKind, RecordedEvent, StreamId, validate_name};
 use crate::secret::Secret;
 use metrics::Metrics;
 
@@ -124,7 +124,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 fn stream(
     (domain, entity_type, instance_key): (String, String, String),
 ) -> Result<StreamId, ApiError> {
-    StreamId::new(domain, entity_type, instance_key).map_err(|e| crate::HostError::from(e).into())
+    StreamId::new(domain, entity_type, instance_key).map_err(|e| HostError::from(e).into())
 }
 
 fn body_error(rejection: BytesRejection) -> ApiError {
@@ -161,28 +161,9 @@ async fn command(
 ) -> Answer<crate::CommandOutcome> {
     let started = Instant::now();
     let result = async {
-        let (domain, entity_type, instance_key, command_type) = path(segments)?;
-        let stream = stream((domain, entity_type, instance_key))?;
+        let segments = path(segments)?;
         let body = body.map_err(body_error)?;
-        let payload = if body.iter().all(u8::is_ascii_whitespace) {
-            RawValue::from_string("{}".to_owned())
-        } else {
-            serde_json::from_slice::<Box<RawValue>>(&body)
-        }
-        .map_err(|e| {
-            ApiError::bad_request("malformed_json", format!("the body is not JSON: {e}"))
-        })?;
-        let request = CommandRequest {
-            stream,
-            command_type,
-            payload,
-            command_id: header_text(&headers, "idempotency-key")?,
-            context: EventContext {
-                correlation_id: header_text(&headers, "x-correlation-id")?,
-                source: Some("http".to_owned()),
-                ..EventContext::default()
-            },
-        };
+        let request = decode_command(segments, &headers, &body)?;
         Ok(api.host.execute(request).await?)
     }
     .await;
@@ -192,6 +173,41 @@ async fn command(
     };
     api.metrics.command(outcome, started.elapsed());
     result.map(Json)
+}
+
+/// Reads a command from its HTTP parts: the four path segments (domain,
+/// entity type, instance key, command type, already percent-decoded), the
+/// headers (`Idempotency-Key`, `X-Correlation-Id`) and the body (JSON; empty
+/// means `{}`). Every name is validated here, so a request that decodes is
+/// one the host can run.
+pub fn decode_command(
+    (domain, entity_type, instance_key, command_type): (String, String, String, String),
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<CommandRequest, ApiError> {
+    let stream = stream((domain, entity_type, instance_key))?;
+    validate_name(NameKind::CommandType, &command_type).map_err(HostError::from)?;
+    let command_id = header_text(headers, "idempotency-key")?;
+    if let Some(id) = &command_id {
+        validate_name(NameKind::CommandId, id).map_err(HostError::from)?;
+    }
+    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+        RawValue::from_string("{}".to_owned())
+    } else {
+        serde_json::from_slice::<Box<RawValue>>(body)
+    }
+    .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not JSON: {e}")))?;
+    Ok(CommandRequest {
+        stream,
+        command_type,
+        payload,
+        command_id,
+        context: EventContext {
+            correlation_id: header_text(headers, "x-correlation-id")?,
+            source: Some("http".to_owned()),
+            ..EventContext::default()
+        },
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,8 +262,7 @@ async fn projection(
         let (domain, entity_type, instance_key, projection) = path(segments)?;
         let stream = stream((domain, entity_type, instance_key))?;
         let params = query(params)?;
-        crate::model::validate_name(crate::model::NameKind::ProjectionType, &projection)
-            .map_err(crate::HostError::from)?;
+        validate_name(NameKind::ProjectionType, &projection).map_err(HostError::from)?;
         Ok(api.host.project(&stream, &projection, params.as_of).await?)
     }
     .await;

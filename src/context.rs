@@ -9,10 +9,6 @@ use serde::Serialize;
 
 use crate::{EventContext, Projection, RecordedEvent, StoreError, StreamId};
 
-/// How many events one `read-stream` call asks the host for.
-#[cfg(target_arch = "wasm32")]
-const READ_PAGE: u32 = 1024;
-
 /// The command being handled and read access to its stream.
 #[derive(Debug)]
 pub struct CommandContext {
@@ -112,18 +108,7 @@ impl CommandContext {
     pub fn events_of(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
-            Source::Host => {
-                let mut events = Vec::new();
-                loop {
-                    let from = events.last().map_or(1, |e: &RecordedEvent| e.sequence + 1);
-                    let page = crate::guest::read_stream(stream, from, READ_PAGE)?;
-                    let done = page.len() < READ_PAGE as usize;
-                    events.extend(page);
-                    if done {
-                        return Ok(events);
-                    }
-                }
-            }
+            Source::Host => crate::guest::read_all_of(stream),
             Source::History(events) if *stream == self.stream => Ok(events.clone()),
             Source::History(_) => Ok(Vec::new()),
         }

@@ -7,6 +7,7 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::notifications::{NotificationContext, NotificationHandler, SendError, SentCommand};
 use crate::{CommandContext, CommandHandler, Projection, RecordedEvent, StreamId, codec};
 
 #[doc(hidden)]
@@ -21,12 +22,13 @@ pub mod bindings {
     });
 }
 
-use bindings::cqrs_wasi::handlers::{event_store, types as wit};
-use bindings::exports::cqrs_wasi::handlers::{command_handler, projection};
+use bindings::cqrs_wasi::handlers::{commands, event_store, types as wit};
+use bindings::exports::cqrs_wasi::handlers::{command_handler, notification_handler, projection};
 
 pub use command_handler::CommandRoutes;
+pub use notification_handler::Subscription;
 pub use projection::{ProjectionId, ProjectionInfo};
-pub use wit::{Command, CommandError, Event, NewEvent, ProjectionError};
+pub use wit::{Command, CommandError, Event, NewEvent, Notification, ProjectionError};
 
 /// What [`export_component!`](crate::export_component) implements: the
 /// component's routing tables and dispatch.
@@ -43,6 +45,20 @@ pub trait Component {
         state: Option<Vec<u8>>,
         events: Vec<Event>,
     ) -> Result<Vec<u8>, ProjectionError>;
+    /// `notification-handler.describe`.
+    fn subscriptions() -> Vec<Subscription>;
+    /// `notification-handler.handle`.
+    fn notify(subscription: String, notification: Notification) -> Result<(), String>;
+}
+
+impl<T: Component> notification_handler::Guest for T {
+    fn describe() -> Vec<Subscription> {
+        T::subscriptions()
+    }
+
+    fn handle(subscription: String, notification: Notification) -> Result<(), String> {
+        T::notify(subscription, notification)
+    }
 }
 
 impl<T: Component> command_handler::Guest for T {
@@ -157,6 +173,34 @@ pub fn apply<P: Projection>(
     serde_json::to_vec(&state).map_err(|e| ProjectionError::Other(e.to_string()))
 }
 
+/// What notification handler `N` subscribes to.
+pub fn subscription<N: NotificationHandler>() -> Subscription {
+    let subscription = N::subscription();
+    Subscription {
+        name: N::NAME.to_owned(),
+        included_event_types: subscription.included_event_types,
+        subject_begins_with: subscription.subject_begins_with,
+        subject_ends_with: subscription.subject_ends_with,
+    }
+}
+
+/// Runs notification handler `N`.
+pub fn notify<N: NotificationHandler>(notification: Notification) -> Result<(), String> {
+    let notification = crate::notifications::Notification {
+        id: notification.id,
+        event_type: notification.event_type,
+        subject: notification.subject,
+        data: notification.data,
+        time: notification.time,
+    };
+    N::handle(&notification, &NotificationContext::from_host()).map_err(|e| e.0)
+}
+
+/// The error for a subscription this component does not have.
+pub fn unknown_subscription(name: &str) -> String {
+    format!("this component has no notification handler {name}")
+}
+
 /// The error for a projection this component does not compute.
 pub fn unknown_projection(id: &ProjectionId) -> ProjectionError {
     ProjectionError::Other(format!(
@@ -169,14 +213,46 @@ pub(crate) fn stream_sequence(stream: &StreamId) -> Result<u64, crate::StoreErro
     event_store::stream_sequence(&stream_to_wit(stream)).map_err(store_error_from_wit)
 }
 
-pub(crate) fn read_stream(
-    stream: &StreamId,
-    from: u64,
-    max_count: u32,
-) -> Result<Vec<RecordedEvent>, crate::StoreError> {
-    event_store::read_stream(&stream_to_wit(stream), from, max_count)
-        .map(|events| events.into_iter().map(event_from_wit).collect())
-        .map_err(store_error_from_wit)
+/// How many events one `read-stream` call asks the host for.
+const READ_PAGE: u32 = 1024;
+
+/// Every event of `stream`, a page at a time.
+pub(crate) fn read_all_of(stream: &StreamId) -> Result<Vec<RecordedEvent>, crate::StoreError> {
+    let stream = stream_to_wit(stream);
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let from = events.last().map_or(1, |e| e.sequence + 1);
+        let page =
+            event_store::read_stream(&stream, from, READ_PAGE).map_err(store_error_from_wit)?;
+        let done = page.len() < READ_PAGE as usize;
+        events.extend(page.into_iter().map(event_from_wit));
+        if done {
+            return Ok(events);
+        }
+    }
+}
+
+/// Sends a command through the `commands` import.
+pub(crate) fn send(sent: SentCommand) -> Result<crate::CommandOutcome, SendError> {
+    let request = commands::CommandRequest {
+        stream: stream_to_wit(&sent.stream),
+        command_type: sent.command_type,
+        payload: sent.payload,
+        command_id: sent.command_id,
+    };
+    commands::send(&request)
+        .map(|outcome| crate::CommandOutcome {
+            command_id: outcome.command_id,
+            events_appended: outcome.events_appended,
+            stream_sequence: outcome.stream_sequence,
+            replayed: outcome.replayed,
+        })
+        .map_err(|error| match error {
+            wit::SendError::Rejected(m) => SendError::Rejected(m),
+            wit::SendError::Invalid(m) => SendError::Invalid(m),
+            wit::SendError::Denied(m) => SendError::Denied(m),
+            wit::SendError::Other(m) => SendError::Other(m),
+        })
 }
 
 pub(crate) fn run_projection(

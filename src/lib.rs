@@ -71,12 +71,17 @@ mod codec;
 mod context;
 #[cfg(target_arch = "wasm32")]
 mod guest;
+mod notifications;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use codec::variant_names;
 pub use context::CommandContext;
+pub use notifications::{
+    CommandOutcome, HandlerError, Notification, NotificationContext, NotificationHandler,
+    SendError, SentCommand, Subscription,
+};
 
 /// Identity of an event stream: `domain / entity type / instance key`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -269,13 +274,14 @@ pub fn fold<P: Projection>(
     Ok(())
 }
 
-/// Exports command handlers and projections as the component's
-/// `cqrs-wasi:handlers` exports.
+/// Exports command handlers, projections and notification handlers as the
+/// component's `cqrs-wasi:handlers` exports. Each list is optional.
 ///
 /// ```ignore
 /// cqrs_wasi::export_component! {
 ///     commands: [Account],
 ///     projections: [Balance],
+///     notifications: [WelcomeNewAccounts],
 /// }
 /// ```
 ///
@@ -283,14 +289,18 @@ pub fn fold<P: Projection>(
 /// builds natively for unit tests.
 #[macro_export]
 macro_rules! export_component {
-    (commands: [$($command:ty),* $(,)?], projections: [$($projection:ty),* $(,)?] $(,)?) => {
+    (
+        $(commands: [$($command:ty),* $(,)?] $(,)?)?
+        $(projections: [$($projection:ty),* $(,)?] $(,)?)?
+        $(notifications: [$($notification:ty),* $(,)?] $(,)?)?
+    ) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct Component;
 
             impl $crate::__private::Component for Component {
                 fn command_routes() -> ::std::vec::Vec<$crate::__private::CommandRoutes> {
-                    ::std::vec![$($crate::__private::command_routes::<$command>()),*]
+                    ::std::vec![$($($crate::__private::command_routes::<$command>()),*)?]
                 }
 
                 fn handle(
@@ -299,16 +309,16 @@ macro_rules! export_component {
                     ::std::vec::Vec<$crate::__private::NewEvent>,
                     $crate::__private::CommandError,
                 > {
-                    $(
+                    $($(
                         if $crate::__private::handles::<$command>(&command) {
                             return $crate::__private::handle::<$command>(command);
                         }
-                    )*
+                    )*)?
                     ::std::result::Result::Err($crate::__private::unrouted(&command))
                 }
 
                 fn projections() -> ::std::vec::Vec<$crate::__private::ProjectionInfo> {
-                    ::std::vec![$($crate::__private::projection_info::<$projection>()),*]
+                    ::std::vec![$($($crate::__private::projection_info::<$projection>()),*)?]
                 }
 
                 fn apply(
@@ -316,23 +326,33 @@ macro_rules! export_component {
                     state: ::std::option::Option<::std::vec::Vec<u8>>,
                     events: ::std::vec::Vec<$crate::__private::Event>,
                 ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::__private::ProjectionError> {
-                    $(
+                    $($(
                         if $crate::__private::is::<$projection>(&projection) {
                             return $crate::__private::apply::<$projection>(state, events);
                         }
-                    )*
+                    )*)?
                     ::std::result::Result::Err($crate::__private::unknown_projection(&projection))
+                }
+
+                fn subscriptions() -> ::std::vec::Vec<$crate::__private::Subscription> {
+                    ::std::vec![$($($crate::__private::subscription::<$notification>()),*)?]
+                }
+
+                fn notify(
+                    subscription: ::std::string::String,
+                    notification: $crate::__private::Notification,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $($(
+                        if subscription == <$notification as $crate::NotificationHandler>::NAME {
+                            return $crate::__private::notify::<$notification>(notification);
+                        }
+                    )*)?
+                    ::std::result::Result::Err($crate::__private::unknown_subscription(&subscription))
                 }
             }
 
             $crate::__private::bindings::__export_domain_component!(Component with_types_in $crate::__private::bindings);
         };
-    };
-    (commands: [$($command:ty),* $(,)?] $(,)?) => {
-        $crate::export_component! { commands: [$($command),*], projections: [] }
-    };
-    (projections: [$($projection:ty),* $(,)?] $(,)?) => {
-        $crate::export_component! { commands: [], projections: [$($projection),*] }
     };
 }
 

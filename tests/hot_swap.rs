@@ -274,7 +274,7 @@ async fn bad_uploads_are_refused_with_their_reason_and_the_live_version_keeps_se
             Some(TOKEN),
             400,
             "invalid_component",
-            "exports neither",
+            "exports none of",
         ),
         upload(
             "unsatisfiable import",

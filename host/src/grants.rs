@@ -1,8 +1,8 @@
 //! Capabilities: which domains a component may read and append to, which
 //! topics it may publish to, which commands it may send.
 //!
-//! A component with no configured grants may read and append to the domains
-//! it declares in `describe` and nothing else. Grants are checked by the
+//! A component with no configured grants may read, append to and send
+//! commands to the domains it declares in `describe`, and nothing else. Grants are checked by the
 //! host's import implementations and at deploy; this module only decides.
 
 use serde::Deserialize;
@@ -49,6 +49,18 @@ impl Capabilities<'_> {
     pub(crate) fn may_read(&self, domain: &str) -> bool {
         match self.configured {
             Some(grants) => allows(&grants.read, domain),
+            None => self.declares(domain),
+        }
+    }
+
+    /// Whether the component may send `command_type` to `domain /
+    /// entity_type`.
+    pub(crate) fn may_send(&self, domain: &str, entity_type: &str, command_type: &str) -> bool {
+        match self.configured {
+            Some(grants) => allows(
+                &grants.send,
+                &format!("{domain}/{entity_type}/{command_type}"),
+            ),
             None => self.declares(domain),
         }
     }

@@ -8,6 +8,7 @@
 //! about HTTP or configuration files.
 
 mod commands;
+mod notify;
 mod projections;
 mod stream_locks;
 
@@ -21,6 +22,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 pub use commands::{CommandOutcome, CommandRequest};
+pub use notify::{Delivery, IncomingNotification};
 pub use projections::ProjectionState;
 
 use crate::grants::{Capabilities, Grants};
@@ -28,7 +30,7 @@ use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
 use crate::registry::{Registry, RollbackError, RouteConflict, VersionInfo};
 use crate::repository::{Repository, RepositoryError};
 use crate::runtime::{
-    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of,
+    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of, wit,
 };
 use crate::store::{EventStore, InstancePage, StoreError};
 
@@ -309,6 +311,23 @@ impl Inner {
             configured: self.grants.get(component.name()),
         }
     }
+
+    /// Refuses a guest's read of a domain its component is not granted; the
+    /// guest sees the refusal and the log records it.
+    fn check_read(&self, component: &LoadedComponent, domain: &str) -> Result<(), wit::StoreError> {
+        if self.capabilities(component).may_read(domain) {
+            return Ok(());
+        }
+        tracing::warn!(
+            component = component.name(),
+            domain,
+            "refused a read of an ungranted domain"
+        );
+        Err(wit::StoreError::Denied(format!(
+            "component {} may not read domain {domain}",
+            component.name()
+        )))
+    }
 }
 
 /// A live component, as [`Host::components`] lists it.
@@ -482,6 +501,13 @@ impl Host {
     /// Runs a command: see [`CommandRequest`].
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, HostError> {
         commands::execute(&self.inner, request).await
+    }
+
+    /// Delivers `notification` to every live notification handler whose
+    /// subscription matches it, and says how each did. A handler that
+    /// failed should get the notification again later.
+    pub async fn deliver(&self, notification: &IncomingNotification) -> Vec<Delivery> {
+        notify::deliver(&self.inner, notification).await
     }
 
     /// The state of projection `projection_type` over `stream`, as of

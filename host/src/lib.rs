@@ -75,6 +75,6 @@ pub mod store;
 pub mod watch;
 
 pub use host::{
-    BuildError, CommandOutcome, CommandRequest, ComponentInfo, Host, HostBuilder, HostError,
-    HostOptions, ProjectionState,
+    BuildError, CommandOutcome, CommandRequest, ComponentInfo, Delivery, Host, HostBuilder,
+    HostError, HostOptions, IncomingNotification, ProjectionState,
 };

@@ -35,6 +35,8 @@ pub enum NameKind {
     CommandId,
     /// The name a component is deployed under.
     ComponentName,
+    /// The name of a notification handler's subscription.
+    SubscriptionName,
 }
 
 impl fmt::Display for NameKind {
@@ -48,6 +50,7 @@ impl fmt::Display for NameKind {
             NameKind::ProjectionType => "projection type",
             NameKind::CommandId => "command id",
             NameKind::ComponentName => "component name",
+            NameKind::SubscriptionName => "subscription name",
         })
     }
 }

@@ -26,7 +26,14 @@ pub fn root() -> &'static Path {
 
 /// The component crates the tests use: the examples and the fixtures in
 /// `tests/components`.
-const COMPONENTS: &[&str] = &["bank", "faulty", "garbage", "no-handler", "odd-import"];
+const COMPONENTS: &[&str] = &[
+    "bank",
+    "faulty",
+    "garbage",
+    "no-handler",
+    "odd-import",
+    "welcome",
+];
 
 /// Builds the component crates (the same set `cargo xtask components`
 /// builds) once per test binary, into their own target directory so that

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 
 /// The example components `serve` loads, built into `target/components`.
 /// (The tests build the components they need themselves.)
-const EXAMPLES: &[&str] = &["bank"];
+const EXAMPLES: &[&str] = &["bank", "welcome"];
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -12,7 +12,7 @@ use super::{HostError, HostOptions, Inner, parse_json};
 use crate::model::{
     EventContext, Expectation, NameKind, NewEvent, RecordedEvent, StreamId, validate_name,
 };
-use crate::runtime::{GuestServices, LoadedComponent, wit};
+use crate::runtime::{GuestServices, LoadedComponent, SendOutcome, SendRequest, wit};
 use crate::store::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
@@ -308,21 +308,8 @@ impl CommandScope {
         (stream == &self.stream).then_some(self.seen)
     }
 
-    /// Refuses a read of a domain the component is not granted; the guest
-    /// sees the refusal and the log records it.
     fn check_read(&self, domain: &str) -> Result<(), wit::StoreError> {
-        if self.inner.capabilities(&self.component).may_read(domain) {
-            return Ok(());
-        }
-        tracing::warn!(
-            component = self.component.name(),
-            domain,
-            "refused a read of an ungranted domain"
-        );
-        Err(wit::StoreError::Denied(format!(
-            "component {} may not read domain {domain}",
-            self.component.name()
-        )))
+        self.inner.check_read(&self.component, domain)
     }
 }
 
@@ -399,10 +386,16 @@ impl GuestServices for CommandScope {
             .map(|state| state.state.get().as_bytes().to_vec())
             .map_err(to_store_error)
     }
+
+    async fn send_command(&self, _: SendRequest) -> Result<SendOutcome, wit::SendError> {
+        Err(wit::SendError::Denied(
+            "a command handler may not send commands; a notification handler may".to_owned(),
+        ))
+    }
 }
 
 /// How a host error looks to a guest that caused it through an import.
-fn to_store_error(error: HostError) -> wit::StoreError {
+pub(super) fn to_store_error(error: HostError) -> wit::StoreError {
     match error {
         HostError::InvalidName(e) | HostError::Store(StoreError::InvalidName(e)) => {
             wit::StoreError::InvalidName(e.to_string())

@@ -12,4 +12,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use cqrs_wasi::handlers::types as wit;
-pub use exports::cqrs_wasi::handlers::{command_handler, projection};
+pub use exports::cqrs_wasi::handlers::{command_handler, notification_handler, projection};

@@ -12,13 +12,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::{command_handler, projection, wit};
+use super::bindings::{command_handler, notification_handler, projection, wit};
 use super::{CallState, GuestFault, GuestServices, Runtime, fault};
 use crate::model::{NameError, NameKind, validate_name};
 
 /// The interface names a handler component may export.
 const COMMAND_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/command-handler@0.1.0";
 const PROJECTION_EXPORT: &str = "cqrs-wasi:handlers/projection@0.1.0";
+const NOTIFICATION_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/notification-handler@0.1.0";
 
 /// Why a component was refused. The reason is meant for the person who
 /// built it.
@@ -139,6 +140,47 @@ pub struct ProjectionRoute {
     pub event_types: Vec<String>,
 }
 
+/// A notification handler's subscription, with Event Grid's filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRoute {
+    /// Names the handler within its component.
+    pub name: String,
+    /// Only these event types (case-insensitive); empty: all.
+    pub included_event_types: Vec<String>,
+    /// Only subjects beginning with this (case-insensitive).
+    pub subject_begins_with: Option<String>,
+    /// Only subjects ending with this (case-insensitive).
+    pub subject_ends_with: Option<String>,
+}
+
+impl SubscriptionRoute {
+    /// Whether a notification of `event_type` about `subject` matches.
+    pub fn matches(&self, event_type: &str, subject: &str) -> bool {
+        let starts = |text: &str, prefix: &str| {
+            text.len() >= prefix.len()
+                && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        };
+        let ends = |text: &str, suffix: &str| {
+            text.len() >= suffix.len()
+                && text.as_bytes()[text.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        };
+        (self.included_event_types.is_empty()
+            || self
+                .included_event_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(event_type)))
+            && self
+                .subject_begins_with
+                .as_deref()
+                .is_none_or(|p| starts(subject, p))
+            && self
+                .subject_ends_with
+                .as_deref()
+                .is_none_or(|s| ends(subject, s))
+    }
+}
+
 /// One version of a component, compiled, linked and validated.
 pub struct LoadedComponent {
     name: Arc<str>,
@@ -146,8 +188,10 @@ pub struct LoadedComponent {
     pre: InstancePre<CallState>,
     command_handler: Option<command_handler::GuestIndices>,
     projection: Option<projection::GuestIndices>,
+    notification_handler: Option<notification_handler::GuestIndices>,
     commands: Vec<CommandRoute>,
     projections: Vec<ProjectionRoute>,
+    subscriptions: Vec<SubscriptionRoute>,
 }
 
 impl fmt::Debug for LoadedComponent {
@@ -180,7 +224,8 @@ impl LoadedComponent {
 
         let command_handler = command_handler::GuestIndices::new(&pre).ok();
         let projection = projection::GuestIndices::new(&pre).ok();
-        if command_handler.is_none() && projection.is_none() {
+        let notification_handler = notification_handler::GuestIndices::new(&pre).ok();
+        if command_handler.is_none() && projection.is_none() && notification_handler.is_none() {
             let exports: Vec<String> = compiled
                 .component_type()
                 .exports(&runtime.engine)
@@ -189,7 +234,7 @@ impl LoadedComponent {
             return Err(LoadError::WrongExports {
                 name: name.to_owned(),
                 reason: format!(
-                    "exports neither `{COMMAND_HANDLER_EXPORT}` nor `{PROJECTION_EXPORT}`; it exports {}",
+                    "exports none of `{COMMAND_HANDLER_EXPORT}`, `{PROJECTION_EXPORT}`, `{NOTIFICATION_HANDLER_EXPORT}`; it exports {}",
                     if exports.is_empty() {
                         "nothing".to_owned()
                     } else {
@@ -205,8 +250,10 @@ impl LoadedComponent {
             pre,
             command_handler,
             projection,
+            notification_handler,
             commands: Vec::new(),
             projections: Vec::new(),
+            subscriptions: Vec::new(),
         };
         component.describe(runtime).await?;
         Ok(component)
@@ -279,6 +326,24 @@ impl LoadedComponent {
                 });
             }
         }
+        if let Some(indices) = &self.notification_handler {
+            let guest = indices
+                .load(&mut store, &instance)
+                .map_err(|e| wrong_exports(NOTIFICATION_HANDLER_EXPORT, e))?;
+            let described = guest
+                .call_describe(&mut store)
+                .await
+                .map_err(|e| describe_failed(self.fault(runtime, &store, e)))?;
+            for subscription in described {
+                validate_name(NameKind::SubscriptionName, &subscription.name).map_err(invalid)?;
+                self.subscriptions.push(SubscriptionRoute {
+                    name: subscription.name,
+                    included_event_types: subscription.included_event_types,
+                    subject_begins_with: subscription.subject_begins_with,
+                    subject_ends_with: subscription.subject_ends_with,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -300,6 +365,11 @@ impl LoadedComponent {
     /// The projections it computes.
     pub fn projections(&self) -> &[ProjectionRoute] {
         &self.projections
+    }
+
+    /// Its notification handlers' subscriptions.
+    pub fn subscriptions(&self) -> &[SubscriptionRoute] {
+        &self.subscriptions
     }
 
     async fn instantiate(
@@ -345,6 +415,31 @@ impl LoadedComponent {
             .load(&mut store, &instance)
             .map_err(|e| self.fault(runtime, &store, e))?;
         let answer = guest.call_handle(&mut store, command).await;
+        answer.map_err(|e| self.fault(runtime, &store, e))
+    }
+
+    /// Runs `notification-handler.handle` for `subscription` in a fresh
+    /// instance whose imports are served by `services`.
+    pub(crate) async fn notify(
+        &self,
+        runtime: &Runtime,
+        services: Arc<dyn GuestServices>,
+        subscription: &str,
+        notification: &wit::Notification,
+    ) -> Result<Result<(), String>, GuestFault> {
+        let Some(indices) = &self.notification_handler else {
+            return Err(GuestFault::Instantiation {
+                component: self.name.to_string(),
+                message: "it does not export a notification handler".to_owned(),
+            });
+        };
+        let (mut store, instance) = self.instantiate(runtime, Some(services)).await?;
+        let guest = indices
+            .load(&mut store, &instance)
+            .map_err(|e| self.fault(runtime, &store, e))?;
+        let answer = guest
+            .call_handle(&mut store, subscription, notification)
+            .await;
         answer.map_err(|e| self.fault(runtime, &store, e))
     }
 

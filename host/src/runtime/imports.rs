@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::bindings::cqrs_wasi::handlers::event_store::Host;
-use super::bindings::{cqrs_wasi::handlers::types, wit};
+use super::bindings::cqrs_wasi::handlers::{commands, types};
+use super::bindings::wit;
 use super::convert::{event_to_wit, stream_from_wit};
 use super::{CallState, GuestServices};
 
@@ -34,6 +35,22 @@ fn invalid(error: crate::model::NameError) -> wit::StoreError {
 }
 
 impl types::Host for CallState {}
+
+impl commands::Host for CallState {
+    async fn send(
+        &mut self,
+        request: commands::CommandRequest,
+    ) -> wasmtime::Result<Result<commands::CommandOutcome, wit::SendError>> {
+        let services = self.services.clone();
+        let answer = async move {
+            let services = services.ok_or_else(|| {
+                wit::SendError::Denied("this call may not send commands".to_owned())
+            })?;
+            services.send_command(request).await
+        };
+        Ok(answer.await)
+    }
+}
 
 impl Host for CallState {
     async fn read_stream(

@@ -31,12 +31,17 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use bindings::cqrs_wasi::handlers::commands::{
+    CommandOutcome as SendOutcome, CommandRequest as SendRequest,
+};
+pub use bindings::notification_handler::Subscription;
 pub use bindings::projection::ProjectionId;
 pub use bindings::wit;
 pub use component::{
-    CommandRoute, LoadError, LoadedComponent, ProjectionRoute, Projector, digest_of,
+    CommandRoute, LoadError, LoadedComponent, ProjectionRoute, Projector, SubscriptionRoute,
+    digest_of,
 };
-pub(crate) use convert::{context_to_wit, event_to_wit, stream_to_wit};
+pub(crate) use convert::{context_to_wit, event_to_wit, stream_from_wit, stream_to_wit};
 
 use crate::model::{RecordedEvent, StreamId};
 use crate::store::InstancePage;
@@ -159,6 +164,9 @@ pub trait GuestServices: Send + Sync {
         stream: &StreamId,
         as_of: Option<u64>,
     ) -> Result<Vec<u8>, wit::StoreError>;
+
+    /// `commands.send`.
+    async fn send_command(&self, request: SendRequest) -> Result<SendOutcome, wit::SendError>;
 }
 
 /// The engine, the linker and the limits every call runs under.
@@ -193,6 +201,11 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError(e.to_string()))?;
         bindings::cqrs_wasi::handlers::event_store::add_to_linker::<
+            CallState,
+            wasmtime::component::HasSelf<CallState>,
+        >(&mut linker, |state| state)
+        .map_err(|e| RuntimeError(e.to_string()))?;
+        bindings::cqrs_wasi::handlers::commands::add_to_linker::<
             CallState,
             wasmtime::component::HasSelf<CallState>,
         >(&mut linker, |state| state)

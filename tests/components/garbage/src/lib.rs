@@ -9,8 +9,11 @@ mod component {
         world: "domain-component",
     });
 
-    use cqrs_wasi::handlers::types::{Command, CommandError, Event, NewEvent, ProjectionError};
+    use cqrs_wasi::handlers::types::{
+        Command, CommandError, Event, NewEvent, Notification, ProjectionError,
+    };
     use exports::cqrs_wasi::handlers::command_handler::{self, CommandRoutes};
+    use exports::cqrs_wasi::handlers::notification_handler::{self, Subscription};
     use exports::cqrs_wasi::handlers::projection::{self, ProjectionId, ProjectionInfo};
 
     struct Garbage;
@@ -54,6 +57,16 @@ mod component {
             _: Vec<Event>,
         ) -> Result<Vec<u8>, ProjectionError> {
             Ok(vec![0xff, 0xfe, b'{'])
+        }
+    }
+
+    impl notification_handler::Guest for Garbage {
+        fn describe() -> Vec<Subscription> {
+            Vec::new()
+        }
+
+        fn handle(_: String, _: Notification) -> Result<(), String> {
+            Err("subscribes to nothing".into())
         }
     }
 

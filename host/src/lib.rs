@@ -66,6 +66,7 @@ mod atomic_file;
 pub mod config;
 mod host;
 pub mod model;
+pub mod notifications;
 pub mod registry;
 pub mod repository;
 pub mod runtime;

@@ -67,6 +67,7 @@ pub mod config;
 pub mod grants;
 mod host;
 pub mod model;
+pub mod notifications;
 pub mod registry;
 pub mod repository;
 pub mod runtime;

@@ -7,7 +7,9 @@ use subtle::ConstantTimeEq;
 
 /// A secret value. Its `Debug` output is redacted, it has no `Display`, and
 /// comparing it takes the same time wherever the inputs differ.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+///
+/// It has no `PartialEq` on purpose: comparing a secret is [`Secret::matches`].
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -25,6 +27,12 @@ impl Secret {
     /// Whether `candidate` is the secret, in constant time.
     pub fn matches(&self, candidate: &str) -> bool {
         bool::from(candidate.as_bytes().ct_eq(self.0.as_bytes()))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
     }
 }
 

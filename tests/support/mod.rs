@@ -1,6 +1,9 @@
 //! Shared by the end-to-end tests: the real components, built once, and a
-//! real host serving HTTP on a loopback port over a SQLite file.
+//! real host serving HTTP on a loopback port over a SQLite file; and, in
+//! [`event_grid`], an Event Grid stand-in.
 #![allow(dead_code, reason = "each test binary uses a different part")]
+
+pub mod event_grid;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -40,6 +40,10 @@ pub struct Config {
     /// The `CQRS_WASI_API_KEY` environment variable takes precedence. With
     /// neither, the public API is open.
     pub api_key: Option<Secret>,
+    /// Secret the Event Grid webhook (`/api/eventgrid`) requires in the
+    /// `X-Webhook-Secret` header. `CQRS_WASI_WEBHOOK_SECRET` takes
+    /// precedence. With neither, the webhook is open.
+    pub webhook_secret: Option<Secret>,
     /// A directory watched for `NAME.wasm` files: each new or changed file is
     /// deployed as component `NAME`.
     pub watch_dir: Option<PathBuf>,
@@ -59,6 +63,7 @@ impl Default for Config {
             state_dir: PathBuf::from("data"),
             admin_token: None,
             api_key: None,
+            webhook_secret: None,
             watch_dir: None,
             store: StoreConfig::default(),
             runtime: RuntimeSection::default(),
@@ -244,6 +249,8 @@ impl Config {
             admin_token: secret_from_env("CQRS_WASI_ADMIN_TOKEN")
                 .or_else(|| self.admin_token.clone()),
             api_key: secret_from_env("CQRS_WASI_API_KEY").or_else(|| self.api_key.clone()),
+            webhook_secret: secret_from_env("CQRS_WASI_WEBHOOK_SECRET")
+                .or_else(|| self.webhook_secret.clone()),
             ..ApiConfig::default()
         }
     }

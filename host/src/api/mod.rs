@@ -8,6 +8,7 @@
 //! JSON `{"code", "message"}` ([`ApiError`]). It holds no domain logic.
 
 mod error;
+pub mod eventgrid;
 mod metrics;
 
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub struct ApiConfig {
     pub admin_token: Option<Secret>,
     /// The key the public API requires in `X-Api-Key`. `None`: it is open.
     pub api_key: Option<Secret>,
+    /// The secret the Event Grid webhook requires in `X-Webhook-Secret`
+    /// (set it as a delivery header on the subscription). `None`: open.
+    pub webhook_secret: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +59,7 @@ impl Default for ApiConfig {
             max_component_bytes: 64 << 20,
             admin_token: None,
             api_key: None,
+            webhook_secret: None,
         }
     }
 }
@@ -65,6 +70,7 @@ struct Api {
     metrics: Arc<Metrics>,
     admin_token: Option<Secret>,
     api_key: Option<Secret>,
+    webhook_secret: Option<Secret>,
 }
 
 /// The API's routes, serving `host`.
@@ -74,6 +80,7 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         metrics: Arc::new(Metrics::new()),
         admin_token: config.admin_token.clone(),
         api_key: config.api_key.clone(),
+        webhook_secret: config.webhook_secret.clone(),
     };
     let admin = Router::new()
         .route(
@@ -101,6 +108,10 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
     Router::new()
         .nest("/admin", admin)
         .merge(public)
+        .route(
+            "/api/eventgrid",
+            post(event_grid).options(event_grid_handshake),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -377,6 +388,74 @@ async fn rollback(
     Ok(Json(
         api.host.rollback(&name, request.digest.as_deref()).await?,
     ))
+}
+
+/// Event Grid deliveries: the validation handshake, or notifications for
+/// the handlers; 500 unless every handler succeeded, so Event Grid retries.
+async fn event_grid(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Some(expected) = &api.webhook_secret {
+        let presented = headers
+            .get("x-webhook-secret")
+            .and_then(|v| v.to_str().ok());
+        if !presented.is_some_and(|secret| expected.matches(secret)) {
+            return unauthorized("the webhook needs its secret in X-Webhook-Secret");
+        }
+    }
+    let delivery = body
+        .map_err(body_error)
+        .and_then(|body| eventgrid::decode_delivery(&body));
+    let notifications = match delivery {
+        Err(error) => return error.into_response(),
+        Ok(eventgrid::Delivery::Validation { code }) => {
+            return Json(serde_json::json!({ "validationResponse": code })).into_response();
+        }
+        Ok(eventgrid::Delivery::Notifications(notifications)) => notifications,
+    };
+    let mut failed = Vec::new();
+    for notification in &notifications {
+        failed.extend(
+            api.host
+                .deliver(notification)
+                .await
+                .into_iter()
+                .filter(|d| d.error.is_some()),
+        );
+    }
+    if failed.is_empty() {
+        Json(serde_json::json!({ "delivered": notifications.len() })).into_response()
+    } else {
+        let message = format!("{} handler(s) failed; deliver again", failed.len());
+        let mut response =
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "handler_failed", message)
+                .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response
+    }
+}
+
+/// The CloudEvents abuse-protection handshake.
+async fn event_grid_handshake(headers: HeaderMap) -> Response {
+    match eventgrid::allowed_origin(&headers) {
+        Ok(origin) => match header::HeaderValue::from_str(&origin) {
+            Ok(origin) => (
+                [(
+                    header::HeaderName::from_static("webhook-allowed-origin"),
+                    origin,
+                )],
+                "",
+            )
+                .into_response(),
+            Err(_) => ApiError::bad_request("missing_origin", "the origin is not a header value")
+                .into_response(),
+        },
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

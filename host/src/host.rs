@@ -557,11 +557,8 @@ impl Host {
 /// Parses guest JSON output, so that only valid JSON is ever stored or
 /// served.
 fn parse_json(component: &str, what: &str, bytes: Vec<u8>) -> Result<Box<RawValue>, HostError> {
-    String::from_utf8(bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|text| RawValue::from_string(text).map_err(|e| e.to_string()))
-        .map_err(|e| HostError::InvalidOutput {
-            component: component.to_owned(),
-            message: format!("{what} is not JSON: {e}"),
-        })
+    crate::model::json_document(bytes).map_err(|e| HostError::InvalidOutput {
+        component: component.to_owned(),
+        message: format!("{what} is not interoperable JSON: {e}"),
+    })
 }

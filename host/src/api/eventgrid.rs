@@ -98,15 +98,15 @@ pub fn decode_delivery(body: &[u8]) -> Result<Delivery, ApiError> {
             });
         }
         notifications.push(IncomingNotification {
-            id: event.id,
+            id: event.id.clone(),
             event_type,
             subject: event.subject,
-            data: match event.data {
-                Some(data) => data,
-                None => {
-                    RawValue::from_string("{}".to_owned()).map_err(|e| malformed(e.to_string()))?
-                }
-            },
+            data: crate::model::json_document(
+                event
+                    .data
+                    .map_or_else(|| b"{}".to_vec(), |data| data.get().as_bytes().to_vec()),
+            )
+            .map_err(|e| malformed(format!("the data of event {}: {e}", event.id)))?,
             time: time.unwrap_or_default(),
         });
     }

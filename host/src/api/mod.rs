@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 pub use error::ApiError;
 
@@ -202,12 +201,14 @@ pub fn decode_command(
     if let Some(id) = &command_id {
         validate_name(NameKind::CommandId, id).map_err(HostError::from)?;
     }
-    let payload = if body.iter().all(u8::is_ascii_whitespace) {
-        RawValue::from_string("{}".to_owned())
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
     } else {
-        serde_json::from_slice::<Box<RawValue>>(body)
-    }
-    .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not JSON: {e}")))?;
+        body
+    };
+    let payload = crate::model::json_document(body.to_vec()).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not JSON: {e}"))
+    })?;
     Ok(CommandRequest {
         stream,
         command_type,

@@ -47,7 +47,7 @@ impl CommandRequest {
         Ok(CommandRequest {
             stream,
             command_type: command_type.into(),
-            payload: RawValue::from_string(payload.to_owned())?,
+            payload: crate::model::json_document(payload.as_bytes().to_vec())?,
             command_id: None,
             context: EventContext::default(),
         })

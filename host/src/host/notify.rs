@@ -202,13 +202,10 @@ impl GuestServices for NotificationScope {
                 stream.entity_type()
             )));
         }
-        let payload = String::from_utf8(request.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|text| RawValue::from_string(text).map_err(|e| e.to_string()))
+        let payload = crate::model::json_document(request.payload)
             .map_err(|e| wit::SendError::Invalid(format!("the payload is not JSON: {e}")))?;
-        // Runs on a task of its own: the command's handler runs in another
-        // instance, and its future is not tied to this guest's store.
-        let inner = self.inner.clone();
+        // The command runs in an instance of its own, under a call slot of
+        // its own: a handler's command is an ordinary command.
         let command = CommandRequest {
             stream,
             command_type: request.command_type,
@@ -221,7 +218,7 @@ impl GuestServices for NotificationScope {
                 ..EventContext::default()
             },
         };
-        let outcome = super::commands::execute(&inner, command).await;
+        let outcome = super::commands::execute(&self.inner, command).await;
         match outcome {
             Ok(outcome) => Ok(SendOutcome {
                 command_id: outcome.command_id,

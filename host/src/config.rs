@@ -13,10 +13,12 @@ use serde::Deserialize;
 
 use crate::api::ApiConfig;
 use crate::grants::Grants;
-use crate::host::{BuildError, Host, HostError};
+use crate::host::{BuildError, Host, HostError, HostOptions};
 use crate::runtime::RuntimeConfig;
 use crate::secret::Secret;
-use crate::store::{EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError};
+use crate::store::{
+    EventStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, StoreError,
+};
 
 /// Where the example bank component is built by `cargo xtask`.
 pub const EXAMPLE_COMPONENT: &str = "target/components/wasm32-wasip2/release/bank.wasm";
@@ -51,6 +53,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Limits of the wasm runtime.
     pub runtime: RuntimeSection,
+    /// How commands run.
+    pub commands: CommandsSection,
     /// Components to load at start-up.
     pub components: Vec<ComponentConfig>,
 }
@@ -67,6 +71,7 @@ impl Default for Config {
             watch_dir: None,
             store: StoreConfig::default(),
             runtime: RuntimeSection::default(),
+            commands: CommandsSection::default(),
             components: vec![ComponentConfig {
                 name: "bank".to_owned(),
                 path: PathBuf::from(EXAMPLE_COMPONENT),
@@ -89,8 +94,61 @@ pub enum StoreConfig {
         #[serde(default = "default_true")]
         durable: bool,
     },
+    /// A PostgreSQL database, which several hosts can share.
+    Postgres {
+        /// `postgres://user:password@host:port/database`.
+        url: Secret,
+        /// The PostgreSQL schema holding the store's tables (default
+        /// `cqrs_wasi`); hosts sharing a store name the same one.
+        #[serde(default = "default_postgres_schema")]
+        schema: String,
+        /// The most connections open at once (default 16).
+        #[serde(default = "default_postgres_pool_size")]
+        pool_size: usize,
+    },
     /// Nothing survives a restart; for trying things out.
     Memory,
+}
+
+impl StoreConfig {
+    /// The store with the command line's choices applied: `url` selects
+    /// PostgreSQL at that URL, keeping the schema and pool size when this
+    /// already is PostgreSQL; `schema` names the PostgreSQL schema, and
+    /// needs PostgreSQL (configured, or selected by `url`).
+    pub fn with_postgres(
+        self,
+        url: Option<Secret>,
+        schema: Option<String>,
+    ) -> Result<StoreConfig, ConfigError> {
+        let (configured_url, configured_schema, pool_size) = match self {
+            StoreConfig::Postgres {
+                url,
+                schema,
+                pool_size,
+            } => (Some(url), schema, pool_size),
+            other if url.is_none() && schema.is_none() => return Ok(other),
+            _ => (
+                None,
+                default_postgres_schema(),
+                default_postgres_pool_size(),
+            ),
+        };
+        Ok(StoreConfig::Postgres {
+            url: url
+                .or(configured_url)
+                .ok_or(ConfigError::SchemaWithoutPostgres)?,
+            schema: schema.unwrap_or(configured_schema),
+            pool_size,
+        })
+    }
+}
+
+fn default_postgres_schema() -> String {
+    PostgresOptions::default().schema
+}
+
+fn default_postgres_pool_size() -> usize {
+    PostgresOptions::default().pool_size
 }
 
 fn default_sqlite_path() -> PathBuf {
@@ -159,6 +217,25 @@ impl RuntimeSection {
     }
 }
 
+/// The `[commands]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsSection {
+    /// How many times a command's handler runs before the command fails with
+    /// `conflict`. A host runs the commands to one stream one at a time, so
+    /// only hosts sharing a store ever re-run a handler: raise it when many
+    /// hosts contend for the same streams.
+    pub attempts: u32,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        CommandsSection {
+            attempts: HostOptions::default().command_attempts,
+        }
+    }
+}
+
 /// A component to load at start-up.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +270,11 @@ pub enum ConfigError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// A PostgreSQL schema was given for a store that is not PostgreSQL.
+    #[error(
+        "a PostgreSQL schema needs a PostgreSQL store: give its URL too (--store-url, or [store] kind = \"postgres\" with a url)"
+    )]
+    SchemaWithoutPostgres,
     /// The store's directory could not be created.
     #[error("cannot create {path}: {source}")]
     StoreDirectory {
@@ -256,7 +338,7 @@ impl Config {
     }
 
     /// Opens the configured store.
-    pub fn open_store(&self) -> Result<Arc<dyn EventStore>, ConfigError> {
+    pub async fn open_store(&self) -> Result<Arc<dyn EventStore>, ConfigError> {
         Ok(match &self.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
             StoreConfig::Sqlite { path, durable } => {
@@ -272,6 +354,17 @@ impl Config {
                 };
                 Arc::new(SqliteStore::open(path, options)?)
             }
+            StoreConfig::Postgres {
+                url,
+                schema,
+                pool_size,
+            } => {
+                let options = PostgresOptions {
+                    schema: schema.clone(),
+                    pool_size: *pool_size,
+                };
+                Arc::new(PostgresStore::open(url.expose(), options).await?)
+            }
         })
     }
 
@@ -282,7 +375,11 @@ impl Config {
     /// the first component that is refused.
     pub async fn build_host(&self) -> Result<Host, ConfigError> {
         let mut builder = Host::builder()
-            .store(self.open_store()?)
+            .store(self.open_store().await?)
+            .options(HostOptions {
+                command_attempts: self.commands.attempts,
+                ..HostOptions::default()
+            })
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))
             .repository(self.state_dir.join("components"));
         for component in &self.components {
@@ -314,5 +411,83 @@ impl Config {
                 })?;
         }
         Ok(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn postgres(url: &str, schema: &str, pool_size: usize) -> String {
+        format!("{:?}", (url, schema, pool_size))
+    }
+
+    /// The parts of a PostgreSQL store configuration, for comparing.
+    fn parts(store: &StoreConfig) -> String {
+        match store {
+            StoreConfig::Postgres {
+                url,
+                schema,
+                pool_size,
+            } => postgres(url.expose(), schema, *pool_size),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_postgres_store_is_read_with_its_defaults_and_never_shown() {
+        let config: Config = toml::from_str(
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://u:s3cret@db/events\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            parts(&config.store),
+            postgres("postgres://u:s3cret@db/events", "cqrs_wasi", 16)
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        let config: Config = toml::from_str(
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://db/x\"\nschema = \"one\"\npool_size = 2\n\n[commands]\nattempts = 40\n",
+        )
+        .unwrap();
+        assert_eq!(parts(&config.store), postgres("postgres://db/x", "one", 2));
+        assert_eq!(config.commands.attempts, 40);
+        assert!(toml::from_str::<Config>("[store]\nkind = \"postgres\"\n").is_err());
+    }
+
+    #[test]
+    fn the_command_line_selects_postgres_and_its_schema() {
+        let url = || Some(Secret::new("postgres://db/x"));
+        let sqlite = StoreConfig::default;
+        let chosen = sqlite().with_postgres(url(), None).unwrap();
+        assert_eq!(parts(&chosen), postgres("postgres://db/x", "cqrs_wasi", 16));
+        let chosen = sqlite()
+            .with_postgres(url(), Some("other".to_owned()))
+            .unwrap();
+        assert_eq!(parts(&chosen), postgres("postgres://db/x", "other", 16));
+        assert!(matches!(
+            sqlite().with_postgres(None, None),
+            Ok(StoreConfig::Sqlite { .. })
+        ));
+        assert!(matches!(
+            sqlite().with_postgres(None, Some("other".to_owned())),
+            Err(ConfigError::SchemaWithoutPostgres)
+        ));
+
+        let configured = StoreConfig::Postgres {
+            url: Secret::new("postgres://configured/db"),
+            schema: "mine".to_owned(),
+            pool_size: 3,
+        };
+        let kept = configured
+            .clone()
+            .with_postgres(None, Some("theirs".to_owned()))
+            .unwrap();
+        assert_eq!(
+            parts(&kept),
+            postgres("postgres://configured/db", "theirs", 3)
+        );
+        let moved = configured.with_postgres(url(), None).unwrap();
+        assert_eq!(parts(&moved), postgres("postgres://db/x", "mine", 3));
     }
 }

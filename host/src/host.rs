@@ -172,9 +172,12 @@ impl HostError {
 pub struct HostOptions {
     /// How many times a command handler runs before a conflict is reported.
     /// Commands to one stream are serialised within a host, so re-runs are
-    /// only needed when several hosts share a store.
+    /// only needed when several hosts share a store. There a host can lose
+    /// several races for one stream in a row (the other host's commands to it
+    /// run back to back), hence the default of 16.
     pub command_attempts: u32,
-    /// Pause before the first re-run; doubled, with jitter, for each next.
+    /// Pause before the first re-run; doubled, with jitter, for each next,
+    /// up to 50 ms.
     pub retry_backoff: Duration,
     /// How many events one `projection.apply` call folds.
     pub projection_batch: usize,
@@ -193,7 +196,7 @@ pub struct HostOptions {
 impl Default for HostOptions {
     fn default() -> Self {
         HostOptions {
-            command_attempts: 8,
+            command_attempts: 16,
             retry_backoff: Duration::from_millis(2),
             projection_batch: 1000,
             snapshot_capacity: 10_000,

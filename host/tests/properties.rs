@@ -1,12 +1,13 @@
 //! Property tests: name validation against its specification written as
 //! regular expressions, and append semantics against a simple model, on
-//! every embedded backend.
+//! every backend (PostgreSQL in a scratch schema per case, when reachable).
 
 use std::collections::HashMap;
 
 use cqrs_wasi_host::model::{
     EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name,
 };
+use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use cqrs_wasi_host::store::{
     AppendRequest, EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError,
 };
@@ -222,5 +223,21 @@ proptest! {
         )
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
         runtime().block_on(check(&store, steps))?;
+    }
+}
+
+proptest! {
+    // Fewer cases: each creates and drops a schema (about 0.1 s); the
+    // conformance suite covers PostgreSQL in depth.
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn postgres_store_appends_like_the_model(steps in steps()) {
+        runtime().block_on(async {
+            let Some(schema) = ScratchSchema::new().await else {
+                return Ok(());
+            };
+            check(&schema.open().await, steps).await
+        })?;
     }
 }

@@ -4,11 +4,10 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 /// One command of the tour and a part of what it must print.
 struct Step {
@@ -55,27 +54,14 @@ fn tour() -> anyhow::Result<Vec<Step>> {
 }
 
 /// Starts `cqrs-wasi serve` in `dir` on a free port, with the admin token
-/// the README uses; returns its address.
-fn serve(dir: &Path) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs-wasi"))
+/// the README uses.
+fn serve(dir: &Path) -> anyhow::Result<support::ServedHost> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cqrs-wasi"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CQRS_WASI_ADMIN_TOKEN", "change-me")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next() {
-        let line = line?;
-        if let Some((_, address)) = line.split_once("address=") {
-            // Keep draining the log so the host never writes to a closed pipe.
-            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
-            return Ok((child, address.trim().to_owned()));
-        }
-    }
-    let status = child.wait()?;
-    bail!("the host exited ({status}) before serving")
+        .current_dir(dir);
+    support::ServedHost::start(command)
 }
 
 #[test]
@@ -94,7 +80,8 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
     std::fs::create_dir_all(&components)?;
     std::fs::write(components.join("bank.wasm"), support::component("bank"))?;
 
-    let (mut host, address) = serve(dir.path())?;
+    let host = serve(dir.path())?;
+    let address = host.address().to_owned();
     let binary = env!("CARGO_BIN_EXE_cqrs-wasi");
     for step in &steps {
         let command = step
@@ -124,8 +111,7 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
         "the store is a SQLite file under ./data"
     );
     // SIGTERM: the host shuts down cleanly.
-    Command::new("kill").arg(host.id().to_string()).status()?;
-    let status = host.wait()?;
+    let status = host.stop()?;
     assert!(
         status.success(),
         "the host exits cleanly on SIGTERM: {status}"

@@ -1,13 +1,15 @@
-//! Shared by the end-to-end tests: the real components, built once, and a
-//! real host serving HTTP on a loopback port over a SQLite file; and, in
-//! [`event_grid`], an Event Grid stand-in.
+//! Shared by the end-to-end tests: the real components, built once, a real
+//! host serving HTTP on a loopback port over a SQLite file, `cqrs-wasi
+//! serve` processes; and, in [`event_grid`], an Event Grid stand-in.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod event_grid;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
@@ -104,13 +106,20 @@ pub fn variant(bytes: &[u8], label: &str) -> Vec<u8> {
 }
 
 /// A host with the bank component, serving HTTP on a loopback port, over a
-/// SQLite file in a temporary directory.
+/// SQLite file in a temporary directory. Its HTTP API is [`Api`]'s methods.
 pub struct TestHost {
     pub host: Host,
-    pub url: String,
-    pub client: reqwest::Client,
+    pub api: Api,
     pub store: Arc<dyn EventStore>,
     server: JoinHandle<()>,
+}
+
+impl Deref for TestHost {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl TestHost {
@@ -164,8 +173,7 @@ impl TestHost {
         });
         Ok(TestHost {
             host,
-            url,
-            client: reqwest::Client::new(),
+            api: Api::new(url),
             store,
             server,
         })
@@ -181,6 +189,27 @@ impl TestHost {
     pub async fn stop(self) {
         self.server.abort();
         let _ = self.server.await;
+    }
+
+    /// Every event in the store, in position order.
+    pub async fn all_events(&self) -> anyhow::Result<Vec<cqrs_wasi_host::model::RecordedEvent>> {
+        Ok(self.store.read_all(1, usize::MAX).await?)
+    }
+}
+
+/// A host's HTTP API, at `url`.
+pub struct Api {
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// The API at `url` (`http://host:port`).
+    pub fn new(url: String) -> Api {
+        Api {
+            url,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// POSTs a command; the status and the JSON answer.
@@ -248,11 +277,6 @@ impl TestHost {
         anyhow::ensure!(status == StatusCode::OK, "balance query failed: {body}");
         Ok(body["state"].clone())
     }
-
-    /// Every event in the store, in position order.
-    pub async fn all_events(&self) -> anyhow::Result<Vec<cqrs_wasi_host::model::RecordedEvent>> {
-        Ok(self.store.read_all(1, usize::MAX).await?)
-    }
 }
 
 async fn answer(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
@@ -261,4 +285,68 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<(StatusCode, Valu
     let body = serde_json::from_str(&text)
         .with_context(|| format!("answer with status {status} is not JSON: {text:?}"))?;
     Ok((status, body))
+}
+
+/// A `cqrs-wasi serve` process, killed when dropped.
+pub struct ServedHost {
+    child: Child,
+    /// Its HTTP API.
+    pub api: Api,
+}
+
+impl ServedHost {
+    /// Spawns `command` (`cqrs-wasi serve ...`: only the host crate's tests
+    /// know the binary's path) and waits until it serves. Its log goes to
+    /// stderr.
+    pub fn start(mut command: Command) -> anyhow::Result<ServedHost> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot run {command:?}"))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next() {
+            let line = line?;
+            if let Some((_, address)) = line.split_once("address=") {
+                // Keep draining the log so the host never writes to a closed pipe.
+                std::thread::spawn(move || {
+                    lines.map_while(Result::ok).for_each(|l| eprintln!("{l}"))
+                });
+                let api = Api::new(format!("http://{}", address.trim()));
+                return Ok(ServedHost { child, api });
+            }
+        }
+        let status = child.wait()?;
+        bail!("the host exited ({status}) before serving")
+    }
+
+    /// The address it listens on, `host:port`.
+    pub fn address(&self) -> &str {
+        self.api.url.trim_start_matches("http://")
+    }
+
+    /// Stops it with SIGTERM, as an operator would, and waits for it.
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Deref for ServedHost {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for ServedHost {
+    fn drop(&mut self) {
+        // Already gone after `stop`; then this fails, harmlessly.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -3,13 +3,17 @@
 //! - `components`: build the example components to wasm32-wasip2.
 //! - `serve [ARGS]`: build them, then run `cqrs-wasi serve [ARGS]` (with no
 //!   arguments: the bank example from ./data on 127.0.0.1:8080).
-//! - `test`: the whole test suite, with everything it needs.
+//! - `test`: the whole test suite, with everything it needs: it starts the
+//!   local PostgreSQL server when nothing listens at 127.0.0.1:5432, and
+//!   makes the PostgreSQL tests fail rather than skip without one.
 //! - `ci`: formatting and lints, then `test`.
 //!
 //! Every task runs from the workspace root, whatever the current directory.
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -58,8 +62,76 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The PostgreSQL server the tests use unless `CQRS_WASI_TEST_POSTGRES_URL`
+/// names another.
+const POSTGRES: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
+
+/// How long a PostgreSQL server that was started may take to accept
+/// connections.
+const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn test(extra: &[String]) -> anyhow::Result<()> {
-    run(cargo().args(["test", "--workspace"]).args(extra))
+    ensure_postgres()?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .args(extra)
+        // Here the PostgreSQL tests must run: an unreachable server fails
+        // them instead of skipping them.
+        .env("CQRS_WASI_REQUIRE_POSTGRES", "1"))
+}
+
+/// Makes sure the local PostgreSQL server accepts connections, starting its
+/// clusters when nothing listens. A server named by
+/// `CQRS_WASI_TEST_POSTGRES_URL` is someone else's to run.
+fn ensure_postgres() -> anyhow::Result<()> {
+    if std::env::var_os("CQRS_WASI_TEST_POSTGRES_URL").is_some() {
+        return Ok(());
+    }
+    let address = SocketAddr::from(POSTGRES);
+    if listens(address) {
+        return Ok(());
+    }
+    eprintln!("xtask: nothing listens at {address}; starting PostgreSQL");
+    let clusters = Path::new("/etc/postgresql");
+    let versions = std::fs::read_dir(clusters)
+        .with_context(|| format!("no PostgreSQL cluster to start in {}", clusters.display()))?;
+    for version in versions {
+        let version = version?.file_name();
+        run(Command::new("pg_ctlcluster")
+            .arg("--skip-systemctl-redirect")
+            .arg(&version)
+            .args(["main", "start"]))?;
+    }
+    let started = Instant::now();
+    while !listens(address) || !ready(address) {
+        if started.elapsed() > POSTGRES_START_TIMEOUT {
+            bail!(
+                "PostgreSQL does not accept connections at {address} after {POSTGRES_START_TIMEOUT:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn listens(address: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
+}
+
+/// Whether the server past its port accepts connections (it refuses them
+/// while it starts up). `pg_isready` comes with the server; without it, a
+/// listening port has to do.
+fn ready(address: SocketAddr) -> bool {
+    Command::new("pg_isready")
+        .args([
+            "-q",
+            "-h",
+            &address.ip().to_string(),
+            "-p",
+            &address.port().to_string(),
+        ])
+        .status()
+        .map_or(true, |status| status.success())
 }
 
 fn components() -> anyhow::Result<()> {

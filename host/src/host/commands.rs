@@ -159,7 +159,7 @@ pub(super) async fn execute(
                 tracing::debug!(%stream, attempt, seen, actual, "append conflict; running the handler again");
                 if attempt < attempts {
                     tokio::time::sleep(jitter(backoff)).await;
-                    backoff = backoff.saturating_mul(2);
+                    backoff = backoff.saturating_mul(2).min(MAX_RETRY_BACKOFF);
                 }
             }
             Err(StoreError::CommandAlreadyExecuted { record }) => {
@@ -170,6 +170,11 @@ pub(super) async fn execute(
     }
     Err(HostError::Conflict { stream, attempts })
 }
+
+/// The longest pause before a re-run. A host that lost the race for a stream
+/// is usually racing another host's queue of commands to it, which runs back
+/// to back: a longer pause would only delay its next chance, not improve it.
+const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A random duration between half of and all of `backoff`, so that hosts
 /// racing for one stream do not retry in lockstep.

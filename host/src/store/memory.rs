@@ -78,6 +78,11 @@ impl State {
             .map(Vec::as_slice)
     }
 
+    fn sequence(&self, stream: &StreamId) -> u64 {
+        self.stream(stream)
+            .map_or(0, |indexes| indexes.len() as u64)
+    }
+
     fn appended(&self, index: usize) -> AppendedEvent {
         let event = &self.events[index];
         AppendedEvent {
@@ -90,30 +95,37 @@ impl State {
 }
 
 /// Only the insert methods change the state, and neither can fail, so an
-/// append that returns an error has changed nothing.
+/// append that returns an error has changed nothing. No method waits, so the
+/// rules run with [`rules::run_ready`] under the state's lock.
 impl StoreTxn for State {
-    fn command_record(&mut self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+    async fn command_record(
+        &mut self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         Ok(self.commands.get(command_id).cloned())
     }
 
-    fn find_event_id(
+    async fn find_event_ids(
         &mut self,
         stream: &StreamId,
-        event_id: Uuid,
-    ) -> Result<Option<StoredEventId>, StoreError> {
-        Ok(self.event_ids.get(&event_id).map(|&index| StoredEventId {
-            same_stream: self.events[index].stream == *stream,
-            event: self.appended(index),
-        }))
+        event_ids: &[Uuid],
+    ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
+        Ok(event_ids
+            .iter()
+            .map(|event_id| {
+                self.event_ids.get(event_id).map(|&index| StoredEventId {
+                    same_stream: self.events[index].stream == *stream,
+                    event: self.appended(index),
+                })
+            })
+            .collect())
     }
 
-    fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
-        Ok(self
-            .stream(stream)
-            .map_or(0, |indexes| indexes.len() as u64))
+    async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
+        Ok(self.sequence(stream))
     }
 
-    fn insert_events(
+    async fn insert_events(
         &mut self,
         stream: &StreamId,
         first_sequence: u64,
@@ -149,7 +161,7 @@ impl StoreTxn for State {
             .collect())
     }
 
-    fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
+    async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         self.commands
             .insert(record.command_id().to_owned(), record.clone());
         Ok(())
@@ -159,7 +171,11 @@ impl StoreTxn for State {
 #[async_trait::async_trait]
 impl EventStore for MemoryStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        rules::append(&mut *self.state(), &request, rules::now_micros())
+        rules::run_ready(rules::append(
+            &mut *self.state(),
+            &request,
+            rules::now_micros(),
+        ))
     }
 
     async fn record_rejection(
@@ -168,7 +184,12 @@ impl EventStore for MemoryStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        rules::record_rejection(&mut *self.state(), stream, command, message)
+        rules::run_ready(rules::record_rejection(
+            &mut *self.state(),
+            stream,
+            command,
+            message,
+        ))
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -196,7 +217,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.state().stream_sequence(stream)
+        Ok(self.state().sequence(stream))
     }
 
     async fn list_instances(
@@ -247,11 +268,11 @@ mod tests {
 
     use crate::store::conformance::{Fixture, conformance_tests};
 
-    async fn fixture() -> Fixture {
-        Fixture {
+    async fn fixture() -> Option<Fixture> {
+        Some(Fixture {
             store: Arc::new(super::MemoryStore::new()),
             guard: Box::new(()),
-        }
+        })
     }
 
     conformance_tests!(fixture);

@@ -9,7 +9,9 @@
 #[cfg(test)]
 mod conformance;
 mod memory;
+mod postgres;
 mod rules;
+mod sql;
 mod sqlite;
 
 use std::fmt;
@@ -18,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
+#[cfg(any(test, feature = "test-util"))]
+pub use postgres::testing as postgres_testing;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::model::{EventContext, Expectation, NameError, NewEvent, RecordedEvent, StreamId};

@@ -5,8 +5,15 @@
 //! place, what those primitives are asked to do and in which order. This is
 //! what keeps the backends' semantics identical. This module must not touch
 //! any storage itself, and it must not hold state between calls.
+//!
+//! The primitives are `async` because a networked backend (PostgreSQL) waits
+//! on the server for each of them. Backends whose primitives never wait
+//! (memory, SQLite) run the rules to completion on the calling thread with
+//! [`run_ready`], so they neither need an executor nor pay for one.
 
 use std::collections::HashSet;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -30,24 +37,32 @@ pub(super) struct StoredEventId {
 /// Nothing done through it is visible to others before the backend commits,
 /// and none of it survives if the backend rolls back. Reads see the writes
 /// made earlier in the same transaction.
+///
+/// A backend that lets transactions run concurrently must make a commit fail
+/// (and then run the rules again) whenever a write would contradict what a
+/// concurrent transaction committed after this one read: the rules decide on
+/// what they read, and only a serial execution makes that decision right.
 pub(super) trait StoreTxn {
     /// What is recorded for a command id, if anything.
-    fn command_record(&mut self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+    async fn command_record(
+        &mut self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError>;
 
-    /// Where `event_id` was appended, if it was; `stream` is the stream of the
-    /// append being checked.
-    fn find_event_id(
+    /// Where each of `event_ids` was appended, if it was, in the order given;
+    /// `stream` is the stream of the append being checked.
+    async fn find_event_ids(
         &mut self,
         stream: &StreamId,
-        event_id: Uuid,
-    ) -> Result<Option<StoredEventId>, StoreError>;
+        event_ids: &[Uuid],
+    ) -> Result<Vec<Option<StoredEventId>>, StoreError>;
 
     /// The stream's last sequence; 0 if it has no events.
-    fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError>;
+    async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError>;
 
     /// Writes a non-empty batch with sequences `first_sequence..`, assigns
     /// store-wide positions and moves the stream's sequence to its last event.
-    fn insert_events(
+    async fn insert_events(
         &mut self,
         stream: &StreamId,
         first_sequence: u64,
@@ -58,7 +73,72 @@ pub(super) trait StoreTxn {
 
     /// Records what a command id did. The caller has checked that the id has
     /// no record yet.
-    fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError>;
+    async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError>;
+}
+
+/// A write for the rules to carry out, as a value, so that a backend can
+/// queue it (SQLite's writer thread) or run it again in a new transaction
+/// (PostgreSQL, after losing a race).
+pub(super) enum Op {
+    /// [`append`] this request.
+    Append(AppendRequest),
+    /// [`record_rejection`] of this command.
+    Reject {
+        stream: StreamId,
+        command: CommandKey,
+        message: String,
+    },
+}
+
+/// What an [`Op`] did.
+pub(super) enum Done {
+    /// The outcome of [`Op::Append`].
+    Appended(AppendOutcome),
+    /// The record that stands after [`Op::Reject`].
+    Recorded(CommandRecord),
+}
+
+impl Op {
+    /// Carries the write out through `txn`; `written_at` stamps appended
+    /// events.
+    pub(super) async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        written_at: OffsetDateTime,
+    ) -> Result<Done, StoreError> {
+        match self {
+            Op::Append(request) => append(txn, request, written_at).await.map(Done::Appended),
+            Op::Reject {
+                stream,
+                command,
+                message,
+            } => record_rejection(txn, stream, command, message)
+                .await
+                .map(Done::Recorded),
+        }
+    }
+}
+
+impl Done {
+    /// The outcome of an [`Op::Append`].
+    pub(super) fn appended(self) -> Result<AppendOutcome, StoreError> {
+        match self {
+            Done::Appended(outcome) => Ok(outcome),
+            Done::Recorded(_) => Err(StoreError::backend(
+                "the store answered an append with a command record",
+            )),
+        }
+    }
+
+    /// The record of an [`Op::Reject`].
+    pub(super) fn recorded(self) -> Result<CommandRecord, StoreError> {
+        match self {
+            Done::Recorded(record) => Ok(record),
+            Done::Appended(_) => Err(StoreError::backend(
+                "the store answered a rejection with an append outcome",
+            )),
+        }
+    }
 }
 
 /// Appends `request` through `txn`, in the order the contract fixes: names,
@@ -68,7 +148,7 @@ pub(super) trait StoreTxn {
 /// written nothing through `txn`. After a backend error the backend must roll
 /// back whatever this call wrote; after `Ok` it must commit for the outcome
 /// to hold.
-pub(super) fn append(
+pub(super) async fn append(
     txn: &mut impl StoreTxn,
     request: &AppendRequest,
     written_at: OffsetDateTime,
@@ -80,16 +160,16 @@ pub(super) fn append(
     }
     if let Some(command) = &request.command {
         validate_command(command)?;
-        if let Some(record) = txn.command_record(&command.command_id)? {
+        if let Some(record) = txn.command_record(&command.command_id).await? {
             return Err(StoreError::CommandAlreadyExecuted {
                 record: Box::new(record),
             });
         }
     }
-    if let Some(original) = earlier_append(txn, request)? {
+    if let Some(original) = earlier_append(txn, request).await? {
         return Ok(original);
     }
-    let current = txn.stream_sequence(&request.stream)?;
+    let current = txn.stream_sequence(&request.stream).await?;
     if !request.expectation.is_met_by(current) {
         return Err(StoreError::Conflict {
             stream: request.stream.clone(),
@@ -107,7 +187,8 @@ pub(super) fn append(
             &request.events,
             &request.context,
             written_at,
-        )?
+        )
+        .await?
     };
     let outcome = AppendOutcome {
         stream_sequence: events.last().map_or(current, |event| event.sequence),
@@ -119,21 +200,22 @@ pub(super) fn append(
             stream: request.stream.clone(),
             command_type: command.command_type.clone(),
             outcome: outcome.clone(),
-        })?;
+        })
+        .await?;
     }
     Ok(outcome)
 }
 
 /// Records a rejection unless the command id already has a record, and
 /// returns the record that stands.
-pub(super) fn record_rejection(
+pub(super) async fn record_rejection(
     txn: &mut impl StoreTxn,
     stream: &StreamId,
     command: &CommandKey,
     message: &str,
 ) -> Result<CommandRecord, StoreError> {
     validate_command(command)?;
-    if let Some(existing) = txn.command_record(&command.command_id)? {
+    if let Some(existing) = txn.command_record(&command.command_id).await? {
         return Ok(existing);
     }
     let record = CommandRecord::Rejected {
@@ -142,7 +224,7 @@ pub(super) fn record_rejection(
         command_type: command.command_type.clone(),
         message: message.to_owned(),
     };
-    txn.insert_command(&record)?;
+    txn.insert_command(&record).await?;
     Ok(record)
 }
 
@@ -151,7 +233,7 @@ pub(super) fn record_rejection(
 /// `Ok(Some)` carries the earlier outcome: every id was appended before, in
 /// this order, consecutively, to this stream. `Ok(None)` means no id was seen
 /// before. Anything in between is [`StoreError::EventIdReused`].
-fn earlier_append(
+async fn earlier_append(
     txn: &mut impl StoreTxn,
     request: &AppendRequest,
 ) -> Result<Option<AppendOutcome>, StoreError> {
@@ -163,9 +245,18 @@ fn earlier_append(
             });
         }
     }
-    let mut stored = Vec::with_capacity(request.events.len());
-    for event in &request.events {
-        stored.push(txn.find_event_id(&request.stream, event.event_id)?);
+    if request.events.is_empty() {
+        // An empty batch retries nothing.
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = request.events.iter().map(|event| event.event_id).collect();
+    let stored = txn.find_event_ids(&request.stream, &ids).await?;
+    if stored.len() != ids.len() {
+        return Err(StoreError::backend(format!(
+            "the store answered {} lookups for {} event ids",
+            stored.len(),
+            ids.len()
+        )));
     }
     let Some(first_reused) = request
         .events
@@ -173,7 +264,6 @@ fn earlier_append(
         .zip(&stored)
         .find_map(|(event, found)| found.as_ref().map(|_| event.event_id))
     else {
-        // Also the path of an empty batch, which retries nothing.
         return Ok(None);
     };
     let reused = || StoreError::EventIdReused {
@@ -232,4 +322,22 @@ pub(super) fn now_micros() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
         .unwrap_or(now)
+}
+
+/// Runs the rules over a backend whose [`StoreTxn`] never waits, to
+/// completion, on the calling thread.
+///
+/// Such a backend's primitives finish when first polled, so the rules do
+/// too. Were one ever to wait, this returns an error instead of blocking (the
+/// backend broke its own promise), and the backend rolls back as after any
+/// error.
+pub(super) fn run_ready<T>(
+    rules: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match pin!(rules).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(StoreError::backend(
+            "a store transaction that never waits was left waiting",
+        )),
+    }
 }

@@ -18,7 +18,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::rules::{self, StoreTxn, StoredEventId};
+use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
+use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
     InstancePage, StoreError,
@@ -307,33 +308,6 @@ struct Job {
     reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
-enum Op {
-    Append(AppendRequest),
-    Reject {
-        stream: StreamId,
-        command: CommandKey,
-        message: String,
-    },
-}
-
-enum Done {
-    Appended(AppendOutcome),
-    Recorded(CommandRecord),
-}
-
-impl Op {
-    fn run(&self, txn: &mut SqliteTxn<'_>, written_at: OffsetDateTime) -> Result<Done, StoreError> {
-        match self {
-            Op::Append(request) => rules::append(txn, request, written_at).map(Done::Appended),
-            Op::Reject {
-                stream,
-                command,
-                message,
-            } => rules::record_rejection(txn, stream, command, message).map(Done::Recorded),
-        }
-    }
-}
-
 /// The writer thread: takes every job already waiting, commits them together,
 /// and answers, until the store closes the queue.
 fn run_writer(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
@@ -391,12 +365,12 @@ fn run_batch(
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         let savepoint = tx.savepoint()?;
-        let result = op.run(
+        let result = rules::run_ready(op.run(
             &mut SqliteTxn {
                 connection: &savepoint,
             },
             written_at,
-        );
+        ));
         if result.is_ok() {
             savepoint.commit()?;
         } else {
@@ -412,20 +386,25 @@ fn run_batch(
 }
 
 /// The write primitives of [`rules`] on the open transaction of a batch.
+/// SQLite calls never wait on anything but the disk, so no method awaits,
+/// and the rules run with [`rules::run_ready`] on the writer thread.
 struct SqliteTxn<'c> {
     connection: &'c Connection,
 }
 
 impl StoreTxn for SqliteTxn<'_> {
-    fn command_record(&mut self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+    async fn command_record(
+        &mut self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         load_command(self.connection, command_id)
     }
 
-    fn find_event_id(
+    async fn find_event_ids(
         &mut self,
         stream: &StreamId,
-        event_id: Uuid,
-    ) -> Result<Option<StoredEventId>, StoreError> {
+        event_ids: &[Uuid],
+    ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
         let mut statement = self
             .connection
             .prepare_cached(
@@ -433,22 +412,23 @@ impl StoreTxn for SqliteTxn<'_> {
                  FROM events WHERE event_id = ?1",
             )
             .map_err(StoreError::backend)?;
-        let found = statement
-            .query_row([event_id.to_string()], |row| {
-                Ok((
-                    row.get::<_, String>(0)? == stream.domain()
-                        && row.get::<_, String>(1)? == stream.entity_type()
-                        && row.get::<_, String>(2)? == stream.instance_key(),
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, String>(5)?,
-                ))
-            })
-            .optional()
-            .map_err(StoreError::backend)?;
-        found
-            .map(|(same_stream, sequence, position, event_type)| {
-                Ok(StoredEventId {
+        let mut stored = Vec::with_capacity(event_ids.len());
+        for &event_id in event_ids {
+            let found = statement
+                .query_row([event_id.to_string()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)? == stream.domain()
+                            && row.get::<_, String>(1)? == stream.entity_type()
+                            && row.get::<_, String>(2)? == stream.instance_key(),
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, String>(5)?,
+                    ))
+                })
+                .optional()
+                .map_err(StoreError::backend)?;
+            let found = match found {
+                Some((same_stream, sequence, position, event_type)) => Some(StoredEventId {
                     same_stream,
                     event: AppendedEvent {
                         event_id,
@@ -456,16 +436,19 @@ impl StoreTxn for SqliteTxn<'_> {
                         sequence: from_sql_int(sequence)?,
                         position: from_sql_int(position)?,
                     },
-                })
-            })
-            .transpose()
+                }),
+                None => None,
+            };
+            stored.push(found);
+        }
+        Ok(stored)
     }
 
-    fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
+    async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
         load_stream_sequence(self.connection, stream)
     }
 
-    fn insert_events(
+    async fn insert_events(
         &mut self,
         stream: &StreamId,
         first_sequence: u64,
@@ -530,7 +513,7 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(appended)
     }
 
-    fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
+    async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(StoreError::backend)?;
         self.connection
             .prepare_cached("INSERT INTO commands (command_id, record) VALUES (?1, ?2)")
@@ -655,31 +638,10 @@ fn load_stream_sequence(connection: &Connection, stream: &StreamId) -> Result<u6
     sequence.map_or(Ok(0), from_sql_int)
 }
 
-/// A stored sequence or position; negative only in a corrupted file.
-fn from_sql_int(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(StoreError::backend)
-}
-
-/// A sequence to store; SQLite integers are signed 64-bit.
-fn to_sql_int(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(StoreError::backend)
-}
-
-/// A bound (`from`, a count) for a query, where anything past `i64::MAX`
-/// means the same as `i64::MAX`.
-fn sql_bound(value: impl TryInto<i64>) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
-}
-
 #[async_trait::async_trait]
 impl EventStore for SqliteStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        match self.write(Op::Append(request)).await? {
-            Done::Appended(outcome) => Ok(outcome),
-            Done::Recorded(_) => Err(StoreError::backend(
-                "the SQLite writer answered an append with a command record",
-            )),
-        }
+        self.write(Op::Append(request)).await?.appended()
     }
 
     async fn record_rejection(
@@ -693,12 +655,7 @@ impl EventStore for SqliteStore {
             command: command.clone(),
             message: message.to_owned(),
         };
-        match self.write(op).await? {
-            Done::Recorded(record) => Ok(record),
-            Done::Appended(_) => Err(StoreError::backend(
-                "the SQLite writer answered a rejection with an append outcome",
-            )),
-        }
+        self.write(op).await?.recorded()
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -813,12 +770,12 @@ mod tests {
         SqliteStore::open(dir.path().join("events.db"), options).expect("the store opens")
     }
 
-    async fn fixture() -> Fixture {
+    async fn fixture() -> Option<Fixture> {
         let dir = temp_dir();
-        Fixture {
+        Some(Fixture {
             store: Arc::new(open_in(&dir, SqliteOptions::default())),
             guard: Box::new(dir),
-        }
+        })
     }
 
     conformance_tests!(fixture);
@@ -828,16 +785,16 @@ mod tests {
     mod relaxed {
         use super::*;
 
-        async fn fixture() -> Fixture {
+        async fn fixture() -> Option<Fixture> {
             let dir = temp_dir();
             let options = SqliteOptions {
                 durable: false,
                 read_connections: 0,
             };
-            Fixture {
+            Some(Fixture {
                 store: Arc::new(open_in(&dir, options)),
                 guard: Box::new(dir),
-            }
+            })
         }
 
         conformance_tests!(fixture);

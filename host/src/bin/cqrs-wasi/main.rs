@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cqrs_wasi_host::config::Config;
+use cqrs_wasi_host::secret::Secret;
 
 /// Event sourcing with handlers as WebAssembly components.
 #[derive(Debug, Parser)]
@@ -31,6 +32,16 @@ enum Command {
         /// Listen on this address instead of the configured one.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Use the PostgreSQL database at this URL as the store
+        /// (postgres://user:password@host:port/database), instead of the
+        /// configured store.
+        #[arg(long, env = "CQRS_WASI_STORE_URL", hide_env_values = true)]
+        store_url: Option<String>,
+        /// The PostgreSQL schema that holds the store (default: the
+        /// configured one, or cqrs_wasi). Hosts sharing a store name the same
+        /// schema.
+        #[arg(long, env = "CQRS_WASI_STORE_SCHEMA")]
+        store_schema: Option<String>,
     },
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -40,7 +51,12 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Serve {
+            config,
+            listen,
+            store_url,
+            store_schema,
+        } => serve(config, listen, store_url, store_schema).await,
         Command::Client(command) => client::run(command).await,
     };
     match result {
@@ -55,6 +71,8 @@ async fn main() -> std::process::ExitCode {
 async fn serve(
     config_path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
+    store_url: Option<String>,
+    store_schema: Option<String>,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
@@ -69,6 +87,9 @@ async fn serve(
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    config.store = config
+        .store
+        .with_postgres(store_url.map(Secret::new), store_schema)?;
     let host = config.build_host().await.with_context(|| {
         if config_path.is_none() {
             "starting the example host (run `cargo xtask serve` to build the example components first)"

@@ -1,0 +1,1239 @@
+//! The shared [`EventStore`]: PostgreSQL, for several hosts on one store.
+//!
+//! This module owns the store's schema inside one PostgreSQL schema (named by
+//! [`PostgresOptions::schema`]) and its migrations, the connection pool, and
+//! the transaction protocol that keeps appends from several hosts correct. It
+//! must not decide any append rule itself (those live in [`super::rules`]),
+//! must never acknowledge a write before its transaction has committed, and
+//! must never let a reader see a position while a lower one can still commit.
+//!
+//! # Transactions
+//!
+//! Every write runs the rules in a `REPEATABLE READ` transaction: all their
+//! reads see one snapshot, so they decide as if they ran alone at that
+//! instant. Unique constraints (`(stream, sequence)`, `event_id`,
+//! `command_id`) and the upsert of the stream's row make its writes fail if
+//! a concurrent transaction committed something those reads did not see, so
+//! a decision on stale reads is never committed. A transaction that failed
+//! that way lost a race; it is run again from scratch, and the rules decide
+//! anew on what the winner committed (a conflict, the original outcome of a
+//! retried append, the recorded command). A refusal writes nothing, so a
+//! decision on one snapshot is always one a serial execution could make.
+//!
+//! The first attempt is optimistic: it takes no lock until it writes events.
+//! A repeat attempt takes the append lock (below) *before* its snapshot, so no
+//! other append can commit between its reads and its writes: it cannot lose
+//! to an append again, only to a concurrent record of the same command id,
+//! after which the record exists and the next attempt returns it. Hot streams
+//! therefore cost one wasted attempt, never a livelock.
+//!
+//! # Positions follow commit order
+//!
+//! Positions come from the `event_position` sequence, but only while the
+//! transaction holds `append_lock` (an empty table locked `EXCLUSIVE`, which
+//! only appends of events take), and the lock is held until `COMMIT`
+//! completes. So position `p + 1` is handed out only after the transaction
+//! holding `p` has committed or rolled back, and a reader that sees `p + 1`
+//! also sees `p` (or `p` never existed): following [`EventStore::read_all`]
+//! from the position after the last event seen never skips one.
+//!
+//! The price is that commits of events are serial across the whole store:
+//! from taking positions to the end of `COMMIT` (one round trip for the
+//! events, one for the command record, one for `COMMIT` with its WAL flush),
+//! no other append of events can commit. Reads, rejections and everything
+//! before the first write still run concurrently. The alternative, a
+//! visibility horizon (reading only rows of transactions older than the
+//! oldest one in flight), keeps commits concurrent but orders events by
+//! transaction id rather than by a position handed out at commit, which the
+//! `u64` position of the [`EventStore`] contract cannot express.
+//!
+//! Positions are not contiguous: a transaction that rolls back after taking
+//! its positions (one that lost a race on a command id, or lost its
+//! connection) leaves a gap, which a reader simply passes. The sequence is
+//! only moved once the events are in, so a race lost on a stream or an event
+//! id, the common case, leaves none.
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+use uuid::Uuid;
+
+use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
+use super::sql::{from_sql_int, sql_bound, to_sql_int};
+use super::{
+    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
+    InstancePage, StoreError,
+};
+use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
+
+/// Schema migrations, oldest first. Migration `i` takes the schema from
+/// version `i` to `i + 1` (recorded in `schema_migrations`); a new version
+/// is one more entry here, never an edit of an old one.
+///
+/// Each runs with `search_path` set to the store's schema alone, so names
+/// are unqualified.
+const MIGRATIONS: &[&str] = &[
+    // Version 1. Keys compare byte by byte (`COLLATE "C"`), like every other
+    // backend. `payload`, `context` and `record` are `json`, not `jsonb`: it
+    // keeps the exact text (a payload reads back as written) and accepts
+    // every string JSON can hold. `streams` holds each stream's last
+    // sequence, and only for streams with events, which makes listing
+    // instances an index range scan.
+    r#"CREATE TABLE events (
+           position     bigint      PRIMARY KEY,
+           domain       text        COLLATE "C" NOT NULL,
+           entity_type  text        COLLATE "C" NOT NULL,
+           instance_key text        COLLATE "C" NOT NULL,
+           sequence     bigint      NOT NULL,
+           event_id     uuid        NOT NULL UNIQUE,
+           event_type   text        NOT NULL,
+           payload      json        NOT NULL,
+           written_at   timestamptz NOT NULL,
+           context      json        NOT NULL,
+           UNIQUE (domain, entity_type, instance_key, sequence)
+       );
+       CREATE TABLE streams (
+           domain       text   COLLATE "C" NOT NULL,
+           entity_type  text   COLLATE "C" NOT NULL,
+           instance_key text   COLLATE "C" NOT NULL,
+           sequence     bigint NOT NULL,
+           PRIMARY KEY (domain, entity_type, instance_key)
+       );
+       CREATE TABLE commands (
+           command_id text COLLATE "C" PRIMARY KEY,
+           record     json NOT NULL
+       );
+       -- The last position handed out. Read and moved only by a transaction
+       -- holding append_lock.
+       CREATE SEQUENCE event_position AS bigint;
+       -- Holds no rows: locking it is what serialises position assignment
+       -- (see the module documentation).
+       CREATE TABLE append_lock ();"#,
+];
+
+/// Takes the lock that position assignment needs. Not a query, so in a
+/// `REPEATABLE READ` transaction it does not fix the snapshot: taken first,
+/// it makes the snapshot newer than every committed append.
+const LOCK_APPENDS: &str = "LOCK TABLE append_lock IN EXCLUSIVE MODE";
+
+/// How many times a write runs before a lost race is reported as a backend
+/// error. The second attempt holds the append lock throughout (see the
+/// module documentation), so more than three means something else is wrong.
+const WRITE_ATTEMPTS: u32 = 4;
+
+/// How long connecting may take, unless the URL says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call waits for a pooled connection before failing.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// Prefixes a `FROM events` clause with the columns [`recorded_event`]
+/// reads, in its order (the order the SQLite backend uses too).
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT domain, entity_type, instance_key, sequence, position, event_id, \
+             event_type, written_at, payload::text, context::text FROM events ",
+            $rest
+        )
+    };
+}
+
+/// How a [`PostgresStore`] connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The PostgreSQL schema that holds the store's tables, created when
+    /// missing. Hosts sharing a store name the same schema; a database can
+    /// hold several stores in different schemas. Lowercase ASCII letters,
+    /// digits and `_`, not starting with a digit, at most 63 bytes. Default
+    /// `cqrs_wasi`.
+    pub schema: String,
+    /// The most connections open at once. Default 16.
+    pub pool_size: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "cqrs_wasi".to_owned(),
+            pool_size: 16,
+        }
+    }
+}
+
+/// An event store in a PostgreSQL schema, which several hosts may share.
+///
+/// Cheap to share behind an `Arc`; every call takes a connection from the
+/// pool for its duration. Connections are not encrypted (no TLS): use it on
+/// loopback or a trusted network.
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+    /// Where the database is, without credentials, for messages.
+    target: String,
+}
+
+/// Where a database URL points, without credentials: `host:port/database`.
+fn describe_url(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => describe(&config),
+        Err(_) => "<an unparsable PostgreSQL URL>".to_owned(),
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            // One port for all hosts, or one each; 5432 when none is given.
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    format!("{hosts}/{}", config.get_dbname().unwrap_or_default())
+}
+
+/// The store could not be opened: connected to, created or migrated. The
+/// message ends with the cause, flattened (so it is not also a `source`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the PostgreSQL store in schema {schema:?} at {target}: {}", flatten(.cause.as_ref()))]
+struct OpenError {
+    schema: String,
+    target: String,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
+    /// or the key-value form) and opens the store in the schema `options`
+    /// name, creating the schema and its tables when missing and migrating an
+    /// older version. Hosts opening the same schema at once take turns.
+    ///
+    /// Fails with [`StoreError::SchemaTooNew`] when the schema was written by
+    /// a newer version of this code, and with [`StoreError::Backend`] naming
+    /// the schema and the server (never the password) when the URL or the
+    /// options are invalid or the server cannot be reached.
+    pub async fn open(url: &str, options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let open_error = |target: &str, cause: Box<dyn std::error::Error + Send + Sync>| {
+            StoreError::backend(OpenError {
+                schema: options.schema.clone(),
+                target: target.to_owned(),
+                cause,
+            })
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| open_error(&describe_url(url), Box::new(error)))?;
+        let target = describe(&config);
+        validate_schema_name(&options.schema).map_err(|error| open_error(&target, error.into()))?;
+        if options.pool_size == 0 {
+            return Err(open_error(
+                &target,
+                "the pool size must be at least 1".into(),
+            ));
+        }
+        // Every connection resolves the store's tables, and nothing else, in
+        // its schema. The name was validated, so it needs no quoting.
+        let search_path = format!("-c search_path={}", options.schema);
+        let startup_options = match config.get_options() {
+            Some(given) => format!("{given} {search_path}"),
+            None => search_path,
+        };
+        config.options(&startup_options);
+        if config.get_application_name().is_none() {
+            config.application_name("cqrs-wasi");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|error| open_error(&target, error.into()))?;
+        let store = PostgresStore {
+            pool,
+            schema: options.schema.clone(),
+            target,
+        };
+        store.migrate().await.map_err(|error| match error {
+            StoreError::Backend(source) => open_error(&store.target, source),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Brings the schema to the newest version this code knows, in one
+    /// transaction, under a lock that makes hosts opening the same schema at
+    /// once take turns (so that the second sees the first's work).
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        match migrate_in(&tx, &self.schema).await {
+            Ok(migrated) => {
+                tx.commit().await.map_err(pg_error)?;
+                if let Some((from, to)) = migrated {
+                    tracing::info!(schema = %self.schema, from, to, "migrated the PostgreSQL store's schema");
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // Rolled back now rather than when the connection is next
+                // used: the pool is about to be dropped with the store.
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs `op` until it does not lose a race, at most [`WRITE_ATTEMPTS`]
+    /// times; the first attempt is optimistic, every later one serial.
+    async fn write(&self, op: Op) -> Result<Done, StoreError> {
+        let mut mode = Mode::Optimistic;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&op, mode).await {
+                Err(error) if lost_race(&error) && attempt < WRITE_ATTEMPTS => {
+                    tracing::debug!(%error, attempt, "a write lost a race; running it again");
+                    mode = Mode::Serial;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Runs `op` in one transaction and commits it if the rules accept it.
+    /// A refusal or an error rolls back (dropping an open transaction does).
+    async fn attempt(&self, op: &Op, mode: Mode) -> Result<Done, StoreError> {
+        let written_at = rules::now_micros();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let done = op
+            .run(&mut PgTxn::start(&tx, mode).await?, written_at)
+            .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(done)
+    }
+
+    /// Queries events with one of the [`select_events!`] statements.
+    async fn query_events(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(recorded_event)
+            .collect()
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("schema", &self.schema)
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+/// The migration itself, in `tx`: `Some((from, to))` when it changed the
+/// schema, `None` when it was already at the newest version.
+async fn migrate_in(
+    tx: &Transaction<'_>,
+    schema: &str,
+) -> Result<Option<(usize, usize)>, StoreError> {
+    let supported = MIGRATIONS.len();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&migration_lock_key(schema)],
+    )
+    .await
+    .map_err(pg_error)?;
+    // Checked first, so that a role without the right to create schemas can
+    // use one an administrator created.
+    let exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .map_err(pg_error)?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer     PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(pg_error)?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    let found = usize::try_from(found).map_err(|_| {
+        StoreError::backend(format!(
+            "the schema version {found} is not one this code wrote"
+        ))
+    })?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+            supported: u32::try_from(supported).unwrap_or(u32::MAX),
+        });
+    }
+    if found == supported {
+        return Ok(None);
+    }
+    for (version, migration) in (found + 1..).zip(&MIGRATIONS[found..]) {
+        tx.batch_execute(migration).await.map_err(pg_error)?;
+        let version = i32::try_from(version).map_err(StoreError::backend)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    Ok(Some((found, supported)))
+}
+
+/// A schema name is spliced into SQL and into the connection's startup
+/// options, so it is restricted to what needs no quoting anywhere.
+fn validate_schema_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let valid = name.len() <= 63
+        && bytes
+            .next()
+            .is_some_and(|first| first.is_ascii_lowercase() || first == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid schema name {name:?}: use 1 to 63 lowercase ASCII letters, digits and `_`, \
+             not starting with a digit"
+        ))
+    }
+}
+
+/// The advisory lock that serialises migrations of one schema: derived from
+/// its name (there may be no table yet to lock), the same in every version
+/// of this code.
+fn migration_lock_key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("cqrs-wasi migrations of {schema}"));
+    let mut key = [0; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// Starts a write transaction. `REPEATABLE READ`: the rules' reads share one
+/// snapshot (see the module documentation).
+async fn begin(client: &mut deadpool_postgres::Client) -> Result<Transaction<'_>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(pg_error)
+}
+
+/// Whether `error` means the transaction lost a race with a concurrent one
+/// and running it again will decide differently.
+fn lost_race(error: &StoreError) -> bool {
+    let StoreError::Backend(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<PgError>()
+        .and_then(|error| error.code.as_ref())
+        .is_some_and(|code| {
+            [
+                SqlState::UNIQUE_VIOLATION,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+            ]
+            .contains(code)
+        })
+}
+
+/// An error of the PostgreSQL client or its pool, with its causes on one
+/// line: the client's own message is only "db error" or "error connecting to
+/// server", and the part worth reading (the server's message, the refused
+/// connection) is its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct PgError {
+    message: String,
+    /// The server's SQLSTATE, if the server answered with an error.
+    code: Option<SqlState>,
+}
+
+impl PgError {
+    fn new(error: &(dyn std::error::Error + 'static), code: Option<SqlState>) -> Self {
+        PgError {
+            message: flatten(error),
+            code,
+        }
+    }
+}
+
+/// `error: cause: cause of the cause ...`, leaving out a cause whose
+/// message its error already quotes.
+fn flatten(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn pg_error(error: tokio_postgres::Error) -> StoreError {
+    let code = error.code().cloned();
+    StoreError::backend(PgError::new(&error, code))
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
+    let code = match &error {
+        deadpool_postgres::PoolError::Backend(error) => error.code().cloned(),
+        _ => None,
+    };
+    StoreError::backend(PgError::new(&error, code))
+}
+
+/// How a write transaction takes the append lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// When it first writes events: reads run concurrently with other
+    /// appends, and may lose a race to them.
+    Optimistic,
+    /// Before its snapshot: no other append commits while it runs.
+    Serial,
+}
+
+/// The write primitives of [`rules`] on one open transaction.
+struct PgTxn<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    /// Whether the transaction holds `append_lock`.
+    locked: bool,
+}
+
+impl<'t, 'c> PgTxn<'t, 'c> {
+    async fn start(tx: &'t Transaction<'c>, mode: Mode) -> Result<Self, StoreError> {
+        if mode == Mode::Serial {
+            tx.batch_execute(LOCK_APPENDS).await.map_err(pg_error)?;
+        }
+        Ok(PgTxn {
+            tx,
+            locked: mode == Mode::Serial,
+        })
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+        self.tx.prepare_cached(sql).await.map_err(pg_error)
+    }
+}
+
+impl StoreTxn for PgTxn<'_, '_> {
+    async fn command_record(
+        &mut self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let select = self
+            .prepare("SELECT record::text FROM commands WHERE command_id = $1")
+            .await?;
+        let row = self
+            .tx
+            .query_opt(&select, &[&command_id])
+            .await
+            .map_err(pg_error)?;
+        row.map(|row| command_record(&row)).transpose()
+    }
+
+    async fn find_event_ids(
+        &mut self,
+        stream: &StreamId,
+        event_ids: &[Uuid],
+    ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
+        let select = self
+            .prepare(
+                "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type
+                 FROM events WHERE event_id = ANY($1)",
+            )
+            .await?;
+        let rows = self
+            .tx
+            .query(&select, &[&event_ids])
+            .await
+            .map_err(pg_error)?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let get = |index| row.try_get::<_, &str>(index).map_err(pg_error);
+            let event_id: Uuid = row.try_get(0).map_err(pg_error)?;
+            let same_stream = get(1)? == stream.domain()
+                && get(2)? == stream.entity_type()
+                && get(3)? == stream.instance_key();
+            let event = AppendedEvent {
+                event_id,
+                sequence: from_sql_int(row.try_get(4).map_err(pg_error)?)?,
+                position: from_sql_int(row.try_get(5).map_err(pg_error)?)?,
+                event_type: get(6)?.to_owned(),
+            };
+            found.insert(event_id, StoredEventId { same_stream, event });
+        }
+        Ok(event_ids.iter().map(|id| found.remove(id)).collect())
+    }
+
+    async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
+        let select = self.prepare(SELECT_STREAM_SEQUENCE).await?;
+        let row = self
+            .tx
+            .query_opt(
+                &select,
+                &[
+                    &stream.domain(),
+                    &stream.entity_type(),
+                    &stream.instance_key(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        stream_sequence(row)
+    }
+
+    async fn insert_events(
+        &mut self,
+        stream: &StreamId,
+        first_sequence: u64,
+        events: &[NewEvent],
+        context: &EventContext,
+        written_at: OffsetDateTime,
+    ) -> Result<Vec<AppendedEvent>, StoreError> {
+        // The rules never insert an empty batch; were one to come, there is
+        // nothing to number and no stream to move.
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let last_sequence = first_sequence
+            .checked_add(events.len() as u64 - 1)
+            .ok_or_else(|| StoreError::backend("the stream's sequence would overflow"))?;
+        let context = serde_json::to_string(context).map_err(StoreError::backend)?;
+        let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
+        let (first, last) = (to_sql_int(first_sequence)?, to_sql_int(last_sequence)?);
+        let (domain, entity_type, instance_key) =
+            (stream.domain(), stream.entity_type(), stream.instance_key());
+
+        let insert = self.prepare(INSERT_EVENTS).await?;
+        let move_stream = self.prepare(MOVE_STREAM).await?;
+        let lock = async {
+            if !self.locked {
+                self.tx.batch_execute(LOCK_APPENDS).await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        let insert_params: [&(dyn ToSql + Sync); 9] = [
+            &domain,
+            &entity_type,
+            &instance_key,
+            &first,
+            &ids,
+            &types,
+            &payloads,
+            &written_at,
+            &context,
+        ];
+        let move_params: [&(dyn ToSql + Sync); 4] = [&domain, &entity_type, &instance_key, &last];
+        let insert = self.tx.query(&insert, &insert_params);
+        let move_stream = self.tx.execute(&move_stream, &move_params);
+        // tokio-postgres sends a request when its future is first polled,
+        // and `join!` first polls its futures in the order written: the
+        // server receives (and runs) the lock before the insert, all in one
+        // round trip. Every answer is awaited, then the first error
+        // reported: after a failure the server answers the later statements
+        // only with "the transaction is aborted", which says nothing.
+        let (locked, rows, moved) = tokio::join!(lock, insert, move_stream);
+        locked.map_err(pg_error)?;
+        self.locked = true;
+        let rows = rows.map_err(pg_error)?;
+        moved.map_err(pg_error)?;
+
+        let mut landed = rows
+            .iter()
+            .map(|row| {
+                let sequence: i64 = row.try_get(0).map_err(pg_error)?;
+                let position: i64 = row.try_get(1).map_err(pg_error)?;
+                Ok((from_sql_int(sequence)?, from_sql_int(position)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        landed.sort_unstable();
+        if landed.len() != events.len() {
+            return Err(StoreError::backend(format!(
+                "{} events were inserted for a batch of {}",
+                landed.len(),
+                events.len()
+            )));
+        }
+        Ok(events
+            .iter()
+            .zip(landed)
+            .map(|(event, (sequence, position))| AppendedEvent {
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                sequence,
+                position,
+            })
+            .collect())
+    }
+
+    async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(StoreError::backend)?;
+        let insert = self
+            .prepare("INSERT INTO commands (command_id, record) VALUES ($1, $2::text::json)")
+            .await?;
+        self.tx
+            .execute(&insert, &[&record.command_id(), &json])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+}
+
+/// Inserts a batch numbered from `$4`, taking the positions after the last
+/// one handed out, and moves the sequence past them; returns each event's
+/// sequence and position. Run only under `append_lock`.
+///
+/// The sequence is read, not advanced, before the insert and set only after
+/// it, so a batch that fails to insert (a lost race on the stream or an
+/// event id) takes no positions. `last` is materialised: it is read once.
+const INSERT_EVENTS: &str = "
+    WITH last AS MATERIALIZED (
+        SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS position FROM event_position
+    ), inserted AS (
+        INSERT INTO events (position, domain, entity_type, instance_key, sequence, event_id,
+                            event_type, payload, written_at, context)
+        SELECT last.position + batch.n, $1::text, $2::text, $3::text, $4::bigint + batch.n - 1,
+               batch.event_id, batch.event_type, batch.payload::json, $8::timestamptz,
+               $9::text::json
+        FROM last,
+             unnest($5::uuid[], $6::text[], $7::text[])
+                 WITH ORDINALITY AS batch (event_id, event_type, payload, n)
+        RETURNING sequence, position
+    )
+    SELECT sequence, position, (SELECT setval('event_position', max(position)) FROM inserted)
+    FROM inserted";
+
+/// Moves a stream's last sequence to `$4`, creating its row on its first
+/// events. A concurrent move of the same row makes the transaction fail.
+const MOVE_STREAM: &str = "
+    INSERT INTO streams (domain, entity_type, instance_key, sequence) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (domain, entity_type, instance_key) DO UPDATE SET sequence = excluded.sequence";
+
+const SELECT_STREAM_SEQUENCE: &str =
+    "SELECT sequence FROM streams WHERE domain = $1 AND entity_type = $2 AND instance_key = $3";
+
+/// Maps a row selected with [`select_events!`].
+fn recorded_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let text = |index: usize| row.try_get::<_, String>(index).map_err(pg_error);
+    let int = |index: usize| row.try_get::<_, i64>(index).map_err(pg_error);
+    let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
+    Ok(RecordedEvent {
+        stream,
+        sequence: from_sql_int(int(3)?)?,
+        position: from_sql_int(int(4)?)?,
+        event_id: row.try_get(5).map_err(pg_error)?,
+        event_type: text(6)?,
+        written_at: row.try_get(7).map_err(pg_error)?,
+        // Trusted: it is the text of a `RawValue` this module wrote.
+        payload: RawValue::from_string(text(8)?).map_err(StoreError::backend)?,
+        context: serde_json::from_str(&text(9)?).map_err(StoreError::backend)?,
+    })
+}
+
+fn command_record(row: &Row) -> Result<CommandRecord, StoreError> {
+    let json: &str = row.try_get(0).map_err(pg_error)?;
+    serde_json::from_str(json).map_err(StoreError::backend)
+}
+
+fn stream_sequence(row: Option<Row>) -> Result<u64, StoreError> {
+    match row {
+        Some(row) => from_sql_int(row.try_get(0).map_err(pg_error)?),
+        None => Ok(0),
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for PostgresStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.write(Op::Append(request)).await?.appended()
+    }
+
+    async fn record_rejection(
+        &self,
+        stream: &StreamId,
+        command: &CommandKey,
+        message: &str,
+    ) -> Result<CommandRecord, StoreError> {
+        let op = Op::Reject {
+            stream: stream.clone(),
+            command: command.clone(),
+            message: message.to_owned(),
+        };
+        self.write(op).await?.recorded()
+    }
+
+    async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached("SELECT record::text FROM commands WHERE command_id = $1")
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(&select, &[&command_id])
+            .await
+            .map_err(pg_error)?;
+        row.map(|row| command_record(&row)).transpose()
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.query_events(
+            select_events!(
+                "WHERE domain = $1 AND entity_type = $2 AND instance_key = $3
+                 AND sequence >= $4 ORDER BY sequence LIMIT $5"
+            ),
+            &[
+                &stream.domain(),
+                &stream.entity_type(),
+                &stream.instance_key(),
+                &sql_bound(from),
+                &sql_bound(max_count),
+            ],
+        )
+        .await
+    }
+
+    async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(SELECT_STREAM_SEQUENCE)
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(
+                &select,
+                &[
+                    &stream.domain(),
+                    &stream.entity_type(),
+                    &stream.instance_key(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        stream_sequence(row)
+    }
+
+    async fn list_instances(
+        &self,
+        domain: &str,
+        entity_type: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage, StoreError> {
+        // Every valid key sorts after "", so no cursor is the cursor "".
+        let after = cursor.unwrap_or_default();
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT instance_key FROM streams
+                 WHERE domain = $1 AND entity_type = $2 AND instance_key > $3
+                 ORDER BY instance_key LIMIT $4",
+            )
+            .await
+            .map_err(pg_error)?;
+        let keys = client
+            .query(
+                &select,
+                &[
+                    &domain,
+                    &entity_type,
+                    &after,
+                    &sql_bound(limit.saturating_add(1)),
+                ],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| row.try_get(0).map_err(pg_error))
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(rules::instance_page(keys, cursor, limit))
+    }
+
+    /// Positions are handed out in commit order (see the module
+    /// documentation), so every event below the highest position this
+    /// statement's snapshot sees is committed, or will never be.
+    async fn read_all(
+        &self,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.query_events(
+            select_events!("WHERE position >= $1 ORDER BY position LIMIT $2"),
+            &[&sql_bound(from), &sql_bound(max_count)],
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use tokio::task::JoinSet;
+
+    use super::testing::ScratchSchema;
+    use super::*;
+    use crate::model::Expectation;
+    use crate::store::conformance::{
+        Fixture, append_n, command, conformance_tests, events, request, stream,
+    };
+
+    async fn fixture() -> Option<Fixture> {
+        let schema = ScratchSchema::new().await?;
+        Some(Fixture {
+            store: Arc::new(schema.open().await),
+            guard: Box::new(schema),
+        })
+    }
+
+    conformance_tests!(fixture);
+
+    #[tokio::test]
+    async fn a_schema_written_by_a_newer_version_is_refused() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        drop(schema.open().await);
+        let newer = MIGRATIONS.len() + 1;
+        schema
+            .execute(&format!(
+                "INSERT INTO schema_migrations (version) VALUES ({newer})"
+            ))
+            .await;
+        match PostgresStore::open(schema.url(), schema.options()).await {
+            Err(error @ StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!(found as usize, newer);
+                assert_eq!(supported as usize, MIGRATIONS.len());
+                assert!(error.to_string().contains("upgrade the host"), "{error}");
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hosts_opening_a_new_schema_at_once_create_it_once() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let mut opening = JoinSet::new();
+        for _ in 0..4 {
+            let (url, options) = (schema.url().to_owned(), schema.options());
+            opening.spawn(async move { PostgresStore::open(&url, options).await });
+        }
+        let stores: Vec<PostgresStore> = opening
+            .join_all()
+            .await
+            .into_iter()
+            .map(|opened| opened.expect("every host opens the store"))
+            .collect();
+        let client = stores[0].client().await.unwrap();
+        let versions: Vec<i32> = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let expected: Vec<i32> = (1..=MIGRATIONS.len() as i32).collect();
+        assert_eq!(versions, expected, "each migration ran once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_sharing_a_schema_share_streams_commands_and_positions() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let (one, two) = (Arc::new(schema.open().await), Arc::new(schema.open().await));
+        let s = stream("shared");
+        let mut appends = JoinSet::new();
+        for n in 0..40 {
+            let store = if n % 2 == 0 { &one } else { &two };
+            let (store, s) = (Arc::clone(store), s.clone());
+            appends.spawn(async move { append_n(&*store, &s, 1 + n % 3).await });
+        }
+        appends.join_all().await;
+        let mut with_command = request(&s, Expectation::Any, events(1));
+        with_command.command = Some(command("cmd-shared"));
+        one.append(with_command).await.unwrap();
+
+        let read = two.read_stream(&s, 1, usize::MAX).await.unwrap();
+        let sequences: Vec<u64> = read.iter().map(|event| event.sequence).collect();
+        let total = (0..40).map(|n| 1 + n % 3).sum::<usize>() as u64 + 1;
+        assert_eq!(sequences, (1..=total).collect::<Vec<_>>());
+        assert!(
+            read.windows(2)
+                .all(|pair| pair[0].position < pair[1].position),
+            "positions increase with sequences"
+        );
+        assert!(two.command_record("cmd-shared").await.unwrap().is_some());
+        assert_eq!(
+            one.read_all(0, usize::MAX).await.unwrap().len() as u64,
+            total
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_options_are_refused_with_a_message_that_keeps_the_password() {
+        let url = "postgres://someone:s3cret@127.0.0.1:1/nowhere";
+        let refusals = [
+            (
+                PostgresOptions {
+                    schema: "Has-Capitals".to_owned(),
+                    ..PostgresOptions::default()
+                },
+                "invalid schema name",
+            ),
+            (
+                PostgresOptions {
+                    schema: "1st".to_owned(),
+                    ..PostgresOptions::default()
+                },
+                "invalid schema name",
+            ),
+            (
+                PostgresOptions {
+                    pool_size: 0,
+                    ..PostgresOptions::default()
+                },
+                "pool size",
+            ),
+        ];
+        for (options, expected) in refusals {
+            let error = PostgresStore::open(url, options).await.unwrap_err();
+            let message = crate::store::postgres::flatten(&error);
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("127.0.0.1:1/nowhere"), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+        let error =
+            PostgresStore::open("postgres://someone:s3cret@[::1", PostgresOptions::default())
+                .await
+                .unwrap_err();
+        assert!(!flatten(&error).contains("s3cret"), "{error}");
+    }
+
+    /// Appends `request` the way [`PostgresStore::append`] does, but pauses
+    /// for `pause` between taking positions and `COMMIT`: a deliberately slow
+    /// transaction.
+    async fn append_slowly(
+        store: &PostgresStore,
+        request: &AppendRequest,
+        pause: Duration,
+    ) -> AppendOutcome {
+        let mut client = store.client().await.unwrap();
+        let tx = begin(&mut client).await.unwrap();
+        let mut txn = PgTxn::start(&tx, Mode::Optimistic).await.unwrap();
+        let outcome = rules::append(&mut txn, request, rules::now_micros())
+            .await
+            .unwrap();
+        tokio::time::sleep(pause).await;
+        tx.commit().await.unwrap();
+        outcome
+    }
+
+    /// A reader that follows `read_all` from the position after the last
+    /// event it saw, while fast appends keep committing and slow
+    /// transactions hold positions they have not committed yet, sees every
+    /// event exactly once, in position order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_position_following_reader_never_skips_an_event_of_a_slow_transaction() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let store = Arc::new(
+            PostgresStore::open(
+                schema.url(),
+                PostgresOptions {
+                    pool_size: 24,
+                    ..schema.options()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let writing = Arc::new(AtomicBool::new(true));
+
+        let reader = {
+            let (store, writing) = (Arc::clone(&store), Arc::clone(&writing));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut next = 1;
+                loop {
+                    // Read before checking the flag, so that the last read
+                    // starts after every writer has finished.
+                    let finished = !writing.load(Ordering::SeqCst);
+                    let batch = store.read_all(next, 7).await.unwrap();
+                    if batch.is_empty() {
+                        if finished {
+                            return seen;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    for event in batch {
+                        assert!(event.position >= next, "read_all went backwards");
+                        next = event.position + 1;
+                        seen.push((event.position, event.event_id));
+                    }
+                }
+            })
+        };
+
+        let started = Instant::now();
+        let mut writers = JoinSet::new();
+        // Fast appends, some to one shared stream, so that they also race.
+        for writer in 0..6 {
+            let store = Arc::clone(&store);
+            writers.spawn(async move {
+                for n in 0..30 {
+                    let s = if n % 3 == 0 {
+                        stream("shared")
+                    } else {
+                        stream(&format!("fast-{writer}"))
+                    };
+                    append_n(&*store, &s, 1 + n % 2).await;
+                }
+            });
+        }
+        // Slow transactions, started while the fast ones run: each takes its
+        // positions, then holds them uncommitted for a while.
+        for slow in 0..5 {
+            let store = Arc::clone(&store);
+            writers.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10 + 40 * slow)).await;
+                let request = request(
+                    &stream(&format!("slow-{slow}")),
+                    Expectation::Any,
+                    events(3),
+                );
+                append_slowly(&store, &request, Duration::from_millis(100)).await;
+            });
+        }
+        writers.join_all().await;
+        writing.store(false, Ordering::SeqCst);
+        let seen = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the reader catches up")
+            .unwrap();
+
+        let all: Vec<(u64, Uuid)> = store
+            .read_all(0, usize::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|event| (event.position, event.event_id))
+            .collect();
+        let fast: usize = (0..30).map(|n| 1 + n % 2).sum();
+        assert_eq!(all.len(), 6 * fast + 5 * 3);
+        let seen_positions: HashSet<u64> = seen.iter().map(|&(position, _)| position).collect();
+        let skipped: Vec<u64> = all
+            .iter()
+            .map(|&(position, _)| position)
+            .filter(|position| !seen_positions.contains(position))
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "the reader skipped positions {skipped:?}"
+        );
+        assert_eq!(seen.len(), all.len(), "the reader saw no event twice");
+        assert!(seen == all, "the reader saw the events in position order");
+        let ids: HashSet<Uuid> = all.iter().map(|&(_, id)| id).collect();
+        assert_eq!(ids.len(), all.len());
+        eprintln!(
+            "{} events written and followed in {:?}",
+            all.len(),
+            started.elapsed()
+        );
+    }
+}

@@ -87,7 +87,7 @@ async fn each_misbehaving_component_fails_only_its_own_call() -> anyhow::Result<
             "Test/Garbage/g/NotJson",
             "{}",
             "invalid_output",
-            "an event payload is not JSON",
+            "an event payload is not interoperable JSON",
         ),
         (
             "Test/Garbage/g/Reserved",

@@ -10,6 +10,7 @@
 mod commands;
 mod notify;
 mod projections;
+mod scope;
 mod stream_locks;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
 use crate::registry::{Registry, RollbackError, RouteConflict, VersionInfo};
 use crate::repository::{Repository, RepositoryError};
 use crate::runtime::{
-    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of, wit,
+    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of,
 };
 use crate::store::{EventStore, InstancePage, StoreError};
 
@@ -313,23 +314,6 @@ impl Inner {
             component,
             configured: self.grants.get(component.name()),
         }
-    }
-
-    /// Refuses a guest's read of a domain its component is not granted; the
-    /// guest sees the refusal and the log records it.
-    fn check_read(&self, component: &LoadedComponent, domain: &str) -> Result<(), wit::StoreError> {
-        if self.capabilities(component).may_read(domain) {
-            return Ok(());
-        }
-        tracing::warn!(
-            component = component.name(),
-            domain,
-            "refused a read of an ungranted domain"
-        );
-        Err(wit::StoreError::Denied(format!(
-            "component {} may not read domain {domain}",
-            component.name()
-        )))
     }
 }
 

@@ -7,15 +7,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::projections::Slot;
+use super::scope::CallScope;
 use super::{HostError, HostOptions, Inner, parse_json};
-use crate::model::{
-    EventContext, Expectation, NameKind, NewEvent, RecordedEvent, StreamId, validate_name,
-};
-use crate::runtime::{GuestServices, LoadedComponent, SendOutcome, SendRequest, wit};
+use crate::model::{EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name};
+use crate::runtime::{LoadedComponent, wit};
 use crate::store::{
-    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
-    StoreError,
+    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, StoreError,
 };
 
 /// A command for the host to run.
@@ -129,12 +126,7 @@ pub(super) async fn execute(
     let mut backoff = inner.options.retry_backoff;
     for attempt in 1..=attempts {
         let seen = inner.store.stream_sequence(&stream).await?;
-        let scope = Arc::new(CommandScope {
-            inner: inner.clone(),
-            component: component.clone(),
-            stream: stream.clone(),
-            seen,
-        });
+        let scope = CallScope::command(inner, &component, &stream, seen);
         let answer = {
             let _slot = inner.runtime.reserve().await?;
             component.handle(&inner.runtime, scope, &command).await?
@@ -296,116 +288,4 @@ fn to_new_events(
             })
         })
         .collect()
-}
-
-/// What a command handler's `event-store` import sees: every stream as the
-/// store has it, except its own stream, which is pinned at the sequence the
-/// host will append after.
-struct CommandScope {
-    inner: Arc<Inner>,
-    component: Arc<LoadedComponent>,
-    stream: StreamId,
-    seen: u64,
-}
-
-impl CommandScope {
-    fn pinned(&self, stream: &StreamId) -> Option<u64> {
-        (stream == &self.stream).then_some(self.seen)
-    }
-
-    fn check_read(&self, domain: &str) -> Result<(), wit::StoreError> {
-        self.inner.check_read(&self.component, domain)
-    }
-}
-
-#[async_trait::async_trait]
-impl GuestServices for CommandScope {
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: u64,
-        max_count: usize,
-    ) -> Result<Vec<RecordedEvent>, wit::StoreError> {
-        self.check_read(stream.domain())?;
-        let max_count = match self.pinned(stream) {
-            Some(seen) => {
-                let first = from.max(1);
-                let available = if first > seen { 0 } else { seen - first + 1 };
-                max_count.min(usize::try_from(available).unwrap_or(usize::MAX))
-            }
-            None => max_count,
-        };
-        if max_count == 0 {
-            return Ok(Vec::new());
-        }
-        self.inner
-            .store
-            .read_stream(stream, from, max_count)
-            .await
-            .map_err(|e| to_store_error(e.into()))
-    }
-
-    async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, wit::StoreError> {
-        self.check_read(stream.domain())?;
-        match self.pinned(stream) {
-            Some(seen) => Ok(seen),
-            None => self
-                .inner
-                .store
-                .stream_sequence(stream)
-                .await
-                .map_err(|e| to_store_error(e.into())),
-        }
-    }
-
-    async fn list_instances(
-        &self,
-        domain: &str,
-        entity_type: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<InstancePage, wit::StoreError> {
-        self.check_read(domain)?;
-        self.inner
-            .store
-            .list_instances(domain, entity_type, cursor, limit)
-            .await
-            .map_err(|e| to_store_error(e.into()))
-    }
-
-    async fn run_projection(
-        &self,
-        projection_type: &str,
-        stream: &StreamId,
-        as_of: Option<u64>,
-    ) -> Result<Vec<u8>, wit::StoreError> {
-        self.check_read(stream.domain())?;
-        let as_of = match (self.pinned(stream), as_of) {
-            (Some(seen), Some(as_of)) => Some(as_of.min(seen)),
-            (Some(seen), None) => Some(seen),
-            (None, as_of) => as_of,
-        };
-        // The command's call slot covers this projection's instance.
-        super::projections::fold(&self.inner, stream, projection_type, as_of, Slot::Held)
-            .await
-            .map(|state| state.state.get().as_bytes().to_vec())
-            .map_err(to_store_error)
-    }
-
-    async fn send_command(&self, _: SendRequest) -> Result<SendOutcome, wit::SendError> {
-        Err(wit::SendError::Denied(
-            "a command handler may not send commands; a notification handler may".to_owned(),
-        ))
-    }
-}
-
-/// How a host error looks to a guest that caused it through an import.
-pub(super) fn to_store_error(error: HostError) -> wit::StoreError {
-    match error {
-        HostError::InvalidName(e) | HostError::Store(StoreError::InvalidName(e)) => {
-            wit::StoreError::InvalidName(e.to_string())
-        }
-        e @ HostError::NoProjection { .. } => wit::StoreError::UnknownProjection(e.to_string()),
-        e => wit::StoreError::Other(e.to_string()),
-    }
 }

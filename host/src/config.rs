@@ -14,6 +14,11 @@ use serde::Deserialize;
 use crate::api::ApiConfig;
 use crate::grants::Grants;
 use crate::host::{BuildError, Host, HostError, HostOptions};
+use crate::notifications::model::NotificationKind;
+use crate::notifications::{
+    Auth, Destination, EventGridConfig, EventGridPublisher, EventSchema, KindSet, PublisherError,
+    RaisePolicy, RaiseRule,
+};
 use crate::runtime::RuntimeConfig;
 use crate::secret::Secret;
 use crate::store::{
@@ -57,6 +62,10 @@ pub struct Config {
     pub commands: CommandsSection,
     /// Components to load at start-up.
     pub components: Vec<ComponentConfig>,
+    /// Which notifications are raised.
+    pub notifications: NotificationsSection,
+    /// Event Grid topics the outbox is published to.
+    pub topics: Vec<TopicConfig>,
 }
 
 impl Default for Config {
@@ -77,7 +86,151 @@ impl Default for Config {
                 path: PathBuf::from(EXAMPLE_COMPONENT),
                 grants: None,
             }],
+            notifications: NotificationsSection::default(),
+            topics: Vec::new(),
         }
+    }
+}
+
+/// The `[notifications]` section: which kinds of notification are raised.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// The kinds raised by streams no rule names: any of `NewEntity`,
+    /// `EventAppended`, `ProjectionCompleted` (default all three).
+    pub raise: Vec<String>,
+    /// Kinds raised by one domain, or one entity type of it.
+    pub rules: Vec<RaiseRuleConfig>,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        NotificationsSection {
+            raise: NotificationKind::ALL
+                .iter()
+                .map(|kind| kind.as_str().to_owned())
+                .collect(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[notifications.rules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaiseRuleConfig {
+    /// The domain.
+    pub domain: String,
+    /// The entity type; every one of the domain when missing.
+    pub entity_type: Option<String>,
+    /// The kinds raised (possibly none).
+    pub raise: Vec<String>,
+}
+
+impl NotificationsSection {
+    fn policy(&self) -> Result<RaisePolicy, ConfigError> {
+        let kinds = |names: &[String]| {
+            names
+                .iter()
+                .map(|name| {
+                    name.parse::<NotificationKind>()
+                        .map_err(|_| ConfigError::NotificationKind(name.clone()))
+                })
+                .collect::<Result<KindSet, _>>()
+        };
+        let mut policy = RaisePolicy::new(kinds(&self.raise)?);
+        for rule in &self.rules {
+            policy = policy.with_rule(RaiseRule {
+                domain: rule.domain.clone(),
+                entity_type: rule.entity_type.clone(),
+                kinds: kinds(&rule.raise)?,
+            });
+        }
+        Ok(policy)
+    }
+}
+
+/// One `[[topics]]` entry: an Event Grid topic that gets every notification
+/// of the outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// The destination's name: keeps its checkpoint and dead letters.
+    pub name: String,
+    /// The topic endpoint (`https://{topic}.{region}-1.eventgrid.azure.net`).
+    pub endpoint: String,
+    /// `eventgrid` (default) or `cloudevents`.
+    #[serde(default)]
+    pub schema: SchemaChoice,
+    /// The CloudEvents `source` (default `/cqrs-wasi`).
+    pub source: Option<String>,
+    /// The topic's access key. The environment variable named by `key_env`
+    /// takes precedence.
+    pub key: Option<Secret>,
+    /// An environment variable holding the access key.
+    pub key_env: Option<String>,
+    /// Send a SAS token made from the key (`aeg-sas-token`) rather than the
+    /// key itself (`aeg-sas-key`).
+    #[serde(default)]
+    pub sas_token: bool,
+    /// Requests per batch in all before the batch waits for the next round
+    /// (default 6).
+    pub max_attempts: Option<u32>,
+    /// The longest one request may take, in milliseconds (default 30 000).
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// The event schema of a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaChoice {
+    /// The Event Grid event schema.
+    #[default]
+    EventGrid,
+    /// CloudEvents 1.0.
+    CloudEvents,
+}
+
+impl TopicConfig {
+    fn destination(&self) -> Result<Destination, ConfigError> {
+        let key = self
+            .key_env
+            .as_deref()
+            .and_then(secret_from_env)
+            .or_else(|| self.key.clone())
+            .ok_or_else(|| ConfigError::TopicKey(self.name.clone()))?;
+        let auth = if self.sas_token {
+            Auth::SasToken {
+                key,
+                ttl: Duration::from_secs(3600),
+            }
+        } else {
+            Auth::Key(key)
+        };
+        let schema = match self.schema {
+            SchemaChoice::EventGrid => EventSchema::EventGrid,
+            SchemaChoice::CloudEvents => EventSchema::CloudEvents {
+                source: self.source.clone().unwrap_or_else(|| "/cqrs-wasi".to_owned()),
+            },
+        };
+        let mut config = EventGridConfig::new(&self.endpoint, schema, auth);
+        if let Some(attempts) = self.max_attempts.and_then(std::num::NonZeroU32::new) {
+            config.retry.max_attempts = attempts;
+        }
+        if let Some(timeout) = self.request_timeout_ms {
+            config.request_timeout = Duration::from_millis(timeout);
+        }
+        let retry = config.retry.clone();
+        let publisher =
+            EventGridPublisher::new(config).map_err(|source| ConfigError::Topic {
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(Destination {
+            name: self.name.clone(),
+            sink: Arc::new(publisher),
+            retry,
+        })
     }
 }
 
@@ -286,6 +439,20 @@ pub enum ConfigError {
     /// The host could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A notification kind is not one of the three.
+    #[error("unknown notification kind {0:?}: expected NewEntity, EventAppended or ProjectionCompleted")]
+    NotificationKind(String),
+    /// A topic has no access key.
+    #[error("topic {0:?} has no access key: set key, or key_env to a variable that holds it")]
+    TopicKey(String),
+    /// A topic's publisher could not be set up.
+    #[error("topic {name:?}: {source}")]
+    Topic {
+        /// The topic.
+        name: String,
+        /// Why.
+        source: PublisherError,
+    },
     /// The components of the last run could not be restored.
     #[error("cannot restore the deployed components: {0}")]
     Restore(Box<HostError>),
@@ -378,6 +545,7 @@ impl Config {
             .store(self.open_store().await?)
             .options(HostOptions {
                 command_attempts: self.commands.attempts,
+                raise: self.notifications.policy()?,
                 ..HostOptions::default()
             })
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))
@@ -386,6 +554,9 @@ impl Config {
             if let Some(grants) = &component.grants {
                 builder = builder.grant(&component.name, grants.clone());
             }
+        }
+        for topic in &self.topics {
+            builder = builder.destination(topic.destination()?);
         }
         let host = builder.build()?;
         host.restore()

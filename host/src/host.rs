@@ -4,12 +4,17 @@
 //! flows of DESIGN.md: a command is routed to its handler, run against a
 //! pinned view of its stream, and its events appended with the expectation
 //! "exactly at the sequence the handler saw"; a projection folds a stream's
-//! events in batches. It is the library API embedders use; it knows nothing
-//! about HTTP or configuration files.
+//! events in batches. It raises notifications: the change feed through the
+//! outbox rows of each append, projection-completed notifications by running
+//! the projections of changed streams ([`propagate`]), and it delivers them
+//! to notification handlers ([`notify`]) and every other destination
+//! through the [`Dispatcher`]. It is the library API embedders use; it knows
+//! nothing about HTTP or configuration files.
 
 mod commands;
 mod notify;
 mod projections;
+mod propagate;
 mod scope;
 mod stream_locks;
 
@@ -33,7 +38,18 @@ use crate::repository::{Repository, RepositoryError};
 use crate::runtime::{
     GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of,
 };
-use crate::store::{EventStore, InstancePage, StoreError};
+use crate::notifications::{
+    DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
+    RetryPolicy,
+};
+use crate::store::{DeadLetter, EventStore, InstancePage, StoreError};
+
+/// The destination name of the local notification handlers.
+pub const LOCAL_HANDLERS: &str = "@local";
+
+/// The checkpoint name of projection propagation (it follows event
+/// positions, not outbox rows).
+const PROJECTIONS: &str = "@projections";
 
 /// Why a host operation failed. Each variant has a stable [`code`](HostError::code).
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +208,11 @@ pub struct HostOptions {
     pub max_event_bytes: usize,
     /// The largest state a projection may return, in bytes.
     pub max_state_bytes: usize,
+    /// Which notifications the streams of each domain and entity type raise.
+    pub raise: RaisePolicy,
+    /// Retries of a notification a local handler failed: attempts, and the
+    /// pauses between them; then it is dead-lettered.
+    pub handler_retry: RetryPolicy,
 }
 
 impl Default for HostOptions {
@@ -204,6 +225,13 @@ impl Default for HostOptions {
             max_events_per_command: 100,
             max_event_bytes: 1 << 20,
             max_state_bytes: 4 << 20,
+            raise: RaisePolicy::default(),
+            handler_retry: RetryPolicy {
+                max_attempts: std::num::NonZeroU32::new(5).expect("5 is not zero"),
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(5),
+                max_retry_after: Duration::from_secs(5),
+            },
         }
     }
 }
@@ -216,9 +244,19 @@ pub struct HostBuilder {
     options: HostOptions,
     repository: Option<PathBuf>,
     grants: HashMap<String, Grants>,
+    destinations: Vec<Destination>,
 }
 
 impl HostBuilder {
+    /// Adds a destination of the outbox (an Event Grid topic, a sink of
+    /// your own) besides the local notification handlers, which always
+    /// get the change feed. Its name keeps its checkpoint and dead letters
+    /// across restarts; it must not start with `@`.
+    pub fn destination(mut self, destination: Destination) -> Self {
+        self.destinations.push(destination);
+        self
+    }
+
     /// The event store to use. Required.
     pub fn store(mut self, store: Arc<dyn EventStore>) -> Self {
         self.store = Some(store);
@@ -253,26 +291,45 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host. It has no components yet: [`Host::restore`] those
-    /// of the repository, or [`Host::deploy`] them.
+    /// Builds the host and starts delivering notifications, on the current
+    /// tokio runtime. It has no components yet: [`Host::restore`] those of
+    /// the repository, or [`Host::deploy`] them.
     pub fn build(self) -> Result<Host, BuildError> {
         let store = self.store.ok_or(BuildError::NoStore)?;
+        tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let mut names = std::collections::HashSet::new();
+        for destination in &self.destinations {
+            if destination.name.starts_with('@') || !names.insert(destination.name.clone()) {
+                return Err(BuildError::DestinationName(destination.name.clone()));
+            }
+        }
         let repository = self.repository.map(Repository::open).transpose()?;
         let runtime = Runtime::new(self.runtime)?;
-        Ok(Host {
-            inner: Arc::new(Inner {
+        let inner = Arc::new_cyclic(|host| {
+            let mut destinations = self.destinations;
+            destinations.push(Destination {
+                name: LOCAL_HANDLERS.to_owned(),
+                sink: Arc::new(notify::LocalHandlers::new(host.clone())),
+                retry: self.options.handler_retry.clone(),
+            });
+            Inner {
                 snapshots: projections::SnapshotCache::new(self.options.snapshot_capacity),
                 runtime,
                 // Without a repository a version that is unloaded is lost,
                 // so every one stays compiled in memory.
                 registry: Registry::new(if repository.is_some() { 4 } else { usize::MAX }),
                 repository,
+                dispatcher: Arc::new(Dispatcher::new(store.clone(), destinations)),
+                propagation: std::sync::Mutex::new(None),
                 store,
                 locks: stream_locks::StreamLocks::default(),
                 grants: self.grants,
                 options: self.options,
-            }),
-        })
+            }
+        });
+        inner.dispatcher.start();
+        propagate::start(&inner);
+        Ok(Host { inner })
     }
 }
 
@@ -282,6 +339,12 @@ pub enum BuildError {
     /// [`HostBuilder::store`] was not called.
     #[error("a host needs an event store")]
     NoStore,
+    /// [`HostBuilder::build`] was called outside a tokio runtime.
+    #[error("a host is built inside a tokio runtime, which runs its notification delivery")]
+    NoRuntime,
+    /// Two destinations have one name, or a name starts with `@`.
+    #[error("destination name {0:?} is taken or reserved")]
+    DestinationName(String),
     /// The wasm runtime could not be configured.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -306,6 +369,22 @@ struct Inner {
     locks: stream_locks::StreamLocks,
     grants: HashMap<String, Grants>,
     options: HostOptions,
+    dispatcher: Arc<Dispatcher>,
+    /// The task that raises projection-completed notifications.
+    propagation: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .propagation
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Inner {
@@ -538,6 +617,31 @@ impl Host {
     /// The store the host appends to.
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.inner.store
+    }
+
+    /// Where each destination of the outbox stands.
+    pub async fn destinations(&self) -> Result<Vec<DestinationStatus>, HostError> {
+        Ok(self.inner.dispatcher.status().await?)
+    }
+
+    /// The notifications destinations refused for good.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, HostError> {
+        Ok(self.inner.store.dead_letters().await?)
+    }
+
+    /// Delivers dead letter `id` of `destination` again, and says what
+    /// became of it (delivered: it is no dead letter any more).
+    pub async fn redrive(
+        &self,
+        destination: &str,
+        id: uuid::Uuid,
+    ) -> Result<DeliveryOutcome, RedriveError> {
+        self.inner.dispatcher.redrive(destination, id).await
+    }
+
+    /// The notification delivery metrics, Prometheus text format.
+    pub async fn encode_notification_metrics(&self, out: &mut String) -> Result<(), HostError> {
+        Ok(self.inner.dispatcher.encode_metrics(out).await?)
     }
 }
 

@@ -9,7 +9,7 @@ use cqrs_wasi_host::model::{
 };
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use cqrs_wasi_host::store::{
-    AppendRequest, EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError,
+    AppendRequest, EventStore, MemoryStore, Raise, SqliteOptions, SqliteStore, StoreError,
 };
 use proptest::prelude::*;
 use serde_json::value::RawValue;
@@ -143,6 +143,7 @@ async fn check(store: &dyn EventStore, steps: Vec<Step>) -> Result<(), TestCaseE
                 events: events.clone(),
                 context: EventContext::default(),
                 command: None,
+                raise: Raise::ALL,
             })
             .await;
         match (retried, result) {

@@ -58,11 +58,12 @@ impl Metrics {
         self.projections.get_or_create(&Outcome { outcome }).inc();
     }
 
-    /// The text exposition format.
+    /// The text exposition format, without the closing `# EOF`, so that
+    /// the notification metrics can follow.
     pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
         text
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: commands, stream reads, projection queries, instance
-//! listings, `/healthz`, `/metrics`, and the admin API (deploy, list, roll
-//! back components) behind a bearer token.
+//! listings, the Event Grid webhook, `/healthz`, `/metrics`, and the admin
+//! API (deploy, list and roll back components; outbox destinations, dead
+//! letters and their re-drive) behind a bearer token.
 //!
 //! This module translates HTTP to [`Host`] calls and back, and nothing more:
 //! it reads path segments, headers, query strings and bodies, and maps
@@ -27,6 +28,8 @@ use serde::{Deserialize, Serialize};
 pub use error::ApiError;
 
 use crate::host::{CommandRequest, ComponentInfo, Host, HostError};
+use crate::notifications::{DeliveryOutcome, DestinationStatus, RedriveError};
+use crate::store::DeadLetter;
 use crate::model::{EventContext, NameKind, RecordedEvent, StreamId, validate_name};
 use crate::secret::Secret;
 use metrics::Metrics;
@@ -88,6 +91,12 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         )
         .route("/components", get(components))
         .route("/components/{name}/rollback", post(rollback))
+        .route("/destinations", get(destinations))
+        .route("/dead-letters", get(dead_letters))
+        .route(
+            "/dead-letters/{destination}/{id}/redrive",
+            post(redrive),
+        )
         .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
     let public = Router::new()
         .route(
@@ -391,6 +400,65 @@ async fn rollback(
     ))
 }
 
+async fn destinations(State(api): State<Api>) -> Answer<Vec<DestinationStatus>> {
+    Ok(Json(api.host.destinations().await?))
+}
+
+async fn dead_letters(State(api): State<Api>) -> Answer<Vec<DeadLetter>> {
+    Ok(Json(api.host.dead_letters().await?))
+}
+
+/// What became of a re-driven dead letter.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Redriven {
+    /// `delivered`, `deadLettered` (refused again; still a dead letter) or
+    /// `notDelivered` (the destination did not answer; still a dead letter).
+    outcome: &'static str,
+    /// Why it was not delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn redrive(
+    State(api): State<Api>,
+    params: Result<Path<(String, String)>, PathRejection>,
+) -> Answer<Redriven> {
+    let (destination, id) = path(params)?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|e| {
+        ApiError::bad_request("invalid_id", format!("{id:?} is not a notification id: {e}"))
+    })?;
+    let outcome = api
+        .host
+        .redrive(&destination, id)
+        .await
+        .map_err(|error| match error {
+            RedriveError::Store(error) => ApiError::from(HostError::Store(error)),
+            other => ApiError::new(StatusCode::NOT_FOUND, "no_dead_letter", other.to_string()),
+        })?;
+    Ok(Json(match outcome {
+        DeliveryOutcome::Delivered => Redriven {
+            outcome: "delivered",
+            reason: None,
+        },
+        DeliveryOutcome::DeadLettered { status, reason } => Redriven {
+            outcome: "deadLettered",
+            reason: Some(match status {
+                Some(status) => format!("HTTP {status}: {reason}"),
+                None => reason,
+            }),
+        },
+        DeliveryOutcome::GaveUp { last_error } => Redriven {
+            outcome: "notDelivered",
+            reason: Some(last_error),
+        },
+        DeliveryOutcome::NotAttempted => Redriven {
+            outcome: "notDelivered",
+            reason: None,
+        },
+    }))
+}
+
 /// Event Grid deliveries: the validation handshake, or notifications for
 /// the handlers; 500 unless every handler succeeded, so Event Grid retries.
 async fn event_grid(
@@ -463,14 +531,20 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn metrics(State(api): State<Api>) -> impl IntoResponse {
+async fn metrics(State(api): State<Api>) -> Response {
+    let mut text = api.metrics.render();
+    if let Err(error) = api.host.encode_notification_metrics(&mut text).await {
+        return ApiError::from(error).into_response();
+    }
+    text.push_str("# EOF\n");
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        api.metrics.render(),
+        text,
     )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

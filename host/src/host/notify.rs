@@ -1,16 +1,21 @@
-//! Delivering a notification to the notification handlers that subscribe
-//! to it.
+//! Delivering notifications to the notification handlers that subscribe to
+//! them, locally (as a destination of the outbox) and from the webhook.
 //!
-//! Delivery here is one attempt per matching handler; keeping at least once
-//! (retries, dead letters, completion records) is the caller's part.
+//! Each (handler, notification id) that was handled gets a completion
+//! record in the store, so a notification delivered again — a retry, a
+//! redelivery after a crash, Event Grid delivering twice — is acknowledged
+//! without running that handler again. The records are written after the
+//! handler ran: a crash in between runs it again, which is what at least
+//! once allows.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::scope::{CallScope, Origin};
 use super::{HostError, Inner};
+use crate::notifications::{DeliveryOutcome, Notification, NotificationOutcome, NotificationSink};
 use crate::runtime::wit;
 
 /// A notification as handlers receive it, whichever schema carried it.
@@ -28,6 +33,18 @@ pub struct IncomingNotification {
     pub time: String,
 }
 
+impl From<&Notification> for IncomingNotification {
+    fn from(notification: &Notification) -> Self {
+        IncomingNotification {
+            id: notification.id().to_string(),
+            event_type: notification.event_type().to_owned(),
+            subject: notification.subject().to_owned(),
+            data: notification.data(),
+            time: notification.time().to_owned(),
+        }
+    }
+}
+
 /// How one handler took one notification.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,12 +56,27 @@ pub struct Delivery {
     /// `None` when it handled the notification; otherwise why not, and it
     /// should get it again.
     pub error: Option<String>,
+    /// It had handled this notification before, so it was not run again.
+    pub duplicate: bool,
 }
 
+/// Delivers `notification` to every matching handler that has not handled
+/// it yet, and records the completions.
 pub(super) async fn deliver(
     inner: &Arc<Inner>,
     notification: &IncomingNotification,
 ) -> Vec<Delivery> {
+    let (deliveries, completions) = deliver_once(inner, notification).await;
+    record(inner, completions).await;
+    deliveries
+}
+
+/// One attempt at every matching handler that has not handled
+/// `notification`; returns how each did and the completions to record.
+async fn deliver_once(
+    inner: &Arc<Inner>,
+    notification: &IncomingNotification,
+) -> (Vec<Delivery>, Vec<(String, String)>) {
     let routes = inner.registry.routes();
     let guest_notification = wit::Notification {
         id: notification.id.clone(),
@@ -54,10 +86,29 @@ pub(super) async fn deliver(
         time: notification.time.clone(),
     };
     let mut deliveries = Vec::new();
+    let mut completions = Vec::new();
     for component in routes.components() {
         for subscription in component.subscriptions() {
             if !subscription.matches(&notification.event_type, &notification.subject) {
                 continue;
+            }
+            let handler = format!("{}/{}", component.name(), subscription.name);
+            let delivery = |error, duplicate| Delivery {
+                component: component.name().to_owned(),
+                subscription: subscription.name.clone(),
+                error,
+                duplicate,
+            };
+            match inner.store.is_completed(&handler, &notification.id).await {
+                Ok(true) => {
+                    deliveries.push(delivery(None, true));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    deliveries.push(delivery(Some(error.to_string()), false));
+                    continue;
+                }
             }
             let scope = CallScope::notification(
                 inner,
@@ -86,22 +137,95 @@ pub(super) async fn deliver(
                 Ok(Err(message)) => Some(message),
                 Err(error) => Some(error.to_string()),
             };
-            if let Some(error) = &error {
-                tracing::warn!(
+            match &error {
+                None => completions.push((handler, notification.id.clone())),
+                Some(error) => tracing::warn!(
                     component = component.name(),
                     subscription = subscription.name,
                     notification = notification.id,
                     "notification not handled: {error}"
-                );
+                ),
             }
-            deliveries.push(Delivery {
-                component: component.name().to_owned(),
-                subscription: subscription.name.clone(),
-                error,
-            });
+            deliveries.push(delivery(error, false));
         }
     }
-    deliveries
+    (deliveries, completions)
+}
+
+/// Records completions. Failing that, the handlers ran all the same; they
+/// may run again on a redelivery, which at least once allows.
+async fn record(inner: &Inner, completions: Vec<(String, String)>) {
+    if completions.is_empty() {
+        return;
+    }
+    if let Err(error) = inner.store.record_completions(completions).await {
+        tracing::warn!(%error, "completion records were not written; a redelivery will run the handlers again");
+    }
+}
+
+/// The local notification handlers as a destination of the outbox:
+/// notifications in order, each retried as the host's
+/// [`handler_retry`](super::HostOptions::handler_retry) says while a handler
+/// fails (handlers that succeeded are not run again), then dead-lettered
+/// with every failing handler's error.
+#[derive(Debug)]
+pub(super) struct LocalHandlers {
+    host: Weak<Inner>,
+}
+
+impl LocalHandlers {
+    pub(super) fn new(host: Weak<Inner>) -> Self {
+        LocalHandlers { host }
+    }
+}
+
+#[async_trait::async_trait]
+impl NotificationSink for LocalHandlers {
+    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+        let Some(inner) = self.host.upgrade() else {
+            // The host is shutting down: nothing is delivered, all stays.
+            return Vec::new();
+        };
+        let retry = &inner.options.handler_retry;
+        let mut outcomes = Vec::with_capacity(notifications.len());
+        let mut completions = Vec::new();
+        for notification in notifications {
+            let incoming = IncomingNotification::from(notification);
+            let mut attempts = 0;
+            let outcome = loop {
+                attempts += 1;
+                let (deliveries, done) = deliver_once(&inner, &incoming).await;
+                completions.extend(done);
+                let errors: Vec<String> = deliveries
+                    .iter()
+                    .filter_map(|d| {
+                        let error = d.error.as_ref()?;
+                        Some(format!("{}/{}: {error}", d.component, d.subscription))
+                    })
+                    .collect();
+                if errors.is_empty() {
+                    break DeliveryOutcome::Delivered;
+                }
+                if attempts >= retry.max_attempts.get() {
+                    break DeliveryOutcome::DeadLettered {
+                        status: None,
+                        reason: errors.join("; "),
+                    };
+                }
+                // So that the retry skips the handlers that succeeded.
+                record(&inner, std::mem::take(&mut completions)).await;
+                tokio::time::sleep(retry.delay(attempts, None)).await;
+            };
+            outcomes.push(NotificationOutcome {
+                id: notification.id(),
+                outcome,
+                attempts,
+                payload_omitted: false,
+            });
+        }
+        record(&inner, completions).await;
+        outcomes
+    }
 }
 
 /// The correlation id the notification carries in its data, if any.

@@ -54,9 +54,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use sha2::Sha256;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::model::{EncodedNotification, EventSchema, Notification};
+use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
 
 /// The Event Grid data-plane API version this client speaks.
 pub const API_VERSION: &str = "2018-01-01";
@@ -194,44 +194,6 @@ pub enum PublisherError {
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-}
-
-/// What became of one notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    /// Event Grid accepted it.
-    Delivered,
-    /// Event Grid refused it for good: record it as a dead letter, with the
-    /// status and the (possibly cut) response body as the reason.
-    DeadLettered {
-        /// The HTTP status.
-        status: u16,
-        /// The response body, at most [`MAX_DEAD_LETTER_BODY`] bytes.
-        body: String,
-    },
-    /// Every attempt failed in a way worth retrying: keep it and publish it
-    /// again later.
-    GaveUp {
-        /// The last failure: a status and body, or a transport error.
-        last_error: String,
-    },
-    /// Not sent, because an earlier batch of the same call gave up: keep it
-    /// and publish it again later.
-    NotAttempted,
-}
-
-/// One notification's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotificationOutcome {
-    /// The notification's id.
-    pub id: Uuid,
-    /// What became of it.
-    pub outcome: DeliveryOutcome,
-    /// How many requests carried it (more than 1: it was retried or re-sent
-    /// alone to isolate a refusal).
-    pub attempts: u32,
-    /// Whether it was sent without its payload (the 1 MB rule).
-    pub payload_omitted: bool,
 }
 
 /// The outcome of one [`EventGridPublisher::publish`] call: one entry per
@@ -424,8 +386,8 @@ impl EventGridPublisher {
                     "Event Grid refused notifications; they go to the dead letters: {body}"
                 );
                 DeliveryOutcome::DeadLettered {
-                    status: status.as_u16(),
-                    body,
+                    status: Some(status.as_u16()),
+                    reason: body,
                 }
             }
             BatchResult::GaveUp { last_error } => {
@@ -710,6 +672,7 @@ fn us_date_time(time: OffsetDateTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
     use time::format_description::well_known::Rfc3339;
 
     use super::*;
@@ -905,5 +868,12 @@ mod tests {
         );
         let err = EventGridPublisher::new(not_base64).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[async_trait::async_trait]
+impl NotificationSink for EventGridPublisher {
+    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+        self.publish(notifications).await.outcomes
     }
 }

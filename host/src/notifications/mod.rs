@@ -1,32 +1,39 @@
 //! Notifications: the change feed and state propagation of DESIGN.md
 //! ("Notifications" and "Delivery guarantees").
 //!
-//! This module owns two things:
+//! This module owns:
 //!
 //! - [`model`]: what a notification *is* — its three kinds, its
 //!   deterministic id, its `eventType` / `subject` / `data`, and its exact
 //!   JSON in the Event Grid schema and in CloudEvents 1.0, including the
 //!   1 MB rule (a too-large notification goes out without its payload and
 //!   flagged).
+//! - [`raise`]: which kinds are raised, per domain and entity type.
+//! - [`sink`]: the contract of a destination, and per-notification outcomes
+//!   that tell delivered, dead-lettered and gave-up apart.
 //! - [`eventgrid`]: the client side of publishing to an Event Grid topic —
-//!   authentication, batching under 1 MB, retries with backoff, and a
-//!   per-notification outcome that tells delivered, dead-lettered and
-//!   gave-up apart.
+//!   authentication, batching under 1 MB, retries with backoff.
+//! - [`dispatch`]: draining the store's outbox to the destinations, with
+//!   checkpoints, dead letters and their re-drive, and delivery metrics.
 //!
-//! What it must not do: touch the store, decide *when* a notification is
-//! raised, or remember what was delivered. The outbox, the dispatcher that
-//! drains it, the dead-letter list, local notification-handler delivery and
-//! the `/api/eventgrid` webhook receiver live elsewhere and build on these
-//! types; nothing here keeps state between calls, so a crash loses nothing
-//! that the outbox has not already made durable.
+//! What it must not do: decide *when* a notification is raised (the host
+//! does, and the store writes the outbox rows in the transaction of the
+//! events), or run handlers: local notification handlers are a sink the
+//! host supplies. Only [`dispatch`] keeps state, and only in the store, so
+//! a crash loses nothing the outbox has not already made durable.
 
+pub mod dispatch;
 pub mod eventgrid;
 pub mod model;
+pub mod raise;
+pub mod sink;
 
+pub use dispatch::{Destination, DestinationStatus, Dispatcher, RedriveError};
 pub use eventgrid::{
-    Auth, DeliveryOutcome, EventGridConfig, EventGridPublisher, NotificationOutcome, PublishReport,
-    PublisherError, RetryPolicy, Secret,
+    Auth, EventGridConfig, EventGridPublisher, PublishReport, PublisherError, RetryPolicy, Secret,
 };
+pub use raise::{KindSet, RaisePolicy, RaiseRule};
+pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
 pub use model::{
     EncodedNotification, EventSchema, Notification, NotificationError, NotificationKind,
     ProjectionCompleted, notification_id,

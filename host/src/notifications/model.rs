@@ -183,7 +183,10 @@ pub enum NotificationError {
 }
 
 /// A projection's result, as a projection-completed notification reports it.
-#[derive(Debug, Clone)]
+///
+/// Its JSON (camelCase) is how the outbox keeps it until it is sent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProjectionCompleted {
     /// The stream the projection ran over.
     pub stream: StreamId,
@@ -195,6 +198,7 @@ pub struct ProjectionCompleted {
     /// reflects, or the time asked for by an as-of-time query. It is also
     /// the notification's `eventTime`, so that recomputing the same state
     /// gives the same JSON.
+    #[serde(with = "time::serde::rfc3339")]
     pub as_of_date: OffsetDateTime,
     /// The state (JSON).
     pub value: Arc<RawValue>,
@@ -392,6 +396,16 @@ impl Notification {
     /// `eventTime` (CloudEvents `time`), RFC 3339 in UTC.
     pub fn time(&self) -> &str {
         &self.time
+    }
+
+    /// Its `data` object, whole (payload included), as local handlers get it.
+    pub fn data(&self) -> Box<RawValue> {
+        let data = Data {
+            notification: self,
+            omit_payload: false,
+        };
+        // As in `render`: nothing in `data` can fail to serialize.
+        serde_json::value::to_raw_value(&data).expect("notification data always serializes")
     }
 
     /// The JSON of this notification in `schema`, with the 1 MB rule

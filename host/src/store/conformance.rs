@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, AppendRequest, CommandKey, CommandRecord, EventStore, InstancePage, StoreError,
+    AppendOutcome, AppendRequest, CommandKey, CommandRecord, DeadLetter, Document, EventStore,
+    InstancePage, OutboxEntry, Raise, StoreError,
 };
 use crate::model::{EventContext, Expectation, NewEvent, StreamId};
 
@@ -62,6 +63,14 @@ macro_rules! conformance_tests {
             unknown_stream_reads_as_empty,
             read_all_returns_every_stream_in_position_order,
             context_payload_and_written_at_round_trip,
+            outbox_rows_come_with_their_events_in_commit_order,
+            outbox_rows_follow_what_the_append_raises,
+            refused_and_retried_appends_add_no_outbox_rows,
+            documents_are_added_once_per_id,
+            claims_are_exclusive_and_checkpoints_only_move_forward,
+            dead_letters_are_kept_replaced_and_removed,
+            completions_are_recorded_once,
+            appends_signal_outbox_changes,
         );
     };
     (@each $factory:path; $($property:ident),* $(,)?) => {
@@ -113,6 +122,7 @@ pub(crate) fn request(
         events,
         context: EventContext::default(),
         command: None,
+        raise: Raise::ALL,
     }
 }
 
@@ -881,4 +891,214 @@ pub(crate) async fn context_payload_and_written_at_round_trip(store: Arc<dyn Eve
         assert_eq!(one.context, other.context);
         assert_eq!(one.written_at, other.written_at);
     }
+}
+
+// ------------------------------------------------------------------ outbox
+
+/// Every row, as (kind, stream, sequence) for event rows and (kind, id) for
+/// documents, in position order; also checks positions increase.
+async fn outbox(store: &dyn EventStore) -> Vec<String> {
+    let records = store.read_outbox(0, usize::MAX).await.expect("read_outbox");
+    assert!(
+        records.windows(2).all(|w| w[0].position < w[1].position),
+        "positions increase"
+    );
+    records
+        .iter()
+        .map(|record| match &record.entry {
+            OutboxEntry::NewEntity(e) => format!("NewEntity {} {}", e.stream, e.sequence),
+            OutboxEntry::EventAppended(e) => format!("EventAppended {} {}", e.stream, e.sequence),
+            OutboxEntry::Document(d) => format!("{} {} {}", d.kind, d.id, d.body.get()),
+        })
+        .collect()
+}
+
+fn document(id: u128, body: &str) -> Document {
+    Document {
+        id: Uuid::from_u128(id),
+        kind: "ProjectionCompleted".to_owned(),
+        topic: None,
+        body: RawValue::from_string(body.to_owned()).expect("JSON").into(),
+    }
+}
+
+pub(crate) async fn outbox_rows_come_with_their_events_in_commit_order(store: Arc<dyn EventStore>) {
+    let (a, b) = (stream("a"), stream("b"));
+    append_n(&*store, &a, 2).await;
+    append_n(&*store, &b, 1).await;
+    append_n(&*store, &a, 1).await;
+    assert_eq!(
+        outbox(&*store).await,
+        [
+            format!("NewEntity {a} 1"),
+            format!("EventAppended {a} 1"),
+            format!("EventAppended {a} 2"),
+            format!("NewEntity {b} 1"),
+            format!("EventAppended {b} 1"),
+            format!("EventAppended {a} 3"),
+        ]
+    );
+    let records = store.read_outbox(0, usize::MAX).await.unwrap();
+    let head = store.outbox_head().await.unwrap();
+    assert_eq!(head, records.last().unwrap().position);
+    // Reading from a position resumes exactly there.
+    let rest = store.read_outbox(records[2].position, 2).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].position, records[2].position);
+    // The row carries the whole event.
+    let OutboxEntry::EventAppended(event) = &records[1].entry else {
+        panic!("an event row");
+    };
+    assert_eq!(event.payload.get(), r#"{"amount":0}"#);
+}
+
+pub(crate) async fn outbox_rows_follow_what_the_append_raises(store: Arc<dyn EventStore>) {
+    let s = stream("s");
+    let raise = |raise, events| AppendRequest {
+        raise,
+        ..request(&s, Expectation::Any, events)
+    };
+    let only_new = Raise {
+        new_entity: true,
+        event_appended: false,
+    };
+    store.append(raise(only_new, events(2))).await.unwrap();
+    store.append(raise(only_new, events(1))).await.unwrap();
+    store.append(raise(Raise::NONE, events(1))).await.unwrap();
+    let appended = Raise {
+        new_entity: false,
+        event_appended: true,
+    };
+    store.append(raise(appended, events(1))).await.unwrap();
+    assert_eq!(
+        outbox(&*store).await,
+        [format!("NewEntity {s} 1"), format!("EventAppended {s} 5")]
+    );
+}
+
+pub(crate) async fn refused_and_retried_appends_add_no_outbox_rows(store: Arc<dyn EventStore>) {
+    let s = stream("s");
+    let first = request(&s, Expectation::NoStream, events(1));
+    store.append(first.clone()).await.unwrap();
+    // A retry (same event ids), a conflict, an empty batch.
+    store.append(first).await.unwrap();
+    let conflict = store
+        .append(request(&s, Expectation::Exact(7), events(1)))
+        .await;
+    assert!(matches!(conflict, Err(StoreError::Conflict { .. })));
+    store
+        .append(request(&s, Expectation::Any, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox(&*store).await,
+        [format!("NewEntity {s} 1"), format!("EventAppended {s} 1")]
+    );
+}
+
+pub(crate) async fn documents_are_added_once_per_id(store: Arc<dyn EventStore>) {
+    let s = stream("s");
+    assert_eq!(
+        store
+            .add_documents(vec![document(1, r#"{"v":1}"#), document(2, r#"{"v":2}"#)])
+            .await
+            .unwrap(),
+        2
+    );
+    append_n(&*store, &s, 1).await;
+    // A recomputation: one id again (with other content), one new.
+    assert_eq!(
+        store
+            .add_documents(vec![document(1, r#"{"v":"again"}"#), document(3, "[3]")])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        outbox(&*store).await,
+        [
+            format!("ProjectionCompleted {} {{\"v\":1}}", Uuid::from_u128(1)),
+            format!("ProjectionCompleted {} {{\"v\":2}}", Uuid::from_u128(2)),
+            format!("NewEntity {s} 1"),
+            format!("EventAppended {s} 1"),
+            format!("ProjectionCompleted {} [3]", Uuid::from_u128(3)),
+        ]
+    );
+}
+
+pub(crate) async fn claims_are_exclusive_and_checkpoints_only_move_forward(
+    store: Arc<dyn EventStore>,
+) {
+    let claim = store.claim("topic").await.unwrap().expect("free");
+    assert_eq!(claim.next_position(), 1);
+    assert!(store.claim("topic").await.unwrap().is_none(), "held");
+    let other = store.claim("other").await.unwrap().expect("another destination is free");
+    store.release(other, 1).await.unwrap();
+    store.release(claim, 5).await.unwrap();
+
+    let claim = store.claim("topic").await.unwrap().expect("released");
+    assert_eq!(claim.next_position(), 5);
+    // Dropped without release: the checkpoint stays, the claim is free.
+    drop(claim);
+    let claim = store.claim("topic").await.unwrap().expect("dropped");
+    assert_eq!(claim.next_position(), 5);
+    store.release(claim, 3).await.unwrap();
+    assert_eq!(
+        store.checkpoints().await.unwrap(),
+        [("other".to_owned(), 1), ("topic".to_owned(), 5)]
+    );
+}
+
+pub(crate) async fn dead_letters_are_kept_replaced_and_removed(store: Arc<dyn EventStore>) {
+    let letter = |destination: &str, id: u128, position, reason: &str| DeadLetter {
+        destination: destination.to_owned(),
+        notification_id: Uuid::from_u128(id),
+        position,
+        event_type: "Bank.Account.MoneyDeposited".to_owned(),
+        subject: "eventsourcing/Bank/Account/MoneyDeposited/a".to_owned(),
+        reason: reason.to_owned(),
+        attempts: 1,
+        dead_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+    };
+    store
+        .add_dead_letters(vec![letter("t", 2, 9, "400"), letter("t", 1, 4, "400"), letter("u", 1, 4, "413")])
+        .await
+        .unwrap();
+    store.add_dead_letters(vec![letter("t", 1, 4, "again")]).await.unwrap();
+    assert_eq!(
+        store.dead_letters().await.unwrap(),
+        [letter("t", 1, 4, "again"), letter("t", 2, 9, "400"), letter("u", 1, 4, "413")]
+    );
+    assert!(store.remove_dead_letter("t", Uuid::from_u128(1)).await.unwrap());
+    assert!(!store.remove_dead_letter("t", Uuid::from_u128(1)).await.unwrap());
+    assert_eq!(
+        store.dead_letters().await.unwrap(),
+        [letter("t", 2, 9, "400"), letter("u", 1, 4, "413")]
+    );
+}
+
+pub(crate) async fn completions_are_recorded_once(store: Arc<dyn EventStore>) {
+    let pair = |h: &str, id: &str| (h.to_owned(), id.to_owned());
+    assert!(!store.is_completed("welcome/new", "n1").await.unwrap());
+    store
+        .record_completions(vec![pair("welcome/new", "n1"), pair("welcome/new", "n1")])
+        .await
+        .unwrap();
+    store
+        .record_completions(vec![pair("welcome/new", "n1"), pair("other/x", "n1")])
+        .await
+        .unwrap();
+    assert!(store.is_completed("welcome/new", "n1").await.unwrap());
+    assert!(store.is_completed("other/x", "n1").await.unwrap());
+    assert!(!store.is_completed("welcome/new", "n2").await.unwrap());
+}
+
+pub(crate) async fn appends_signal_outbox_changes(store: Arc<dyn EventStore>) {
+    let mut changes = store.outbox_changes();
+    changes.mark_unchanged();
+    append_n(&*store, &stream("s"), 1).await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("a signal within 10 s")
+        .expect("the store is alive");
 }

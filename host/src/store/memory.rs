@@ -4,18 +4,20 @@
 //! restarts. It must not decide any append rule itself: those live in
 //! [`super::rules`], so that it behaves exactly like the durable backends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::rules::{self, StoreTxn, StoredEventId};
+use super::outbox::{Changes, EventRow, LocalClaims};
+use super::rules::{self, Op, StoreTxn, StoredEventId};
 use super::{
-    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
-    InstancePage, StoreError,
+    AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
+    Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
 };
 use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 
@@ -26,6 +28,8 @@ use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    claims: LocalClaims,
+    changes: Changes,
 }
 
 /// Instance keys of one entity type, each with the indexes (into
@@ -42,12 +46,36 @@ struct State {
     /// Where each event id is in `events`.
     event_ids: HashMap<Uuid, usize>,
     commands: HashMap<String, CommandRecord>,
+    /// The outbox: row `n` is at index `n - 1`.
+    outbox: Vec<Row>,
+    /// Ids of the documents in `outbox`.
+    document_ids: HashSet<Uuid>,
+    checkpoints: BTreeMap<String, u64>,
+    /// By destination, then notification id.
+    dead_letters: BTreeMap<(String, Uuid), DeadLetter>,
+    /// (handler, notification id).
+    completions: HashSet<(String, String)>,
+}
+
+/// An outbox row: an event's index, or a document.
+enum Row {
+    Event(EventRow, usize),
+    Document(Document),
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Runs a write op under the state's lock and wakes dispatchers.
+    fn write(&self, op: Op) -> Result<rules::Done, StoreError> {
+        let done = rules::run_ready(op.run(&mut *self.state(), rules::now_micros()));
+        if done.is_ok() && op.adds_to_feed() {
+            self.changes.bump();
+        }
+        done
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -166,16 +194,67 @@ impl StoreTxn for State {
             .insert(record.command_id().to_owned(), record.clone());
         Ok(())
     }
+
+    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+        for &(kind, position) in rows {
+            // Position `n` is at index `n - 1`, and the event was just added.
+            let index = usize::try_from(position - 1).map_err(StoreError::backend)?;
+            self.outbox.push(Row::Event(kind, index));
+        }
+        Ok(())
+    }
+
+    async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
+        let mut added = 0;
+        for document in documents {
+            if self.document_ids.insert(document.id) {
+                self.outbox.push(Row::Document(document.clone()));
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    async fn set_checkpoint(&mut self, destination: &str, next: u64) -> Result<(), StoreError> {
+        let checkpoint = self.checkpoints.entry(destination.to_owned()).or_insert(1);
+        *checkpoint = (*checkpoint).max(next);
+        Ok(())
+    }
+
+    async fn put_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        for letter in letters {
+            self.dead_letters.insert(
+                (letter.destination.clone(), letter.notification_id),
+                letter.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    async fn delete_dead_letter(
+        &mut self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .dead_letters
+            .remove(&(destination.to_owned(), notification_id))
+            .is_some())
+    }
+
+    async fn insert_completions(
+        &mut self,
+        completions: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.completions.extend(completions.iter().cloned());
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl EventStore for MemoryStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        rules::run_ready(rules::append(
-            &mut *self.state(),
-            &request,
-            rules::now_micros(),
-        ))
+        self.write(Op::Append(request))?.appended()
     }
 
     async fn record_rejection(
@@ -184,12 +263,12 @@ impl EventStore for MemoryStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        rules::run_ready(rules::record_rejection(
-            &mut *self.state(),
-            stream,
-            command,
-            message,
-        ))
+        self.write(Op::Reject {
+            stream: stream.clone(),
+            command: command.clone(),
+            message: message.to_owned(),
+        })?
+        .recorded()
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -259,6 +338,110 @@ impl EventStore for MemoryStore {
             .take(max_count)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for MemoryStore {
+    async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
+        self.write(Op::AddDocuments(documents))?.added()
+    }
+
+    async fn read_outbox(
+        &self,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let state = self.state();
+        // Row `n` is at index `n - 1`; `from` 0 reads like 1.
+        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        Ok(state
+            .outbox
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .take(max_count)
+            .map(|(index, row)| OutboxRecord {
+                position: index as u64 + 1,
+                entry: match row {
+                    Row::Event(EventRow::NewEntity, event) => {
+                        OutboxEntry::NewEntity(state.events[*event].clone())
+                    }
+                    Row::Event(EventRow::EventAppended, event) => {
+                        OutboxEntry::EventAppended(state.events[*event].clone())
+                    }
+                    Row::Document(document) => OutboxEntry::Document(document.clone()),
+                },
+            })
+            .collect())
+    }
+
+    async fn outbox_head(&self) -> Result<u64, StoreError> {
+        Ok(self.state().outbox.len() as u64)
+    }
+
+    fn outbox_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {
+        Ok(self.claims.try_hold(destination).map(|hold| {
+            let next = self.state().checkpoints.get(destination).copied();
+            Claim::new(destination, next.unwrap_or(1), hold)
+        }))
+    }
+
+    async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
+        self.write(Op::SetCheckpoint {
+            destination: claim.destination().to_owned(),
+            next,
+        })?
+        .done()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .state()
+            .checkpoints
+            .iter()
+            .map(|(destination, &next)| (destination.clone(), next))
+            .collect())
+    }
+
+    async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
+        self.write(Op::PutDeadLetters(letters))?.done()
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut letters: Vec<DeadLetter> = self.state().dead_letters.values().cloned().collect();
+        letters.sort_by(|a, b| (&a.destination, a.position).cmp(&(&b.destination, b.position)));
+        Ok(letters)
+    }
+
+    async fn remove_dead_letter(
+        &self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        self.write(Op::DeleteDeadLetter {
+            destination: destination.to_owned(),
+            notification_id,
+        })?
+        .flag()
+    }
+
+    async fn record_completions(
+        &self,
+        completions: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.write(Op::Complete(completions))?.done()
+    }
+
+    async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .completions
+            .contains(&(handler.to_owned(), notification_id.to_owned())))
     }
 }
 

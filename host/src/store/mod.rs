@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod conformance;
 mod memory;
+mod outbox;
 mod postgres;
 mod rules;
 mod sql;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
+pub use outbox::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, Raise};
 #[cfg(any(test, feature = "test-util"))]
 pub use postgres::testing as postgres_testing;
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -42,6 +44,9 @@ pub struct AppendRequest {
     /// The command that produced the batch. Recorded in the same transaction,
     /// so that [`EventStore::command_record`] can replay the outcome.
     pub command: Option<CommandKey>,
+    /// The notifications the batch raises, written to the outbox in the
+    /// same transaction.
+    pub raise: Raise,
 }
 
 /// Identifies one execution of a command, for idempotency.
@@ -209,7 +214,7 @@ impl StoreError {
 /// acknowledged append durable to the degree their kind promises (SQLite:
 /// fsynced before `append` returns).
 #[async_trait::async_trait]
-pub trait EventStore: Send + Sync + fmt::Debug {
+pub trait EventStore: Outbox + fmt::Debug {
     /// Appends a batch atomically.
     ///
     /// - Fails with [`StoreError::Conflict`] when `expectation` is not met.

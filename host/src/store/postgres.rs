@@ -47,12 +47,24 @@
 //! transaction id rather than by a position handed out at commit, which the
 //! `u64` position of the [`EventStore`] contract cannot express.
 //!
+//! # The outbox
+//!
+//! Outbox rows take their positions from `outbox_position` under the same
+//! lock, so they follow commit order with the same guarantee. A transaction
+//! that adds rows also sends `NOTIFY cqrs_wasi_outbox` (with the schema as
+//! payload), delivered at its commit to every host that `LISTEN`s, so
+//! dispatchers wake on work instead of polling. Each destination's
+//! checkpoint row is claimed `FOR UPDATE SKIP LOCKED` for a round of
+//! dispatch: whichever host gets it drains the destination, the others skip
+//! it. See [`outbox`].
+//!
 //! Positions are not contiguous: a transaction that rolls back after taking
 //! its positions (one that lost a race on a command id, or lost its
 //! connection) leaves a gap, which a reader simply passes. The sequence is
 //! only moved once the events are in, so a race lost on a stream or an event
 //! id, the common case, leaves none.
 
+mod outbox;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
@@ -69,6 +81,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 use uuid::Uuid;
 
+pub(super) use self::outbox::ClaimConnection;
+use super::outbox::{Changes, DeadLetter, Document, EventRow};
 use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
@@ -120,6 +134,34 @@ const MIGRATIONS: &[&str] = &[
        -- Holds no rows: locking it is what serialises position assignment
        -- (see the module documentation).
        CREATE TABLE append_lock ();"#,
+    // Version 2: the outbox. A row points at an event (`event_position`) or
+    // holds a document (`notification_id`, `topic`, `body`). Positions come
+    // from `outbox_position` under append_lock, like events'.
+    r#"CREATE TABLE outbox (
+           position        bigint PRIMARY KEY,
+           kind            text   NOT NULL,
+           event_position  bigint REFERENCES events (position),
+           notification_id uuid   UNIQUE,
+           topic           text,
+           body            json
+       );
+       CREATE SEQUENCE outbox_position AS bigint;
+       CREATE TABLE outbox_checkpoints (
+           destination   text   COLLATE "C" PRIMARY KEY,
+           next_position bigint NOT NULL
+       );
+       CREATE TABLE dead_letters (
+           destination     text   COLLATE "C" NOT NULL,
+           notification_id uuid   NOT NULL,
+           position        bigint NOT NULL,
+           letter          json   NOT NULL,
+           PRIMARY KEY (destination, notification_id)
+       );
+       CREATE TABLE completions (
+           handler         text COLLATE "C" NOT NULL,
+           notification_id text COLLATE "C" NOT NULL,
+           PRIMARY KEY (handler, notification_id)
+       );"#,
 ];
 
 /// Takes the lock that position assignment needs. Not a query, so in a
@@ -182,6 +224,16 @@ pub struct PostgresStore {
     schema: String,
     /// Where the database is, without credentials, for messages.
     target: String,
+    changes: std::sync::Arc<Changes>,
+    /// Turns the server's outbox notifications into `changes`; stopped
+    /// when the store is dropped.
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 /// Where a database URL points, without credentials: `host:port/database`.
@@ -269,6 +321,7 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -283,10 +336,13 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| open_error(&target, error.into()))?;
+        let changes = std::sync::Arc::new(Changes::default());
         let store = PostgresStore {
             pool,
             schema: options.schema.clone(),
             target,
+            listener: outbox::listen(listen_config, options.schema.clone(), changes.clone()),
+            changes,
         };
         store.migrate().await.map_err(|error| match error {
             StoreError::Backend(source) => open_error(&store.target, source),
@@ -345,9 +401,11 @@ impl PostgresStore {
         let written_at = rules::now_micros();
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        let done = op
-            .run(&mut PgTxn::start(&tx, mode).await?, written_at)
-            .await?;
+        let mut txn = PgTxn::start(&tx, mode).await?;
+        let done = op.run(&mut txn, written_at).await?;
+        if txn.added_rows {
+            outbox::signal(&tx).await?;
+        }
         tx.commit().await.map_err(pg_error)?;
         Ok(done)
     }
@@ -577,6 +635,9 @@ struct PgTxn<'t, 'c> {
     tx: &'t Transaction<'c>,
     /// Whether the transaction holds `append_lock`.
     locked: bool,
+    /// Whether it added events or outbox rows, which dispatchers and
+    /// projection propagation must hear of.
+    added_rows: bool,
 }
 
 impl<'t, 'c> PgTxn<'t, 'c> {
@@ -587,7 +648,17 @@ impl<'t, 'c> PgTxn<'t, 'c> {
         Ok(PgTxn {
             tx,
             locked: mode == Mode::Serial,
+            added_rows: false,
         })
+    }
+
+    /// Takes `append_lock` unless the transaction holds it already.
+    async fn lock_appends(&mut self) -> Result<(), StoreError> {
+        if !self.locked {
+            self.tx.batch_execute(LOCK_APPENDS).await.map_err(pg_error)?;
+            self.locked = true;
+        }
+        Ok(())
     }
 
     async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
@@ -717,6 +788,7 @@ impl StoreTxn for PgTxn<'_, '_> {
         let (locked, rows, moved) = tokio::join!(lock, insert, move_stream);
         locked.map_err(pg_error)?;
         self.locked = true;
+        self.added_rows = true;
         let rows = rows.map_err(pg_error)?;
         moved.map_err(pg_error)?;
 
@@ -759,6 +831,66 @@ impl StoreTxn for PgTxn<'_, '_> {
             .map_err(pg_error)?;
         Ok(())
     }
+
+    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+        self.lock_appends().await?;
+        outbox::insert_event_rows(self.tx, rows).await?;
+        self.added_rows = true;
+        Ok(())
+    }
+
+    async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
+        self.lock_appends().await?;
+        let added = outbox::insert_documents(self.tx, documents).await?;
+        self.added_rows |= added > 0;
+        Ok(added)
+    }
+
+    async fn set_checkpoint(&mut self, destination: &str, next: u64) -> Result<(), StoreError> {
+        outbox::set_checkpoint(self.tx, destination, next).await
+    }
+
+    async fn put_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        outbox::put_dead_letters(self.tx, letters).await
+    }
+
+    async fn delete_dead_letter(
+        &mut self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let delete = self
+            .prepare("DELETE FROM dead_letters WHERE destination = $1 AND notification_id = $2")
+            .await?;
+        let deleted = self
+            .tx
+            .execute(&delete, &[&destination, &notification_id])
+            .await
+            .map_err(pg_error)?;
+        Ok(deleted > 0)
+    }
+
+    async fn insert_completions(
+        &mut self,
+        completions: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let insert = self
+            .prepare(
+                "INSERT INTO completions (handler, notification_id)
+                 SELECT * FROM unnest($1::text[], $2::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let (handlers, ids): (Vec<&str>, Vec<&str>) = completions
+            .iter()
+            .map(|(handler, id)| (handler.as_str(), id.as_str()))
+            .unzip();
+        self.tx
+            .execute(&insert, &[&handlers, &ids])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
 }
 
 /// Inserts a batch numbered from `$4`, taking the positions after the last
@@ -796,16 +928,21 @@ const SELECT_STREAM_SEQUENCE: &str =
 
 /// Maps a row selected with [`select_events!`].
 fn recorded_event(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let text = |index: usize| row.try_get::<_, String>(index).map_err(pg_error);
-    let int = |index: usize| row.try_get::<_, i64>(index).map_err(pg_error);
+    recorded_event_at(row, 0)
+}
+
+/// Maps the columns of [`select_events!`] that start at column `first`.
+fn recorded_event_at(row: &Row, first: usize) -> Result<RecordedEvent, StoreError> {
+    let text = |index: usize| row.try_get::<_, String>(first + index).map_err(pg_error);
+    let int = |index: usize| row.try_get::<_, i64>(first + index).map_err(pg_error);
     let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
     Ok(RecordedEvent {
         stream,
         sequence: from_sql_int(int(3)?)?,
         position: from_sql_int(int(4)?)?,
-        event_id: row.try_get(5).map_err(pg_error)?,
+        event_id: row.try_get(first + 5).map_err(pg_error)?,
         event_type: text(6)?,
-        written_at: row.try_get(7).map_err(pg_error)?,
+        written_at: row.try_get(first + 7).map_err(pg_error)?,
         // Trusted: it is the text of a `RawValue` this module wrote.
         payload: RawValue::from_string(text(8)?).map_err(StoreError::backend)?,
         context: serde_json::from_str(&text(9)?).map_err(StoreError::backend)?,

@@ -18,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::outbox::{self, DeadLetter, Document, EventRow};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
@@ -74,6 +75,31 @@ pub(super) trait StoreTxn {
     /// Records what a command id did. The caller has checked that the id has
     /// no record yet.
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError>;
+
+    /// Adds outbox rows pointing at events (each a kind and the event's
+    /// position), in order, after every row already there.
+    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError>;
+
+    /// Adds the documents whose ids the outbox does not hold yet, in order;
+    /// returns how many.
+    async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError>;
+
+    /// Moves a destination's checkpoint forward to `next` (never back).
+    async fn set_checkpoint(&mut self, destination: &str, next: u64) -> Result<(), StoreError>;
+
+    /// Records dead letters, replacing those of the same destination and id.
+    async fn put_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError>;
+
+    /// Removes a dead letter; says whether there was one.
+    async fn delete_dead_letter(
+        &mut self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError>;
+
+    /// Records completions, skipping those recorded already.
+    async fn insert_completions(&mut self, completions: &[(String, String)])
+    -> Result<(), StoreError>;
 }
 
 /// A write for the rules to carry out, as a value, so that a backend can
@@ -88,6 +114,19 @@ pub(super) enum Op {
         command: CommandKey,
         message: String,
     },
+    /// Add these documents to the outbox.
+    AddDocuments(Vec<Document>),
+    /// Move a destination's checkpoint.
+    SetCheckpoint { destination: String, next: u64 },
+    /// Record these dead letters.
+    PutDeadLetters(Vec<DeadLetter>),
+    /// Remove a dead letter.
+    DeleteDeadLetter {
+        destination: String,
+        notification_id: Uuid,
+    },
+    /// Record handlers' completions of notifications.
+    Complete(Vec<(String, String)>),
 }
 
 /// What an [`Op`] did.
@@ -96,9 +135,25 @@ pub(super) enum Done {
     Appended(AppendOutcome),
     /// The record that stands after [`Op::Reject`].
     Recorded(CommandRecord),
+    /// How many documents [`Op::AddDocuments`] added.
+    Added(usize),
+    /// Whether [`Op::DeleteDeadLetter`] found one.
+    Flag(bool),
+    /// An op with nothing to say was done.
+    Done,
 }
 
 impl Op {
+    /// Whether the op may add events or outbox rows, so that whoever
+    /// follows them (dispatchers, projection propagation) should look.
+    pub(super) fn adds_to_feed(&self) -> bool {
+        match self {
+            Op::Append(request) => !request.events.is_empty(),
+            Op::AddDocuments(_) => true,
+            _ => false,
+        }
+    }
+
     /// Carries the write out through `txn`; `written_at` stamps appended
     /// events.
     pub(super) async fn run(
@@ -115,6 +170,25 @@ impl Op {
             } => record_rejection(txn, stream, command, message)
                 .await
                 .map(Done::Recorded),
+            Op::AddDocuments(documents) => txn.insert_documents(documents).await.map(Done::Added),
+            Op::SetCheckpoint { destination, next } => txn
+                .set_checkpoint(destination, *next)
+                .await
+                .map(|()| Done::Done),
+            Op::PutDeadLetters(letters) => {
+                txn.put_dead_letters(letters).await.map(|()| Done::Done)
+            }
+            Op::DeleteDeadLetter {
+                destination,
+                notification_id,
+            } => txn
+                .delete_dead_letter(destination, *notification_id)
+                .await
+                .map(Done::Flag),
+            Op::Complete(completions) => txn
+                .insert_completions(completions)
+                .await
+                .map(|()| Done::Done),
         }
     }
 }
@@ -124,9 +198,7 @@ impl Done {
     pub(super) fn appended(self) -> Result<AppendOutcome, StoreError> {
         match self {
             Done::Appended(outcome) => Ok(outcome),
-            Done::Recorded(_) => Err(StoreError::backend(
-                "the store answered an append with a command record",
-            )),
+            other => Err(other.mismatch("an append outcome")),
         }
     }
 
@@ -134,10 +206,44 @@ impl Done {
     pub(super) fn recorded(self) -> Result<CommandRecord, StoreError> {
         match self {
             Done::Recorded(record) => Ok(record),
-            Done::Appended(_) => Err(StoreError::backend(
-                "the store answered a rejection with an append outcome",
-            )),
+            other => Err(other.mismatch("a command record")),
         }
+    }
+
+    /// The count of an [`Op::AddDocuments`].
+    pub(super) fn added(self) -> Result<usize, StoreError> {
+        match self {
+            Done::Added(count) => Ok(count),
+            other => Err(other.mismatch("a count")),
+        }
+    }
+
+    /// The answer of an [`Op::DeleteDeadLetter`].
+    pub(super) fn flag(self) -> Result<bool, StoreError> {
+        match self {
+            Done::Flag(flag) => Ok(flag),
+            other => Err(other.mismatch("a yes or no")),
+        }
+    }
+
+    /// The end of an op that answers nothing.
+    pub(super) fn done(self) -> Result<(), StoreError> {
+        match self {
+            Done::Done => Ok(()),
+            other => Err(other.mismatch("nothing")),
+        }
+    }
+
+    /// A backend answered an op with the wrong kind of answer: a bug.
+    fn mismatch(&self, wanted: &str) -> StoreError {
+        let got = match self {
+            Done::Appended(_) => "an append outcome",
+            Done::Recorded(_) => "a command record",
+            Done::Added(_) => "a count",
+            Done::Flag(_) => "a yes or no",
+            Done::Done => "nothing",
+        };
+        StoreError::backend(format!("the store answered {got} where {wanted} was due"))
     }
 }
 
@@ -190,6 +296,11 @@ pub(super) async fn append(
         )
         .await?
     };
+    let positions: Vec<u64> = events.iter().map(|event| event.position).collect();
+    let rows = outbox::rows_for(request.raise, current + 1, &positions);
+    if !rows.is_empty() {
+        txn.insert_event_rows(&rows).await?;
+    }
     let outcome = AppendOutcome {
         stream_sequence: events.last().map_or(current, |event| event.sequence),
         events,

@@ -15,14 +15,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use super::outbox::{Changes, EventRow, LocalClaims};
 use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
-    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
-    InstancePage, StoreError,
+    AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
+    Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
 };
 use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 
@@ -58,6 +59,33 @@ const MIGRATIONS: &[&str] = &[
          command_id TEXT NOT NULL PRIMARY KEY,
          record     TEXT NOT NULL -- CommandRecord as JSON
      ) STRICT, WITHOUT ROWID;",
+    // Version 2: the outbox. A row points at an event (`event_position`) or
+    // holds a document (`notification_id`, `topic`, `body`); `position`
+    // aliases the rowid and, with one writer, grows in commit order.
+    "CREATE TABLE outbox (
+         position        INTEGER PRIMARY KEY,
+         kind            TEXT    NOT NULL,
+         event_position  INTEGER REFERENCES events (position),
+         notification_id TEXT    UNIQUE,
+         topic           TEXT,
+         body            TEXT
+     ) STRICT;
+     CREATE TABLE outbox_checkpoints (
+         destination   TEXT    NOT NULL PRIMARY KEY,
+         next_position INTEGER NOT NULL
+     ) STRICT, WITHOUT ROWID;
+     CREATE TABLE dead_letters (
+         destination     TEXT    NOT NULL,
+         notification_id TEXT    NOT NULL,
+         position        INTEGER NOT NULL,
+         letter          TEXT    NOT NULL, -- DeadLetter as JSON
+         PRIMARY KEY (destination, notification_id)
+     ) STRICT, WITHOUT ROWID;
+     CREATE TABLE completions (
+         handler         TEXT NOT NULL,
+         notification_id TEXT NOT NULL,
+         PRIMARY KEY (handler, notification_id)
+     ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The most jobs committed in one transaction: enough to absorb a burst of
@@ -73,7 +101,7 @@ const QUEUE_CAPACITY: usize = 1024;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Room for every statement this module prepares, so none is re-parsed.
-const STATEMENT_CACHE: usize = 32;
+const STATEMENT_CACHE: usize = 64;
 
 /// Prefixes a `FROM events` clause with the columns [`recorded_event`]
 /// reads, in its order.
@@ -86,6 +114,15 @@ macro_rules! select_events {
         )
     };
 }
+
+/// Outbox rows from `?1`, at most `?2`: the row's own columns, then (for a
+/// row that points at an event) the event's, in [`recorded_event`]'s order.
+const SELECT_OUTBOX: &str = "
+    SELECT o.position, o.kind, o.notification_id, o.topic, o.body,
+           e.domain, e.entity_type, e.instance_key, e.sequence, e.position, e.event_id,
+           e.event_type, e.written_at, e.payload, e.context
+    FROM outbox o LEFT JOIN events e ON e.position = o.event_position
+    WHERE o.position >= ?1 ORDER BY o.position LIMIT ?2";
 
 /// How a [`SqliteStore`] trades safety for speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +158,8 @@ pub struct SqliteStore {
     reads: Arc<ReadPool>,
     /// `None` only once the store is being dropped.
     writer: Option<Writer>,
+    claims: LocalClaims,
+    changes: Changes,
 }
 
 struct Writer {
@@ -159,6 +198,8 @@ impl SqliteStore {
             path,
             options,
             writer: Some(Writer { jobs, thread }),
+            claims: LocalClaims::default(),
+            changes: Changes::default(),
         })
     }
 
@@ -169,13 +210,18 @@ impl SqliteStore {
     /// handed over may land even though nobody hears of it.
     async fn write(&self, op: Op) -> Result<Done, StoreError> {
         let writer = self.writer.as_ref().ok_or_else(writer_stopped)?;
+        let adds_to_feed = op.adds_to_feed();
         let (reply, answer) = oneshot::channel();
         writer
             .jobs
             .send(Job { op, reply })
             .await
             .map_err(|_| writer_stopped())?;
-        answer.await.map_err(|_| writer_stopped())?
+        let done = answer.await.map_err(|_| writer_stopped())?;
+        if done.is_ok() && adds_to_feed {
+            self.changes.bump();
+        }
+        done
     }
 
     /// Runs `query` on a pooled read-only connection, off the async threads.
@@ -521,6 +567,109 @@ impl StoreTxn for SqliteTxn<'_> {
             .map_err(StoreError::backend)?;
         Ok(())
     }
+
+    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached("INSERT INTO outbox (kind, event_position) VALUES (?1, ?2)")
+            .map_err(StoreError::backend)?;
+        for &(kind, position) in rows {
+            insert
+                .execute(params![kind.as_str(), to_sql_int(position)?])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO outbox (kind, notification_id, topic, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (notification_id) DO NOTHING",
+            )
+            .map_err(StoreError::backend)?;
+        let mut added = 0;
+        for document in documents {
+            added += insert
+                .execute(params![
+                    document.kind,
+                    document.id.to_string(),
+                    document.topic,
+                    document.body.get(),
+                ])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(added)
+    }
+
+    async fn set_checkpoint(&mut self, destination: &str, next: u64) -> Result<(), StoreError> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO outbox_checkpoints (destination, next_position) VALUES (?1, ?2)
+                 ON CONFLICT (destination)
+                 DO UPDATE SET next_position = max(next_position, excluded.next_position)",
+            )
+            .and_then(|mut upsert| upsert.execute(params![destination, sql_bound(next)]))
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn put_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        let mut upsert = self
+            .connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dead_letters (destination, notification_id, position, letter)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(StoreError::backend)?;
+        for letter in letters {
+            let json = serde_json::to_string(letter).map_err(StoreError::backend)?;
+            upsert
+                .execute(params![
+                    letter.destination,
+                    letter.notification_id.to_string(),
+                    to_sql_int(letter.position)?,
+                    json,
+                ])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_dead_letter(
+        &mut self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let deleted = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM dead_letters WHERE destination = ?1 AND notification_id = ?2",
+            )
+            .and_then(|mut delete| delete.execute(params![destination, notification_id.to_string()]))
+            .map_err(StoreError::backend)?;
+        Ok(deleted > 0)
+    }
+
+    async fn insert_completions(
+        &mut self,
+        completions: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO completions (handler, notification_id) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .map_err(StoreError::backend)?;
+        for (handler, notification_id) in completions {
+            insert
+                .execute(params![handler, notification_id])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
 }
 
 // ------------------------------------------------------------------- reads
@@ -574,8 +723,16 @@ impl ReadPool {
 
 /// Maps a row selected with [`select_events!`].
 fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
-    let text = |index: usize| row.get::<_, String>(index).map_err(StoreError::backend);
-    let int = |index: usize| row.get::<_, i64>(index).map_err(StoreError::backend);
+    recorded_event_at(row, 0)
+}
+
+/// Maps the columns of [`select_events!`] that start at column `first`.
+fn recorded_event_at(row: &Row<'_>, first: usize) -> Result<RecordedEvent, StoreError> {
+    let text = |index: usize| {
+        row.get::<_, String>(first + index)
+            .map_err(StoreError::backend)
+    };
+    let int = |index: usize| row.get::<_, i64>(first + index).map_err(StoreError::backend);
     let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
     let written_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(int(7)?) * 1_000)
         .map_err(StoreError::backend)?;
@@ -606,6 +763,30 @@ fn query_events(
         events.push(recorded_event(row)?);
     }
     Ok(events)
+}
+
+/// Maps a row selected with [`SELECT_OUTBOX`].
+fn outbox_record(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
+    let position = from_sql_int(row.get(0).map_err(StoreError::backend)?)?;
+    let kind: String = row.get(1).map_err(StoreError::backend)?;
+    let entry = match EventRow::parse(&kind) {
+        Some(EventRow::NewEntity) => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
+        Some(EventRow::EventAppended) => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
+        None => {
+            let id: String = row.get(2).map_err(StoreError::backend)?;
+            let body: String = row.get(4).map_err(StoreError::backend)?;
+            OutboxEntry::Document(Document {
+                id: Uuid::parse_str(&id).map_err(StoreError::backend)?,
+                kind,
+                topic: row.get(3).map_err(StoreError::backend)?,
+                // Trusted: it is the text of a `RawValue` this module wrote.
+                body: RawValue::from_string(body)
+                    .map_err(StoreError::backend)?
+                    .into(),
+            })
+        }
+    };
+    Ok(OutboxRecord { position, entry })
 }
 
 fn load_command(
@@ -744,6 +925,151 @@ impl EventStore for SqliteStore {
                 select_events!("WHERE position >= ?1 ORDER BY position LIMIT ?2"),
                 params![sql_bound(from), sql_bound(max_count)],
             )
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for SqliteStore {
+    async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
+        self.write(Op::AddDocuments(documents)).await?.added()
+    }
+
+    async fn read_outbox(
+        &self,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(SELECT_OUTBOX)
+                .map_err(StoreError::backend)?;
+            let mut rows = statement
+                .query(params![sql_bound(from), sql_bound(max_count)])
+                .map_err(StoreError::backend)?;
+            let mut records = Vec::new();
+            while let Some(row) = rows.next().map_err(StoreError::backend)? {
+                records.push(outbox_record(row)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn outbox_head(&self) -> Result<u64, StoreError> {
+        self.read(|connection| {
+            let head: i64 = connection
+                .query_row("SELECT coalesce(max(position), 0) FROM outbox", [], |row| {
+                    row.get(0)
+                })
+                .map_err(StoreError::backend)?;
+            from_sql_int(head)
+        })
+        .await
+    }
+
+    fn outbox_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {
+        let Some(hold) = self.claims.try_hold(destination) else {
+            return Ok(None);
+        };
+        let name = destination.to_owned();
+        let next = self
+            .read(move |connection| {
+                let next: Option<i64> = connection
+                    .prepare_cached(
+                        "SELECT next_position FROM outbox_checkpoints WHERE destination = ?1",
+                    )
+                    .and_then(|mut select| select.query_row([name], |row| row.get(0)).optional())
+                    .map_err(StoreError::backend)?;
+                next.map_or(Ok(1), from_sql_int)
+            })
+            .await?;
+        Ok(Some(Claim::new(destination, next, hold)))
+    }
+
+    async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
+        self.write(Op::SetCheckpoint {
+            destination: claim.destination().to_owned(),
+            next,
+        })
+        .await?
+        .done()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|connection| {
+            let mut select = connection
+                .prepare_cached(
+                    "SELECT destination, next_position FROM outbox_checkpoints ORDER BY destination",
+                )
+                .map_err(StoreError::backend)?;
+            let rows = select
+                .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)?)))
+                .map_err(StoreError::backend)?;
+            rows.map(|row| {
+                let (destination, next) = row.map_err(StoreError::backend)?;
+                Ok((destination, from_sql_int(next)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
+        self.write(Op::PutDeadLetters(letters)).await?.done()
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(|connection| {
+            let mut select = connection
+                .prepare_cached("SELECT letter FROM dead_letters ORDER BY destination, position")
+                .map_err(StoreError::backend)?;
+            let rows = select
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(StoreError::backend)?;
+            rows.map(|json| {
+                serde_json::from_str(&json.map_err(StoreError::backend)?)
+                    .map_err(StoreError::backend)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn remove_dead_letter(
+        &self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        self.write(Op::DeleteDeadLetter {
+            destination: destination.to_owned(),
+            notification_id,
+        })
+        .await?
+        .flag()
+    }
+
+    async fn record_completions(
+        &self,
+        completions: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.write(Op::Complete(completions)).await?.done()
+    }
+
+    async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {
+        let (handler, notification_id) = (handler.to_owned(), notification_id.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT 1 FROM completions WHERE handler = ?1 AND notification_id = ?2",
+                )
+                .and_then(|mut select| select.exists(params![handler, notification_id]))
+                .map_err(StoreError::backend)
         })
         .await
     }

@@ -102,6 +102,32 @@ pub(crate) enum ClientCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Where each destination of the outbox stands: its checkpoint and lag
+    /// (admin).
+    Destinations {
+        #[command(flatten)]
+        admin: Admin,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the notifications a destination refused for good (admin).
+    DeadLetters {
+        #[command(flatten)]
+        admin: Admin,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deliver a dead letter again, once its cause is fixed (admin).
+    Redrive {
+        /// The destination (`@local` for the local notification handlers).
+        destination: String,
+        /// The notification id.
+        id: String,
+        #[command(flatten)]
+        admin: Admin,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List the instance keys of an entity type.
     Instances {
         domain: String,
@@ -227,6 +253,23 @@ pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
             )?)
             .bearer_auth(admin.token)
             .json(&serde_json::json!({ "digest": digest })),
+        ClientCommand::Destinations { admin, target } => client
+            .get(endpoint(&target.url, &["admin", "destinations"])?)
+            .bearer_auth(admin.token),
+        ClientCommand::DeadLetters { admin, target } => client
+            .get(endpoint(&target.url, &["admin", "dead-letters"])?)
+            .bearer_auth(admin.token),
+        ClientCommand::Redrive {
+            destination,
+            id,
+            admin,
+            target,
+        } => client
+            .post(endpoint(
+                &target.url,
+                &["admin", "dead-letters", &destination, &id, "redrive"],
+            )?)
+            .bearer_auth(admin.token),
         ClientCommand::Instances {
             domain,
             entity_type,

@@ -1,0 +1,181 @@
+//! State propagation: runs the projections of every stream that changed and
+//! writes their projection-completed notifications to the outbox.
+//!
+//! It follows the store's events by position with a checkpoint of its own
+//! (claimed like a destination's, so one host does it for a shared store).
+//! For each batch of events it runs, for every stream of it whose entity
+//! type raises projection-completed notifications, each projection that
+//! declares one of the new events, as of the stream's last event in the
+//! batch, and adds the result as an outbox document; only then does the
+//! checkpoint move. A crash in between runs the projections again, and the
+//! documents' deterministic ids keep the outbox free of duplicates.
+//!
+//! States are propagated, not every step: events of one stream that arrive
+//! in one batch are reported by one notification of the state after the
+//! last of them.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{HostError, Inner, PROJECTIONS, projections};
+use crate::runtime::GuestFault;
+use crate::model::{RecordedEvent, StreamId};
+use crate::notifications::dispatch::PROJECTION_COMPLETED;
+use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
+use crate::store::{Document, StoreError};
+
+/// How many events one round takes at most.
+const BATCH: usize = 512;
+
+/// How long an idle task waits for a signal before it looks anyway.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
+/// The pause after a failed round.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Starts the propagation task of `inner`'s host.
+pub(super) fn start(inner: &Arc<Inner>) {
+    let host: Weak<Inner> = Arc::downgrade(inner);
+    let mut changes = inner.store.outbox_changes();
+    let task = tokio::spawn(async move {
+        loop {
+            changes.mark_unchanged();
+            let Some(inner) = host.upgrade() else {
+                return;
+            };
+            let round = round(&inner).await;
+            drop(inner);
+            match round {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tokio::time::timeout(IDLE_RECHECK, changes.changed()).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a projection propagation round failed");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    });
+    *inner
+        .propagation
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+}
+
+/// One round; `Ok(true)` when it took events (more may be waiting).
+async fn round(inner: &Inner) -> Result<bool, StoreError> {
+    let Some(claim) = inner.store.claim(PROJECTIONS).await? else {
+        return Ok(false);
+    };
+    let from = claim.next_position();
+    let events = inner.store.read_all(from, BATCH).await?;
+    let Some(last) = events.last() else {
+        inner.store.release(claim, from).await?;
+        return Ok(false);
+    };
+    let next = last.position + 1;
+    let documents = documents_for(inner, &events).await?;
+    if !documents.is_empty() {
+        inner.store.add_documents(documents).await?;
+    }
+    inner.store.release(claim, next).await?;
+    Ok(true)
+}
+
+/// The projection-completed documents for a batch of events.
+async fn documents_for(
+    inner: &Inner,
+    events: &[RecordedEvent],
+) -> Result<Vec<Document>, StoreError> {
+    // Each stream once, at its last event in the batch, in the order the
+    // streams last changed.
+    let mut latest: Vec<&RecordedEvent> = Vec::new();
+    for event in events.iter().rev() {
+        if !latest.iter().any(|seen| seen.stream == event.stream) {
+            latest.push(event);
+        }
+    }
+    latest.reverse();
+
+    let routes = inner.registry.routes();
+    let mut documents = Vec::new();
+    for last in latest {
+        let stream = &last.stream;
+        if !inner
+            .options
+            .raise
+            .kinds_for(stream)
+            .contains(NotificationKind::ProjectionCompleted)
+        {
+            continue;
+        }
+        let changed = |event_types: &[String]| {
+            events
+                .iter()
+                .any(|e| e.stream == *stream && event_types.contains(&e.event_type))
+        };
+        let projection_types: Vec<String> = routes
+            .components()
+            .flat_map(|component| component.projections())
+            .filter(|route| {
+                route.domain == stream.domain()
+                    && route.entity_type == stream.entity_type()
+                    && changed(&route.event_types)
+            })
+            .map(|route| route.projection_type.clone())
+            .collect();
+        for projection_type in projection_types {
+            match document(inner, stream, &projection_type, last).await {
+                Ok(document) => documents.push(document),
+                // The store failing, or every call slot taken: the round
+                // is tried again.
+                Err(HostError::Store(error)) => return Err(error),
+                Err(HostError::Guest(GuestFault::Busy { .. })) => {
+                    return Err(StoreError::backend("every call slot is taken"));
+                }
+                // A projection that fails otherwise would fail on every
+                // retry: its notification is skipped, loudly, rather than
+                // holding back every stream after it.
+                Err(error) => tracing::warn!(
+                    %stream,
+                    projection = projection_type,
+                    sequence = last.sequence,
+                    "no projection-completed notification: {error}"
+                ),
+            }
+        }
+    }
+    Ok(documents)
+}
+
+async fn document(
+    inner: &Inner,
+    stream: &StreamId,
+    projection_type: &str,
+    last: &RecordedEvent,
+) -> Result<Document, HostError> {
+    let state = projections::project(inner, stream, projection_type, Some(last.sequence)).await?;
+    let completed = ProjectionCompleted {
+        stream: stream.clone(),
+        projection_type: projection_type.to_owned(),
+        sequence: state.sequence,
+        as_of_date: last.written_at,
+        value: state.state,
+        projection_version: state.projection_version,
+        context: last.context.clone(),
+    };
+    let body = serde_json::value::to_raw_value(&completed)
+        .map_err(|e| HostError::Store(StoreError::backend(e)))?;
+    Ok(Document {
+        id: notification_id(
+            NotificationKind::ProjectionCompleted,
+            stream,
+            state.sequence,
+            Some(projection_type),
+        ),
+        kind: PROJECTION_COMPLETED.to_owned(),
+        topic: None,
+        body: body.into(),
+    })
+}

@@ -1,0 +1,295 @@
+//! The transactional outbox every store keeps beside its events.
+//!
+//! An append writes one outbox row per notification it raises (which kinds,
+//! the host decides: [`Raise`]) in the same transaction as its events, so a
+//! notification exists exactly when the events it describes do. Rows the
+//! host produces later — projection-completed notifications, events a
+//! handler publishes — are [`Document`]s, added idempotently by their id.
+//! Rows are read in position order, and positions follow commit order with
+//! the same guarantee as [`EventStore::read_all`](super::EventStore::read_all):
+//! a reader resuming after the last row it saw never misses one.
+//!
+//! Each destination that drains the outbox keeps its own checkpoint here,
+//! taken through a [`Claim`] so that one destination is drained by one
+//! dispatcher at a time (in PostgreSQL, by whichever host claims it with
+//! `FOR UPDATE SKIP LOCKED`). Dead letters and the completion records of
+//! local notification handlers live here too, so that they survive
+//! restarts with the rows they refer to.
+//!
+//! This module defines the contract and what the backends share. It does
+//! not know what a notification looks like on the wire, where it is sent,
+//! or when to retry: that is `crate::notifications`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use tokio::sync::{OwnedMutexGuard, watch};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::model::RecordedEvent;
+
+/// Which notifications an append raises. Decided by the host per domain and
+/// entity type; the store writes one row per raised notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Raise {
+    /// A new-entity row when the append creates its stream.
+    pub new_entity: bool,
+    /// An event-appended row for every event.
+    pub event_appended: bool,
+}
+
+impl Raise {
+    /// No rows.
+    pub const NONE: Raise = Raise {
+        new_entity: false,
+        event_appended: false,
+    };
+    /// Both change-feed kinds.
+    pub const ALL: Raise = Raise {
+        new_entity: true,
+        event_appended: true,
+    };
+}
+
+/// What an event-derived outbox row announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventRow {
+    /// The stream was created (the row points at its first event).
+    NewEntity,
+    /// The event was appended.
+    EventAppended,
+}
+
+impl EventRow {
+    /// The stored form; also the row's `kind`.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            EventRow::NewEntity => "NewEntity",
+            EventRow::EventAppended => "EventAppended",
+        }
+    }
+
+    pub(super) fn parse(kind: &str) -> Option<EventRow> {
+        match kind {
+            "NewEntity" => Some(EventRow::NewEntity),
+            "EventAppended" => Some(EventRow::EventAppended),
+            _ => None,
+        }
+    }
+}
+
+/// The rows an append of events at `positions` (first to last) raises:
+/// each as its kind and the position of the event it points at.
+pub(super) fn rows_for(raise: Raise, first_sequence: u64, positions: &[u64]) -> Vec<(EventRow, u64)> {
+    let mut rows = Vec::with_capacity(positions.len() + 1);
+    if raise.new_entity
+        && first_sequence == 1
+        && let Some(&first) = positions.first()
+    {
+        rows.push((EventRow::NewEntity, first));
+    }
+    if raise.event_appended {
+        rows.extend(positions.iter().map(|&p| (EventRow::EventAppended, p)));
+    }
+    rows
+}
+
+/// A notification the host wrote as a whole: the store keeps it as opaque
+/// JSON and never writes the same id twice.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The notification's id; a second document with it is not added.
+    pub id: Uuid,
+    /// What it is, for its reader (`ProjectionCompleted`, `Published`).
+    pub kind: String,
+    /// The one topic it is for, or `None` for every destination.
+    pub topic: Option<String>,
+    /// Its content, in the form its reader wrote it.
+    pub body: Arc<RawValue>,
+}
+
+/// What one outbox row announces.
+#[derive(Debug, Clone)]
+pub enum OutboxEntry {
+    /// A stream was created by this, its first event.
+    NewEntity(RecordedEvent),
+    /// This event was appended.
+    EventAppended(RecordedEvent),
+    /// A notification the host wrote as a whole.
+    Document(Document),
+}
+
+/// One row of the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    /// Where it is in the outbox; grows in commit order.
+    pub position: u64,
+    /// What it announces.
+    pub entry: OutboxEntry,
+}
+
+/// A notification a destination refused for good (or an operator must look
+/// at): kept until it is re-driven.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The destination that refused it.
+    pub destination: String,
+    /// The notification's id.
+    pub notification_id: Uuid,
+    /// Its outbox row.
+    pub position: u64,
+    /// Its `eventType`, for the operator.
+    pub event_type: String,
+    /// Its `subject`, for the operator.
+    pub subject: String,
+    /// Why: the status and response body, or the handler's error.
+    pub reason: String,
+    /// How many deliveries were tried.
+    pub attempts: u32,
+    /// When it was dead-lettered (the last time, if re-driven and refused again).
+    #[serde(with = "time::serde::rfc3339")]
+    pub dead_at: OffsetDateTime,
+}
+
+/// The right to drain one destination for one round, and where the round
+/// starts. Give it back with [`Outbox::release`] to move the checkpoint;
+/// dropping it keeps the checkpoint where it was.
+#[derive(Debug)]
+pub struct Claim {
+    destination: String,
+    next: u64,
+    pub(super) hold: Hold,
+}
+
+impl Claim {
+    pub(super) fn new(destination: &str, next: u64, hold: Hold) -> Claim {
+        Claim {
+            destination: destination.to_owned(),
+            next,
+            hold,
+        }
+    }
+
+    /// The destination claimed.
+    pub fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    /// The first position the destination has not taken yet.
+    pub fn next_position(&self) -> u64 {
+        self.next
+    }
+}
+
+/// What keeps a claim exclusive, per backend.
+#[derive(Debug)]
+pub(super) enum Hold {
+    /// A lock inside this process (memory, SQLite: one process per store).
+    Local(#[allow(dead_code, reason = "held for its Drop")] OwnedMutexGuard<()>),
+    /// A PostgreSQL connection in a transaction that holds the destination's
+    /// checkpoint row `FOR UPDATE`.
+    Postgres(super::postgres::ClaimConnection),
+}
+
+/// The outbox part of the store contract. See the [module docs](self).
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync {
+    /// Adds documents, skipping any whose id the outbox already holds;
+    /// returns how many were added.
+    async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError>;
+
+    /// Rows with position `>= from`, at most `max_count`, in position order.
+    async fn read_outbox(&self, from: u64, max_count: usize)
+    -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// The position of the last row; 0 when the outbox is empty.
+    async fn outbox_head(&self) -> Result<u64, StoreError>;
+
+    /// Changes whenever rows may have been added (here or, for a shared
+    /// store, by another host), so that a dispatcher waits instead of
+    /// polling. Best effort: a dispatcher still looks now and then.
+    fn outbox_changes(&self) -> watch::Receiver<u64>;
+
+    /// Claims `destination` for one round, or `None` when another
+    /// dispatcher holds it.
+    async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError>;
+
+    /// Ends a round: the destination's checkpoint becomes `next` (it never
+    /// moves back).
+    async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError>;
+
+    /// Every destination's checkpoint: the first position it has not taken.
+    async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Records dead letters, replacing any of the same destination and id.
+    async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError>;
+
+    /// Every dead letter, by destination and position.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Removes a dead letter; says whether there was one.
+    async fn remove_dead_letter(
+        &self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that each `(handler, notification id)` was handled.
+    async fn record_completions(
+        &self,
+        completions: Vec<(String, String)>,
+    ) -> Result<(), StoreError>;
+
+    /// Whether `handler` handled the notification `notification_id`.
+    async fn is_completed(&self, handler: &str, notification_id: &str)
+    -> Result<bool, StoreError>;
+}
+
+/// Claims for backends used by one process at a time: a lock per
+/// destination.
+#[derive(Debug, Default)]
+pub(super) struct LocalClaims {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl LocalClaims {
+    /// The destination's lock, unless another round holds it.
+    pub(super) fn try_hold(&self, destination: &str) -> Option<Hold> {
+        let lock = Arc::clone(
+            self.locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry(destination.to_owned())
+                .or_default(),
+        );
+        lock.try_lock_owned().ok().map(Hold::Local)
+    }
+}
+
+/// The signal behind [`Outbox::outbox_changes`] for a backend that sees
+/// every write itself.
+#[derive(Debug)]
+pub(super) struct Changes(watch::Sender<u64>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(watch::channel(0).0)
+    }
+}
+
+impl Changes {
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
+    /// Wakes every receiver.
+    pub(super) fn bump(&self) {
+        self.0.send_modify(|count| *count = count.wrapping_add(1));
+    }
+}

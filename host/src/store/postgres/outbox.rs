@@ -1,0 +1,429 @@
+//! The outbox in PostgreSQL: its rows, the `LISTEN/NOTIFY` wake-up, and
+//! destination claims with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Rows are only inserted under `append_lock` (the caller takes it), with
+//! positions handed out like events' (see the parent module), so a reader
+//! following positions never skips a row of a slow transaction.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Transaction};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use uuid::Uuid;
+
+use super::{PostgresStore, pg_error, recorded_event_at};
+use crate::store::outbox::{Changes, EventRow, Hold};
+use crate::store::rules::Op;
+use crate::store::sql::{from_sql_int, sql_bound, to_sql_int};
+use crate::store::{
+    Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError,
+};
+
+/// The channel every store's outbox notifications go to; the payload is the
+/// schema, so that stores in different schemas of one database tell theirs
+/// apart.
+const CHANNEL: &str = "cqrs_wasi_outbox";
+
+/// How long the listener waits before connecting again after losing its
+/// connection.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Outbox rows from `$1`, at most `$2`: the row's own columns, then (for a
+/// row that points at an event) the event's, in `recorded_event`'s order.
+const SELECT_OUTBOX: &str = "
+    SELECT o.position, o.kind, o.notification_id, o.topic, o.body::text,
+           e.domain, e.entity_type, e.instance_key, e.sequence, e.position, e.event_id,
+           e.event_type, e.written_at, e.payload::text, e.context::text
+    FROM outbox o LEFT JOIN events e ON e.position = o.event_position
+    WHERE o.position >= $1 ORDER BY o.position LIMIT $2";
+
+/// Numbers rows after the last position handed out and moves the sequence
+/// past them, like `INSERT_EVENTS`. Run only under `append_lock`.
+const INSERT_EVENT_ROWS: &str = "
+    WITH last AS MATERIALIZED (
+        SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS position FROM outbox_position
+    ), inserted AS (
+        INSERT INTO outbox (position, kind, event_position)
+        SELECT last.position + row.n, row.kind, row.event_position
+        FROM last, unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS row (kind, event_position, n)
+        RETURNING position
+    )
+    SELECT setval('outbox_position', max(position)) FROM inserted";
+
+/// The same for documents, skipping ids already there (which leaves a gap
+/// in the numbering, as a rolled-back transaction does).
+const INSERT_DOCUMENTS: &str = "
+    WITH last AS MATERIALIZED (
+        SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS position FROM outbox_position
+    ), inserted AS (
+        INSERT INTO outbox (position, kind, notification_id, topic, body)
+        SELECT last.position + row.n, row.kind, row.id, row.topic, row.body::json
+        FROM last, unnest($1::text[], $2::uuid[], $3::text[], $4::text[])
+                       WITH ORDINALITY AS row (kind, id, topic, body, n)
+        ON CONFLICT (notification_id) DO NOTHING
+        RETURNING position
+    )
+    SELECT count(*), (SELECT setval('outbox_position', max(position)) FROM inserted) FROM inserted";
+
+pub(super) async fn insert_event_rows(
+    tx: &Transaction<'_>,
+    rows: &[(EventRow, u64)],
+) -> Result<(), StoreError> {
+    let kinds: Vec<&str> = rows.iter().map(|(kind, _)| kind.as_str()).collect();
+    let positions = rows
+        .iter()
+        .map(|&(_, position)| to_sql_int(position))
+        .collect::<Result<Vec<i64>, _>>()?;
+    let insert = tx.prepare_cached(INSERT_EVENT_ROWS).await.map_err(pg_error)?;
+    tx.execute(&insert, &[&kinds, &positions])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+pub(super) async fn insert_documents(
+    tx: &Transaction<'_>,
+    documents: &[Document],
+) -> Result<usize, StoreError> {
+    if documents.is_empty() {
+        return Ok(0);
+    }
+    let kinds: Vec<&str> = documents.iter().map(|d| d.kind.as_str()).collect();
+    let ids: Vec<Uuid> = documents.iter().map(|d| d.id).collect();
+    let topics: Vec<Option<&str>> = documents.iter().map(|d| d.topic.as_deref()).collect();
+    let bodies: Vec<&str> = documents.iter().map(|d| d.body.get()).collect();
+    let insert = tx.prepare_cached(INSERT_DOCUMENTS).await.map_err(pg_error)?;
+    let added: i64 = tx
+        .query_one(&insert, &[&kinds, &ids, &topics, &bodies])
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    usize::try_from(added).map_err(StoreError::backend)
+}
+
+pub(super) async fn set_checkpoint(
+    tx: &Transaction<'_>,
+    destination: &str,
+    next: u64,
+) -> Result<(), StoreError> {
+    let upsert = tx
+        .prepare_cached(
+            "INSERT INTO outbox_checkpoints (destination, next_position) VALUES ($1, $2)
+             ON CONFLICT (destination)
+             DO UPDATE SET next_position = greatest(outbox_checkpoints.next_position, excluded.next_position)",
+        )
+        .await
+        .map_err(pg_error)?;
+    tx.execute(&upsert, &[&destination, &sql_bound(next)])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+pub(super) async fn put_dead_letters(
+    tx: &Transaction<'_>,
+    letters: &[DeadLetter],
+) -> Result<(), StoreError> {
+    let upsert = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters (destination, notification_id, position, letter)
+             VALUES ($1, $2, $3, $4::text::json)
+             ON CONFLICT (destination, notification_id)
+             DO UPDATE SET position = excluded.position, letter = excluded.letter",
+        )
+        .await
+        .map_err(pg_error)?;
+    for letter in letters {
+        let json = serde_json::to_string(letter).map_err(StoreError::backend)?;
+        tx.execute(
+            &upsert,
+            &[
+                &letter.destination,
+                &letter.notification_id,
+                &to_sql_int(letter.position)?,
+                &json,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    Ok(())
+}
+
+/// Tells every listening host, at commit, that rows were added.
+pub(super) async fn signal(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, current_schema())", &[&CHANNEL])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Listens on [`CHANNEL`] on a connection of its own and bumps `changes`
+/// for every notification about `schema`, connecting again when the
+/// connection is lost (and bumping then too: something may have been missed).
+pub(super) fn listen(
+    config: tokio_postgres::Config,
+    schema: String,
+    changes: Arc<Changes>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listen_once(&config, &schema, &changes).await {
+                Ok(()) => tracing::warn!("the outbox listener's connection closed"),
+                Err(error) => tracing::warn!(%error, "the outbox listener's connection failed"),
+            }
+            changes.bump();
+            tokio::time::sleep(RECONNECT_DELAY).await;
+        }
+    })
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    schema: &str,
+    changes: &Changes,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    // Ends only if LISTEN fails; otherwise it keeps the client, and so the
+    // connection, alive while the messages are read.
+    let listen = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        std::future::pending::<Result<(), tokio_postgres::Error>>().await
+    };
+    // Reading the connection's messages is also what drives it, LISTEN
+    // included.
+    let messages = async {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(notification))) => {
+                    if notification.payload() == schema {
+                        changes.bump();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            }
+        }
+    };
+    tokio::select! {
+        result = listen => result,
+        result = messages => result,
+    }
+}
+
+/// The connection of a PostgreSQL [`Claim`]: in a transaction that holds the
+/// destination's checkpoint row. One dropped before its transaction ended
+/// is taken out of the pool and closed, which rolls it back on the server.
+#[derive(Debug)]
+pub(crate) struct ClaimConnection(Option<Object>);
+
+impl ClaimConnection {
+    fn client(&self) -> Result<&Object, StoreError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| StoreError::backend("the claim's connection is gone"))
+    }
+
+    /// The transaction ended: the connection may go back to the pool.
+    fn finished(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for ClaimConnection {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Maps a row selected with [`SELECT_OUTBOX`].
+fn outbox_record(row: &Row) -> Result<OutboxRecord, StoreError> {
+    let position = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
+    let kind: String = row.try_get(1).map_err(pg_error)?;
+    let entry = match EventRow::parse(&kind) {
+        Some(EventRow::NewEntity) => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
+        Some(EventRow::EventAppended) => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
+        None => {
+            let body: String = row.try_get(4).map_err(pg_error)?;
+            OutboxEntry::Document(Document {
+                id: row.try_get(2).map_err(pg_error)?,
+                kind,
+                topic: row.try_get(3).map_err(pg_error)?,
+                // Trusted: it is the text of a `RawValue` this module wrote.
+                body: RawValue::from_string(body)
+                    .map_err(StoreError::backend)?
+                    .into(),
+            })
+        }
+    };
+    Ok(OutboxRecord { position, entry })
+}
+
+#[async_trait::async_trait]
+impl Outbox for PostgresStore {
+    async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
+        self.write(Op::AddDocuments(documents)).await?.added()
+    }
+
+    async fn read_outbox(
+        &self,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let client = self.client().await?;
+        let select = client.prepare_cached(SELECT_OUTBOX).await.map_err(pg_error)?;
+        client
+            .query(&select, &[&sql_bound(from), &sql_bound(max_count)])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(outbox_record)
+            .collect()
+    }
+
+    async fn outbox_head(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let head: i64 = client
+            .query_one("SELECT coalesce(max(position), 0) FROM outbox", &[])
+            .await
+            .map_err(pg_error)?
+            .try_get(0)
+            .map_err(pg_error)?;
+        from_sql_int(head)
+    }
+
+    fn outbox_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO outbox_checkpoints (destination, next_position) VALUES ($1, 1)
+                 ON CONFLICT DO NOTHING",
+                &[&destination],
+            )
+            .await
+            .map_err(pg_error)?;
+        client.batch_execute("BEGIN").await.map_err(pg_error)?;
+        let connection = ClaimConnection(Some(client));
+        let row = connection
+            .client()?
+            .query_opt(
+                "SELECT next_position FROM outbox_checkpoints WHERE destination = $1
+                 FOR UPDATE SKIP LOCKED",
+                &[&destination],
+            )
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = row else {
+            connection
+                .client()?
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(pg_error)?;
+            connection.finished();
+            return Ok(None);
+        };
+        let next = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
+        Ok(Some(Claim::new(destination, next, Hold::Postgres(connection))))
+    }
+
+    async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
+        let destination = claim.destination().to_owned();
+        let Hold::Postgres(connection) = claim.hold else {
+            return Err(StoreError::backend("a claim of another store was released here"));
+        };
+        let client = connection.client()?;
+        client
+            .execute(
+                "UPDATE outbox_checkpoints SET next_position = greatest(next_position, $2)
+                 WHERE destination = $1",
+                &[&destination, &sql_bound(next)],
+            )
+            .await
+            .map_err(pg_error)?;
+        client.batch_execute("COMMIT").await.map_err(pg_error)?;
+        connection.finished();
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT destination, next_position FROM outbox_checkpoints ORDER BY destination",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| {
+                let next: i64 = row.try_get(1).map_err(pg_error)?;
+                Ok((row.try_get(0).map_err(pg_error)?, from_sql_int(next)?))
+            })
+            .collect()
+    }
+
+    async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
+        self.write(Op::PutDeadLetters(letters)).await?.done()
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT letter::text FROM dead_letters ORDER BY destination, position",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| {
+                let json: &str = row.try_get(0).map_err(pg_error)?;
+                serde_json::from_str(json).map_err(StoreError::backend)
+            })
+            .collect()
+    }
+
+    async fn remove_dead_letter(
+        &self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        self.write(Op::DeleteDeadLetter {
+            destination: destination.to_owned(),
+            notification_id,
+        })
+        .await?
+        .flag()
+    }
+
+    async fn record_completions(
+        &self,
+        completions: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.write(Op::Complete(completions)).await?.done()
+    }
+
+    async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM completions WHERE handler = $1 AND notification_id = $2",
+                &[&handler, &notification_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.is_some())
+    }
+}

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
 use cqrs_wasi_host::api::{self, ApiConfig};
+use cqrs_wasi_host::notifications::Destination;
 use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::{EventStore, SqliteOptions, SqliteStore};
 use cqrs_wasi_host::{Host, HostOptions};
@@ -105,6 +106,9 @@ pub fn variant(bytes: &[u8], label: &str) -> Vec<u8> {
     out
 }
 
+/// The admin token of [`TestHost::with_destinations`].
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// A host with the bank component, serving HTTP on a loopback port, over a
 /// SQLite file in a temporary directory. Its HTTP API is [`Api`]'s methods.
 pub struct TestHost {
@@ -152,6 +156,27 @@ impl TestHost {
         .await
     }
 
+    /// Starts a host over `store` whose outbox also goes to `destinations`;
+    /// its admin API takes [`ADMIN_TOKEN`].
+    pub async fn with_destinations(
+        store: Arc<dyn EventStore>,
+        options: HostOptions,
+        destinations: Vec<Destination>,
+    ) -> anyhow::Result<TestHost> {
+        let api_config = ApiConfig {
+            admin_token: Some(cqrs_wasi_host::secret::Secret::new(ADMIN_TOKEN)),
+            ..ApiConfig::default()
+        };
+        Self::build_with(
+            store,
+            options,
+            RuntimeConfig::default(),
+            &api_config,
+            destinations,
+        )
+        .await
+    }
+
     /// Starts a host with everything chosen by the caller.
     pub async fn build(
         store: Arc<dyn EventStore>,
@@ -159,11 +184,24 @@ impl TestHost {
         runtime: RuntimeConfig,
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
-        let host = Host::builder()
+        Self::build_with(store, options, runtime, api_config, Vec::new()).await
+    }
+
+    async fn build_with(
+        store: Arc<dyn EventStore>,
+        options: HostOptions,
+        runtime: RuntimeConfig,
+        api_config: &ApiConfig,
+        destinations: Vec<Destination>,
+    ) -> anyhow::Result<TestHost> {
+        let mut builder = Host::builder()
             .store(store.clone())
             .options(options)
-            .runtime(runtime)
-            .build()?;
+            .runtime(runtime);
+        for destination in destinations {
+            builder = builder.destination(destination);
+        }
+        let host = builder.build()?;
         host.deploy("bank", component("bank")).await?;
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);

@@ -18,7 +18,9 @@ use cqrs_wasi_host::store::EventStore;
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use reqwest::StatusCode;
 use serde_json::json;
+use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use support::ServedHost;
+use support::event_grid::{EventGridStandIn, Schema};
 use tokio::task::JoinSet;
 
 const ACCOUNTS: usize = 4;
@@ -46,7 +48,14 @@ async fn two_host_processes_on_one_schema_lose_and_duplicate_nothing() -> anyhow
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let bank = dir.path().join("bank.wasm");
     std::fs::write(&bank, support::component("bank"))?;
-    let component = format!("[[components]]\nname = \"bank\"\npath = {:?}\n", bank);
+    // Both publish the shared outbox to one topic: whichever claims it.
+    let stand_in = EventGridStandIn::start(Schema::EventGrid).await?;
+    let component = format!(
+        "[[components]]\nname = \"bank\"\npath = {:?}\n\n[[topics]]\nname = \"grid\"\nendpoint = \"{}\"\nkey = \"{}\"\n",
+        bank,
+        stand_in.endpoint(),
+        stand_in.key()
+    );
     // Host A names the store in its configuration file...
     std::fs::create_dir(&a_dir)?;
     std::fs::write(
@@ -174,6 +183,36 @@ async fn two_host_processes_on_one_schema_lose_and_duplicate_nothing() -> anyhow
     );
     let ids: HashSet<_> = all.iter().map(|event| event.event_id).collect();
     ensure!(ids.len() == all.len(), "no event id twice");
+
+    // The outbox reached the topic through the two hosts' dispatchers,
+    // woken by LISTEN/NOTIFY: every event's notification, each in its id.
+    let wanted: HashSet<String> = all
+        .iter()
+        .map(|event| {
+            notification_id(
+                NotificationKind::EventAppended,
+                &event.stream,
+                event.sequence,
+                None,
+            )
+            .to_string()
+        })
+        .collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let accepted: HashSet<String> = stand_in.accepted_ids().into_iter().collect();
+        let missing = wanted.difference(&accepted).count();
+        if missing == 0 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{missing} notifications never reached the topic"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let copies = stand_in.accepted().len();
+    eprintln!("the topic took {copies} notifications for {} events", all.len());
 
     let hosts = Arc::into_inner(hosts).context("every request is done")?;
     for host in hosts {

@@ -364,6 +364,16 @@ impl ServedHost {
         self.api.url.trim_start_matches("http://")
     }
 
+    /// Kills it with SIGKILL, as a crash would: nothing of it runs after,
+    /// even while others still hold it.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -KILL failed: {status}");
+        Ok(())
+    }
+
     /// Stops it with SIGTERM, as an operator would, and waits for it.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         Command::new("kill")

@@ -7,7 +7,9 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::notifications::{NotificationContext, NotificationHandler, SendError, SentCommand};
+use crate::notifications::{
+    CustomEvent, NotificationContext, NotificationHandler, PublishError, SendError, SentCommand,
+};
 use crate::{CommandContext, CommandHandler, Projection, RecordedEvent, StreamId, codec};
 
 #[doc(hidden)]
@@ -22,7 +24,7 @@ pub mod bindings {
     });
 }
 
-use bindings::cqrs_wasi::handlers::{commands, event_store, types as wit};
+use bindings::cqrs_wasi::handlers::{commands, event_store, publisher, types as wit};
 use bindings::exports::cqrs_wasi::handlers::{command_handler, notification_handler, projection};
 
 pub use command_handler::CommandRoutes;
@@ -253,6 +255,22 @@ pub(crate) fn send(sent: SentCommand) -> Result<crate::CommandOutcome, SendError
             wit::SendError::Denied(m) => SendError::Denied(m),
             wit::SendError::Other(m) => SendError::Other(m),
         })
+}
+
+/// Publishes through the `publisher` import.
+pub(crate) fn publish(topic: &str, event: CustomEvent) -> Result<(), PublishError> {
+    let event = wit::CustomEvent {
+        key: event.key,
+        event_type: event.event_type,
+        subject: event.subject,
+        data: event.data,
+        data_version: event.data_version,
+    };
+    publisher::publish(topic, &event).map_err(|error| match error {
+        wit::PublishError::Denied(m) => PublishError::Denied(m),
+        wit::PublishError::Invalid(m) => PublishError::Invalid(m),
+        wit::PublishError::Other(m) => PublishError::Other(m),
+    })
 }
 
 pub(crate) fn run_projection(

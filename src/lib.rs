@@ -79,8 +79,8 @@ use serde::de::DeserializeOwned;
 pub use codec::variant_names;
 pub use context::CommandContext;
 pub use notifications::{
-    CommandOutcome, HandlerError, Notification, NotificationContext, NotificationHandler,
-    SendError, SentCommand, Subscription,
+    CommandOutcome, CustomEvent, HandlerError, Notification, NotificationContext,
+    NotificationHandler, PublishError, SendError, SentCommand, Subscription,
 };
 
 /// Identity of an event stream: `domain / entity type / instance key`.

@@ -2,8 +2,9 @@
 //!
 //! A handler subscribes with Event Grid's filters, receives notifications
 //! (at least once: the same notification may come again), and reacts by
-//! sending commands through its [`NotificationContext`]. Deriving the
-//! command id from the notification id makes a redelivery harmless.
+//! sending commands, or publishing custom events to a topic, through its
+//! [`NotificationContext`]. Deriving the command id (or the event key) from
+//! the notification id makes a redelivery harmless.
 
 use std::cell::RefCell;
 
@@ -106,6 +107,63 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// A custom event for a topic (see [`NotificationContext::publish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomEvent {
+    /// The event's id is derived from the topic and this key, so publishing
+    /// the same key again is the same event to every receiver.
+    pub key: String,
+    /// `eventType` / `type`.
+    pub event_type: String,
+    /// `subject`.
+    pub subject: String,
+    /// `data`, JSON.
+    pub data: Vec<u8>,
+    /// `dataVersion`.
+    pub data_version: String,
+}
+
+impl CustomEvent {
+    /// An event with `data` serialized as JSON and data version `1.0`.
+    pub fn new<T: Serialize>(
+        key: impl Into<String>,
+        event_type: impl Into<String>,
+        subject: impl Into<String>,
+        data: &T,
+    ) -> serde_json::Result<Self> {
+        Ok(CustomEvent {
+            key: key.into(),
+            event_type: event_type.into(),
+            subject: subject.into(),
+            data: serde_json::to_vec(data)?,
+            data_version: "1.0".to_owned(),
+        })
+    }
+}
+
+/// Why publishing failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// The component may not publish to that topic.
+    Denied(String),
+    /// No such topic, or the event is malformed or too large.
+    Invalid(String),
+    /// Anything else; a retry may succeed.
+    Other(String),
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Denied(m) => write!(f, "denied: {m}"),
+            PublishError::Invalid(m) => write!(f, "invalid: {m}"),
+            PublishError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
 /// A command a handler sent, as a test context records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentCommand {
@@ -142,8 +200,11 @@ pub struct NotificationContext {
 enum Source {
     #[cfg(target_arch = "wasm32")]
     Host,
-    /// Records what is sent, for native tests.
-    Recorder(RefCell<Vec<SentCommand>>),
+    /// Records what is sent and published, for native tests.
+    Recorder {
+        sent: RefCell<Vec<SentCommand>>,
+        published: RefCell<Vec<(String, CustomEvent)>>,
+    },
 }
 
 impl NotificationContext {
@@ -154,11 +215,14 @@ impl NotificationContext {
         }
     }
 
-    /// A context that records the commands sent, for testing handlers
-    /// natively. Each send succeeds with a fresh outcome.
+    /// A context that records the commands sent and the events published,
+    /// for testing handlers natively. Each succeeds.
     pub fn recording() -> Self {
         NotificationContext {
-            source: Source::Recorder(RefCell::default()),
+            source: Source::Recorder {
+                sent: RefCell::default(),
+                published: RefCell::default(),
+            },
         }
     }
 
@@ -167,7 +231,31 @@ impl NotificationContext {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
             Source::Host => Vec::new(),
-            Source::Recorder(sent) => sent.borrow().clone(),
+            Source::Recorder { sent, .. } => sent.borrow().clone(),
+        }
+    }
+
+    /// The events published so far through a recording context, with their
+    /// topics.
+    pub fn published(&self) -> Vec<(String, CustomEvent)> {
+        match &self.source {
+            #[cfg(target_arch = "wasm32")]
+            Source::Host => Vec::new(),
+            Source::Recorder { published, .. } => published.borrow().clone(),
+        }
+    }
+
+    /// Publishes `event` to the host's topic `topic` (which the component
+    /// must be granted). The host keeps it in its outbox and delivers it at
+    /// least once.
+    pub fn publish(&self, topic: &str, event: CustomEvent) -> Result<(), PublishError> {
+        match &self.source {
+            #[cfg(target_arch = "wasm32")]
+            Source::Host => crate::guest::publish(topic, event),
+            Source::Recorder { published, .. } => {
+                published.borrow_mut().push((topic.to_owned(), event));
+                Ok(())
+            }
         }
     }
 
@@ -191,7 +279,7 @@ impl NotificationContext {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
             Source::Host => crate::guest::send(sent),
-            Source::Recorder(log) => {
+            Source::Recorder { sent: log, .. } => {
                 let mut log = log.borrow_mut();
                 log.push(sent);
                 Ok(CommandOutcome {
@@ -211,7 +299,7 @@ impl NotificationContext {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
             Source::Host => crate::guest::read_all_of(stream),
-            Source::Recorder(_) => Ok(Vec::new()),
+            Source::Recorder { .. } => Ok(Vec::new()),
         }
     }
 }

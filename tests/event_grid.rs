@@ -146,7 +146,11 @@ async fn wrong_or_expired_credentials_are_dead_lettered_as_401_without_retrying(
             .await;
         for outcome in &report.outcomes {
             assert_eq!(outcome.attempts, 1, "{report:?}");
-            let DeliveryOutcome::DeadLettered { status, reason: body } = &outcome.outcome else {
+            let DeliveryOutcome::DeadLettered {
+                status,
+                reason: body,
+            } = &outcome.outcome
+            else {
                 panic!("expected a dead letter: {report:?}");
             };
             assert_eq!(*status, Some(401));
@@ -236,7 +240,11 @@ async fn a_refused_event_is_dead_lettered_alone_and_delivered_once_fixed() {
         // The batch, then the notification alone.
         assert_eq!(outcome.attempts, 2, "{report:?}");
         if i == 2 {
-            let DeliveryOutcome::DeadLettered { status, reason: body } = &outcome.outcome else {
+            let DeliveryOutcome::DeadLettered {
+                status,
+                reason: body,
+            } = &outcome.outcome
+            else {
                 panic!("expected a dead letter: {report:?}");
             };
             assert_eq!(*status, Some(400));

@@ -100,7 +100,12 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
         id(NotificationKind::NewEntity, &good, 1, None),
         id(NotificationKind::EventAppended, &good, 1, None),
         id(NotificationKind::EventAppended, &good, 2, None),
-        id(NotificationKind::ProjectionCompleted, &good, 2, Some("Balance")),
+        id(
+            NotificationKind::ProjectionCompleted,
+            &good,
+            2,
+            Some("Balance"),
+        ),
     ];
     eventually("acc-1's notifications", async || {
         let accepted: HashSet<String> = stand_in.accepted_ids().into_iter().collect();
@@ -112,11 +117,7 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     // carrying the same notifications.
     let requests = stand_in.requests();
     let statuses: Vec<Option<u16>> = requests.iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses[..3],
-        [Some(429), Some(503), None],
-        "{statuses:?}"
-    );
+    assert_eq!(statuses[..3], [Some(429), Some(503), None], "{statuses:?}");
     assert_eq!(requests[0].event_ids, requests[1].event_ids);
 
     // acc-bad's notifications are dead letters with their reason; what came
@@ -124,7 +125,12 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     let bad_ids = [
         id(NotificationKind::NewEntity, &bad, 1, None),
         id(NotificationKind::EventAppended, &bad, 1, None),
-        id(NotificationKind::ProjectionCompleted, &bad, 1, Some("Balance")),
+        id(
+            NotificationKind::ProjectionCompleted,
+            &bad,
+            1,
+            Some("Balance"),
+        ),
     ];
     eventually("the dead letters", async || {
         Ok(host.host.dead_letters().await?.len() >= bad_ids.len())
@@ -155,7 +161,13 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     let first = letters[0].notification_id;
     let again = host.host.redrive("grid", first).await?;
     assert!(
-        matches!(again, DeliveryOutcome::DeadLettered { status: Some(400), .. }),
+        matches!(
+            again,
+            DeliveryOutcome::DeadLettered {
+                status: Some(400),
+                ..
+            }
+        ),
         "{again:?}"
     );
     // Fixed: every dead letter is delivered, re-driven through the admin
@@ -181,7 +193,10 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     assert!(host.host.dead_letters().await?.is_empty());
     let accepted: HashSet<String> = stand_in.accepted_ids().into_iter().collect();
     for bad_id in &bad_ids {
-        assert!(accepted.contains(bad_id), "re-driven {bad_id} was delivered");
+        assert!(
+            accepted.contains(bad_id),
+            "re-driven {bad_id} was delivered"
+        );
     }
 
     // Every accepted notification carries the id of its identity.
@@ -192,10 +207,7 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
             data["entityTypeName"].as_str().context("entity type")?,
             data["instanceKey"].as_str().context("key")?,
         )?;
-        let kind: NotificationKind = data["notificationKind"]
-            .as_str()
-            .context("kind")?
-            .parse()?;
+        let kind: NotificationKind = data["notificationKind"].as_str().context("kind")?.parse()?;
         let sequence = data["sequenceNumber"].as_u64().unwrap_or(1);
         let projection = data["projectionTypeName"].as_str();
         assert_eq!(
@@ -213,7 +225,10 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     .await?;
     let (status, _) = host.get("/healthz").await?;
     assert_eq!(status, StatusCode::OK);
-    let metrics = reqwest::get(format!("{}/metrics", host.url)).await?.text().await?;
+    let metrics = reqwest::get(format!("{}/metrics", host.url))
+        .await?
+        .text()
+        .await?;
     for line in [
         "cqrs_wasi_notifications_dead_lettered_total{destination=\"grid\"} 3",
         "cqrs_wasi_notifications_outbox_lag{destination=\"grid\"} 0",
@@ -244,14 +259,16 @@ async fn letters(host: &TestHost, key: &str) -> anyhow::Result<Vec<String>> {
 #[tokio::test]
 async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<()> {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let host = TestHost::with_store(store.clone(), HostOptions::default(), &Default::default())
-        .await?;
+    let host =
+        TestHost::with_store(store.clone(), HostOptions::default(), &Default::default()).await?;
     host.deploy("welcome").await?;
     host.command("acc-7", "OpenAccount", r#"{"owner": "Ada"}"#)
         .await?;
-    host.command("acc-7", "Deposit", r#"{"amount": 600}"#).await?;
+    host.command("acc-7", "Deposit", r#"{"amount": 600}"#)
+        .await?;
     // The Balance projection's notification crosses 1,000 here.
-    host.command("acc-7", "Deposit", r#"{"amount": 600}"#).await?;
+    host.command("acc-7", "Deposit", r#"{"amount": 600}"#)
+        .await?;
 
     eventually("the letters", async || {
         Ok(letters(&host, "welcome-acc-7").await?.len() == 1
@@ -276,5 +293,107 @@ async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<(
     assert!(deliveries[0].duplicate, "{deliveries:?}");
     assert_eq!(deliveries[0].error, None);
     assert_eq!(letters(&host, "welcome-acc-7").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handler_publishes_to_the_topics_it_is_granted() -> anyhow::Result<()> {
+    use cqrs_wasi_host::grants::Grants;
+    use cqrs_wasi_host::notifications::model::Published;
+
+    let stand_in = EventGridStandIn::start(Schema::EventGrid).await?;
+    let partners = Destination {
+        name: "partners".to_owned(),
+        ..topic(&stand_in)?
+    };
+    let options = HostOptions {
+        handler_retry: quick_retries(2),
+        ..HostOptions::default()
+    };
+    let host =
+        TestHost::with_destinations(Arc::new(MemoryStore::new()), options, vec![partners]).await?;
+    host.deploy("announcer").await?;
+    // Not granted yet: the handler's publish is refused, and after its
+    // retries the notification is a dead letter of the local handlers.
+    host.command("acc-1", "OpenAccount", r#"{"owner": "Ada"}"#)
+        .await?;
+    eventually("a dead letter", async || {
+        Ok(!host.host.dead_letters().await?.is_empty())
+    })
+    .await?;
+    let letters = host.host.dead_letters().await?;
+    assert_eq!(letters[0].destination, "@local");
+    assert!(
+        letters[0]
+            .reason
+            .contains("may not publish to topic \"partners\""),
+        "{}",
+        letters[0].reason
+    );
+
+    // Granted (a host configured so), the event reaches the topic, in the
+    // topic's schema, with the id of its topic and key.
+    let partners = Destination {
+        name: "partners".to_owned(),
+        ..topic(&stand_in)?
+    };
+    let granted = cqrs_wasi_host::Host::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .grant(
+            "announcer",
+            Grants {
+                publish: vec!["partners".to_owned()],
+                ..Grants::default()
+            },
+        )
+        .destination(partners)
+        .build()?;
+    granted.deploy("bank", support::component("bank")).await?;
+    granted
+        .deploy("announcer", support::component("announcer"))
+        .await?;
+    let account = StreamId::new("Bank", "Account", "acc-2")?;
+    granted
+        .execute(cqrs_wasi_host::CommandRequest::new(
+            account,
+            "OpenAccount",
+            r#"{"owner": "Bo"}"#,
+        )?)
+        .await?;
+    eventually("the announcement", async || {
+        Ok(stand_in
+            .accepted()
+            .iter()
+            .any(|e| e["eventType"] == "Partners.AccountAnnounced"))
+    })
+    .await?;
+    let announced: Vec<Value> = stand_in
+        .accepted()
+        .into_iter()
+        .filter(|e| e["eventType"] == "Partners.AccountAnnounced")
+        .collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    let event = &announced[0];
+    assert_eq!(event["subject"], "accounts/acc-2");
+    assert_eq!(event["data"], serde_json::json!({"account": "acc-2"}));
+    assert_eq!(event["dataVersion"], "1.0");
+    let new_entity = notification_id(
+        NotificationKind::NewEntity,
+        &StreamId::new("Bank", "Account", "acc-2")?,
+        1,
+        None,
+    );
+    let expected = Published {
+        topic: "partners".to_owned(),
+        key: format!("announce-{new_entity}"),
+        event_type: String::new(),
+        subject: String::new(),
+        data: serde_json::value::RawValue::from_string("null".to_owned())?.into(),
+        data_version: String::new(),
+        time: time::OffsetDateTime::UNIX_EPOCH,
+    }
+    .id();
+    assert_eq!(event["id"], expected.to_string());
+    assert!(granted.dead_letters().await?.is_empty());
     Ok(())
 }

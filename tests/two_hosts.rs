@@ -34,7 +34,10 @@ fn topic(stand_in: &EventGridStandIn, schema: EventSchema) -> anyhow::Result<Des
         max_delay: Duration::from_millis(5),
         max_retry_after: Duration::from_secs(1),
     };
-    Ok(Destination::new("grid", Arc::new(EventGridPublisher::new(config)?)))
+    Ok(Destination::new(
+        "grid",
+        Arc::new(EventGridPublisher::new(config)?),
+    ))
 }
 
 #[tokio::test]

@@ -97,9 +97,17 @@ async fn run(bank: Vec<u8>) -> anyhow::Result<(String, Vec<String>)> {
     // Notifications go out in the background, projection states a moment
     // after the events: wait until the recorder has the last state and has
     // caught up with the outbox.
-    let seen = || recorder.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let seen = || {
+        recorder
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !seen().iter().any(|t| t == "Bank.Account.Projection.Balance")
+    while !seen()
+        .iter()
+        .any(|t| t == "Bank.Account.Projection.Balance")
         || host.destinations().await?.iter().any(|d| d.lag > 0)
     {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "no notifications");

@@ -210,7 +210,10 @@ impl TopicConfig {
         let schema = match self.schema {
             SchemaChoice::EventGrid => EventSchema::EventGrid,
             SchemaChoice::CloudEvents => EventSchema::CloudEvents {
-                source: self.source.clone().unwrap_or_else(|| "/cqrs-wasi".to_owned()),
+                source: self
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| "/cqrs-wasi".to_owned()),
             },
         };
         let mut config = EventGridConfig::new(&self.endpoint, schema, auth);
@@ -221,11 +224,10 @@ impl TopicConfig {
             config.request_timeout = Duration::from_millis(timeout);
         }
         let retry = config.retry.clone();
-        let publisher =
-            EventGridPublisher::new(config).map_err(|source| ConfigError::Topic {
-                name: self.name.clone(),
-                source,
-            })?;
+        let publisher = EventGridPublisher::new(config).map_err(|source| ConfigError::Topic {
+            name: self.name.clone(),
+            source,
+        })?;
         Ok(Destination {
             name: self.name.clone(),
             sink: Arc::new(publisher),
@@ -440,7 +442,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Build(#[from] BuildError),
     /// A notification kind is not one of the three.
-    #[error("unknown notification kind {0:?}: expected NewEntity, EventAppended or ProjectionCompleted")]
+    #[error(
+        "unknown notification kind {0:?}: expected NewEntity, EventAppended or ProjectionCompleted"
+    )]
     NotificationKind(String),
     /// A topic has no access key.
     #[error("topic {0:?} has no access key: set key, or key_env to a variable that holds it")]

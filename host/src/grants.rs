@@ -65,6 +65,13 @@ impl Capabilities<'_> {
         }
     }
 
+    /// Whether the component may publish to `topic`. Only configured grants
+    /// allow it: a topic reaches outside the host.
+    pub(crate) fn may_publish(&self, topic: &str) -> bool {
+        self.configured
+            .is_some_and(|grants| allows(&grants.publish, topic))
+    }
+
     /// The first domain the component handles commands for but may not
     /// append to.
     pub(crate) fn ungranted_append(&self) -> Option<&str> {

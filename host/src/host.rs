@@ -33,14 +33,14 @@ pub use projections::ProjectionState;
 
 use crate::grants::{Capabilities, Grants};
 use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::notifications::{
+    DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
+    RetryPolicy,
+};
 use crate::registry::{Registry, RollbackError, RouteConflict, VersionInfo};
 use crate::repository::{Repository, RepositoryError};
 use crate::runtime::{
     GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of,
-};
-use crate::notifications::{
-    DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
-    RetryPolicy,
 };
 use crate::store::{DeadLetter, EventStore, InstancePage, StoreError};
 

@@ -54,8 +54,16 @@ fn faults(stand_in: &EventGridStandIn) {
 /// must carry.
 fn expected_id(event: &Value) -> anyhow::Result<String> {
     let data = &event["data"];
-    let text = |field: &str| data[field].as_str().with_context(|| format!("{field} in {event}"));
-    let stream = StreamId::new(text("domainName")?, text("entityTypeName")?, text("instanceKey")?)?;
+    let text = |field: &str| {
+        data[field]
+            .as_str()
+            .with_context(|| format!("{field} in {event}"))
+    };
+    let stream = StreamId::new(
+        text("domainName")?,
+        text("entityTypeName")?,
+        text("instanceKey")?,
+    )?;
     let kind: NotificationKind = text("notificationKind")?.parse()?;
     let sequence = data["sequenceNumber"].as_u64().unwrap_or(1);
     let projection = data["projectionTypeName"].as_str();

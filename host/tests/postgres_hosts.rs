@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
+use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use cqrs_wasi_host::store::EventStore;
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use reqwest::StatusCode;
 use serde_json::json;
-use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use support::ServedHost;
 use support::event_grid::{EventGridStandIn, Schema};
 use tokio::task::JoinSet;
@@ -212,7 +212,10 @@ async fn two_host_processes_on_one_schema_lose_and_duplicate_nothing() -> anyhow
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let copies = stand_in.accepted().len();
-    eprintln!("the topic took {copies} notifications for {} events", all.len());
+    eprintln!(
+        "the topic took {copies} notifications for {} events",
+        all.len()
+    );
 
     let hosts = Arc::into_inner(hosts).context("every request is done")?;
     for host in hosts {

@@ -33,6 +33,7 @@ pub fn root() -> &'static Path {
 /// The component crates the tests use: the examples and the fixtures in
 /// `tests/components`.
 const COMPONENTS: &[&str] = &[
+    "announcer",
     "bank",
     "faulty",
     "garbage",

@@ -28,10 +28,10 @@ use serde::{Deserialize, Serialize};
 pub use error::ApiError;
 
 use crate::host::{CommandRequest, ComponentInfo, Host, HostError};
-use crate::notifications::{DeliveryOutcome, DestinationStatus, RedriveError};
-use crate::store::DeadLetter;
 use crate::model::{EventContext, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::notifications::{DeliveryOutcome, DestinationStatus, RedriveError};
 use crate::secret::Secret;
+use crate::store::DeadLetter;
 use metrics::Metrics;
 
 /// The largest page of events or instance keys one request returns.
@@ -93,10 +93,7 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         .route("/components/{name}/rollback", post(rollback))
         .route("/destinations", get(destinations))
         .route("/dead-letters", get(dead_letters))
-        .route(
-            "/dead-letters/{destination}/{id}/redrive",
-            post(redrive),
-        )
+        .route("/dead-letters/{destination}/{id}/redrive", post(redrive))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
     let public = Router::new()
         .route(
@@ -426,7 +423,10 @@ async fn redrive(
 ) -> Answer<Redriven> {
     let (destination, id) = path(params)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|e| {
-        ApiError::bad_request("invalid_id", format!("{id:?} is not a notification id: {e}"))
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{id:?} is not a notification id: {e}"),
+        )
     })?;
     let outcome = api
         .host

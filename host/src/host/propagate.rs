@@ -18,10 +18,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{HostError, Inner, PROJECTIONS, projections};
-use crate::runtime::GuestFault;
 use crate::model::{RecordedEvent, StreamId};
 use crate::notifications::dispatch::PROJECTION_COMPLETED;
 use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
+use crate::runtime::GuestFault;
 use crate::store::{Document, StoreError};
 
 /// How many events one round takes at most.
@@ -57,10 +57,7 @@ pub(super) fn start(inner: &Arc<Inner>) {
             }
         }
     });
-    *inner
-        .propagation
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+    *inner.propagation.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
 }
 
 /// One round; `Ok(true)` when it took events (more may be waiting).

@@ -1,6 +1,7 @@
 //! What a guest's imports see during one call: the streams its component
 //! may read, pinned for a command handler's own stream, and for a
-//! notification handler, the commands it may send.
+//! notification handler, the commands it may send and the topics it may
+//! publish to.
 
 use std::sync::Arc;
 
@@ -8,8 +9,10 @@ use super::commands::{CommandRequest, execute};
 use super::projections::{Slot, fold};
 use super::{HostError, Inner};
 use crate::model::{EventContext, RecordedEvent, StreamId};
+use crate::notifications::dispatch::PUBLISHED;
+use crate::notifications::model::Published;
 use crate::runtime::{GuestServices, LoadedComponent, SendOutcome, SendRequest, wit};
-use crate::store::{InstancePage, StoreError};
+use crate::store::{Document, InstancePage, StoreError};
 
 /// The [`GuestServices`] of one call.
 pub(super) struct CallScope {
@@ -203,6 +206,93 @@ impl GuestServices for CallScope {
             }),
             Err(error) => Err(to_send_error(error)),
         }
+    }
+
+    async fn publish(
+        &self,
+        topic: String,
+        event: wit::CustomEvent,
+    ) -> Result<(), wit::PublishError> {
+        self.publish_to_outbox(topic, event).await
+    }
+}
+
+/// The largest `data` of a published event: Event Grid takes at most 1 MB
+/// for the whole event.
+const MAX_PUBLISHED_DATA: usize = 1 << 20;
+
+impl CallScope {
+    /// `publisher.publish`: checks the grant, the topic and the event, and
+    /// adds it to the outbox for the topic's dispatcher.
+    async fn publish_to_outbox(
+        &self,
+        topic: String,
+        event: wit::CustomEvent,
+    ) -> Result<(), wit::PublishError> {
+        if self.notification.is_none() {
+            return Err(wit::PublishError::Denied(
+                "a command handler may not publish; its events are its notifications".to_owned(),
+            ));
+        }
+        if !self.inner.capabilities(&self.component).may_publish(&topic) {
+            tracing::warn!(
+                component = self.component.name(),
+                topic,
+                "refused an ungranted publish"
+            );
+            return Err(wit::PublishError::Denied(format!(
+                "component {} may not publish to topic {topic:?}",
+                self.component.name()
+            )));
+        }
+        if topic.starts_with('@') || !self.inner.dispatcher.destinations().any(|d| d == topic) {
+            return Err(wit::PublishError::Invalid(format!(
+                "no topic is named {topic:?}"
+            )));
+        }
+        let invalid = |what: &str| wit::PublishError::Invalid(what.to_owned());
+        if event.key.is_empty() || event.key.len() > 256 {
+            return Err(invalid("the key must be 1 to 256 bytes"));
+        }
+        if event.event_type.is_empty() || event.event_type.len() > 256 {
+            return Err(invalid("the event type must be 1 to 256 bytes"));
+        }
+        if event.subject.len() > 1024 || event.data_version.len() > 64 {
+            return Err(invalid(
+                "the subject may hold 1024 bytes and the data version 64",
+            ));
+        }
+        if event.data.len() > MAX_PUBLISHED_DATA {
+            return Err(wit::PublishError::Invalid(format!(
+                "the data is {} bytes; the limit is {MAX_PUBLISHED_DATA}",
+                event.data.len()
+            )));
+        }
+        let data = crate::model::json_document(event.data)
+            .map_err(|e| wit::PublishError::Invalid(format!("the data is not JSON: {e}")))?;
+        let published = Published {
+            topic: topic.clone(),
+            key: event.key,
+            event_type: event.event_type,
+            subject: event.subject,
+            data: data.into(),
+            data_version: event.data_version,
+            time: time::OffsetDateTime::now_utc(),
+        };
+        let document = Document {
+            id: published.id(),
+            kind: PUBLISHED.to_owned(),
+            topic: Some(topic),
+            body: serde_json::value::to_raw_value(&published)
+                .map_err(|e| wit::PublishError::Other(e.to_string()))?
+                .into(),
+        };
+        self.inner
+            .store
+            .add_documents(vec![document])
+            .await
+            .map_err(|e| wit::PublishError::Other(e.to_string()))?;
+        Ok(())
     }
 }
 

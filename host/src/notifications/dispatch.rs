@@ -31,12 +31,15 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
-use super::model::{Notification, ProjectionCompleted};
+use super::model::{Notification, ProjectionCompleted, Published};
 use super::sink::{DeliveryOutcome, NotificationSink};
 use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
 
 /// The outbox document kind of a projection-completed notification.
 pub(crate) const PROJECTION_COMPLETED: &str = "ProjectionCompleted";
+
+/// The outbox document kind of a custom event a handler published.
+pub(crate) const PUBLISHED: &str = "Published";
 
 /// How many rows one round takes at most.
 const BATCH: usize = 512;
@@ -133,7 +136,12 @@ impl fmt::Debug for Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        for task in self.tasks.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -239,6 +247,9 @@ impl Dispatcher {
         let mut dead = Vec::new();
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
+            if !for_destination(record, destination) {
+                continue;
+            }
             match notification_of(record) {
                 Ok(notification) => pending.push((record.position, notification)),
                 Err(reason) => dead.push(dead_letter(destination, record.position, None, reason)),
@@ -262,7 +273,10 @@ impl Dispatcher {
                 break;
             };
             let retries = outcome.attempts.saturating_sub(1);
-            self.metrics.retried.get_or_create(&label).inc_by(u64::from(retries));
+            self.metrics
+                .retried
+                .get_or_create(&label)
+                .inc_by(u64::from(retries));
             match &outcome.outcome {
                 DeliveryOutcome::Delivered => {
                     self.metrics.published.get_or_create(&label).inc();
@@ -435,9 +449,22 @@ pub fn notification_of(record: &OutboxRecord) -> Result<Notification, String> {
         OutboxEntry::Document(document) if document.kind == PROJECTION_COMPLETED => {
             let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
                 .map_err(|error| {
-                    format!("outbox row {} is not a projection result: {error}", record.position)
+                    format!(
+                        "outbox row {} is not a projection result: {error}",
+                        record.position
+                    )
                 })?;
             Notification::projection_completed(completed)
+        }
+        OutboxEntry::Document(document) if document.kind == PUBLISHED => {
+            let published: Published =
+                serde_json::from_str(document.body.get()).map_err(|error| {
+                    format!(
+                        "outbox row {} is not a published event: {error}",
+                        record.position
+                    )
+                })?;
+            Notification::published(published)
         }
         OutboxEntry::Document(document) => {
             return Err(format!(
@@ -447,6 +474,18 @@ pub fn notification_of(record: &OutboxRecord) -> Result<Notification, String> {
         }
     };
     built.map_err(|error| format!("outbox row {}: {error}", record.position))
+}
+
+/// Whether `record` goes to `destination`: a document for one topic goes
+/// to that topic only, everything else everywhere.
+fn for_destination(record: &OutboxRecord, destination: &Destination) -> bool {
+    match &record.entry {
+        OutboxEntry::Document(document) => document
+            .topic
+            .as_ref()
+            .is_none_or(|topic| *topic == destination.name),
+        _ => true,
+    }
 }
 
 fn dead_letter(

@@ -670,10 +670,17 @@ fn us_date_time(time: OffsetDateTime) -> String {
     )
 }
 
+#[async_trait::async_trait]
+impl NotificationSink for EventGridPublisher {
+    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+        self.publish(notifications).await.outcomes
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
     use time::format_description::well_known::Rfc3339;
+    use uuid::Uuid;
 
     use super::*;
 
@@ -868,12 +875,5 @@ mod tests {
         );
         let err = EventGridPublisher::new(not_base64).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
-    }
-}
-
-#[async_trait::async_trait]
-impl NotificationSink for EventGridPublisher {
-    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
-        self.publish(notifications).await.outcomes
     }
 }

@@ -32,9 +32,9 @@ pub use dispatch::{Destination, DestinationStatus, Dispatcher, RedriveError};
 pub use eventgrid::{
     Auth, EventGridConfig, EventGridPublisher, PublishReport, PublisherError, RetryPolicy, Secret,
 };
-pub use raise::{KindSet, RaisePolicy, RaiseRule};
-pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
 pub use model::{
     EncodedNotification, EventSchema, Notification, NotificationError, NotificationKind,
     ProjectionCompleted, notification_id,
 };
+pub use raise::{KindSet, RaisePolicy, RaiseRule};
+pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};

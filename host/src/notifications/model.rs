@@ -209,16 +209,54 @@ pub struct ProjectionCompleted {
     pub context: EventContext,
 }
 
+/// A custom event a notification handler published to a topic: not one of
+/// the three kinds, so its `eventType`, `subject`, `data` and `dataVersion`
+/// are the handler's, sent as they are.
+///
+/// Its JSON (camelCase) is how the outbox keeps it until it is sent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// The topic (destination) it is for.
+    pub topic: String,
+    /// The handler's key for it: its id is derived from topic and key.
+    pub key: String,
+    /// `eventType` / `type`.
+    pub event_type: String,
+    /// `subject`.
+    pub subject: String,
+    /// `data`.
+    pub data: Arc<RawValue>,
+    /// `dataVersion`.
+    pub data_version: String,
+    /// When it was published: `eventTime` / `time`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+}
+
+impl Published {
+    /// Its id: the UUID v5 of `Published/{topic}/{key}` in
+    /// [`NOTIFICATION_NAMESPACE`].
+    pub fn id(&self) -> Uuid {
+        Uuid::new_v5(
+            &NOTIFICATION_NAMESPACE,
+            format!("Published/{}/{}", self.topic, self.key).as_bytes(),
+        )
+    }
+}
+
 /// One notification, ready to be encoded in either schema.
 ///
 /// Built only through [`new_entity`](Self::new_entity),
-/// [`event_appended`](Self::event_appended) and
-/// [`projection_completed`](Self::projection_completed), so every value has
-/// a valid identity, its derived id and representable timestamps.
+/// [`event_appended`](Self::event_appended),
+/// [`projection_completed`](Self::projection_completed) and
+/// [`published`](Self::published), so every value has a valid identity, its
+/// derived id and representable timestamps.
 #[derive(Debug, Clone)]
 pub struct Notification {
     id: Uuid,
-    stream: StreamId,
+    /// The stream it is about; `None` for a published custom event.
+    stream: Option<StreamId>,
     sequence: u64,
     /// Event Grid `eventType` / CloudEvents `type`.
     event_type: String,
@@ -245,6 +283,10 @@ enum Body {
         as_of_date: String,
         value: Arc<RawValue>,
         projection_version: String,
+    },
+    Published {
+        data: Arc<RawValue>,
+        data_version: String,
     },
 }
 
@@ -311,6 +353,26 @@ impl Notification {
         ))
     }
 
+    /// A custom event a handler published.
+    pub fn published(published: Published) -> Result<Notification, NotificationError> {
+        let time = rfc3339("time", published.time)?;
+        Ok(Notification {
+            id: published.id(),
+            stream: None,
+            sequence: 0,
+            event_type: published.event_type,
+            subject: published.subject,
+            time,
+            correlation_id: None,
+            causation_id: None,
+            commentary: None,
+            body: Body::Published {
+                data: published.data,
+                data_version: published.data_version,
+            },
+        })
+    }
+
     /// The one place that derives the id, `eventType` and `subject`.
     /// `leaf` is what follows the entity type: `NewEntity`, the event type,
     /// or `Projection.{ProjectionType}`.
@@ -338,7 +400,7 @@ impl Notification {
                 stream.entity_type(),
                 stream.instance_key()
             ),
-            stream: stream.clone(),
+            stream: Some(stream.clone()),
             sequence,
             time,
             correlation_id: context.correlation_id.clone(),
@@ -353,18 +415,19 @@ impl Notification {
         self.id
     }
 
-    /// Which kind it is.
-    pub fn kind(&self) -> NotificationKind {
+    /// Which kind it is; `None` for a published custom event.
+    pub fn kind(&self) -> Option<NotificationKind> {
         match self.body {
-            Body::NewEntity => NotificationKind::NewEntity,
-            Body::EventAppended { .. } => NotificationKind::EventAppended,
-            Body::ProjectionCompleted { .. } => NotificationKind::ProjectionCompleted,
+            Body::NewEntity => Some(NotificationKind::NewEntity),
+            Body::EventAppended { .. } => Some(NotificationKind::EventAppended),
+            Body::ProjectionCompleted { .. } => Some(NotificationKind::ProjectionCompleted),
+            Body::Published { .. } => None,
         }
     }
 
-    /// The stream it is about.
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
+    /// The stream it is about; `None` for a published custom event.
+    pub fn stream(&self) -> Option<&StreamId> {
+        self.stream.as_ref()
     }
 
     /// The sequence it is about: 1 for a new entity, the event's for an
@@ -416,7 +479,11 @@ impl Notification {
     /// refused notification.
     pub fn encode(&self, schema: &EventSchema) -> EncodedNotification {
         let full = self.render(schema, false);
-        if full.len() <= MAX_EVENT_BYTES || matches!(self.body, Body::NewEntity) {
+        let has_payload = matches!(
+            self.body,
+            Body::EventAppended { .. } | Body::ProjectionCompleted { .. }
+        );
+        if full.len() <= MAX_EVENT_BYTES || !has_payload {
             return EncodedNotification {
                 id: self.id,
                 json: full,
@@ -435,6 +502,10 @@ impl Notification {
             notification: self,
             omit_payload,
         };
+        let data_version = match &self.body {
+            Body::Published { data_version, .. } => data_version,
+            _ => DATA_VERSION,
+        };
         let json = match schema {
             EventSchema::EventGrid => serde_json::to_string(&EventGridEvent {
                 id: self.id,
@@ -442,7 +513,7 @@ impl Notification {
                 subject: &self.subject,
                 event_time: &self.time,
                 data,
-                data_version: DATA_VERSION,
+                data_version,
             }),
             EventSchema::CloudEvents { source } => serde_json::to_string(&CloudEvent {
                 specversion: CLOUDEVENTS_SPEC_VERSION,
@@ -518,7 +589,7 @@ struct EventGridEvent<'a> {
     subject: &'a str,
     event_time: &'a str,
     data: Data<'a>,
-    data_version: &'static str,
+    data_version: &'a str,
 }
 
 #[derive(Serialize)]
@@ -544,12 +615,19 @@ struct Data<'a> {
 impl Serialize for Data<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let n = self.notification;
+        let (Some(kind), Some(stream)) = (n.kind(), &n.stream) else {
+            // A published custom event: its data as the handler wrote it.
+            return match &n.body {
+                Body::Published { data, .. } => data.serialize(serializer),
+                _ => Err(serde::ser::Error::custom("a notification without a stream")),
+            };
+        };
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("notificationId", &n.id)?;
-        map.serialize_entry("notificationKind", n.kind().as_str())?;
-        map.serialize_entry("domainName", n.stream.domain())?;
-        map.serialize_entry("entityTypeName", n.stream.entity_type())?;
-        map.serialize_entry("instanceKey", n.stream.instance_key())?;
+        map.serialize_entry("notificationKind", kind.as_str())?;
+        map.serialize_entry("domainName", stream.domain())?;
+        map.serialize_entry("entityTypeName", stream.entity_type())?;
+        map.serialize_entry("instanceKey", stream.instance_key())?;
         map.serialize_entry("correlationId", &n.correlation_id)?;
         map.serialize_entry("causationId", &n.causation_id)?;
         map.serialize_entry("commentary", &n.commentary)?;
@@ -581,6 +659,7 @@ impl Serialize for Data<'_> {
                 }
                 map.serialize_entry("projectionVersion", projection_version)?;
             }
+            Body::Published { .. } => {}
         }
         if self.omit_payload {
             map.serialize_entry(PAYLOAD_OMITTED_FIELD, &true)?;

@@ -124,13 +124,25 @@ mod tests {
             });
         let stream = |d: &str, e: &str| StreamId::new(d, e, "k").expect("valid");
         let account = policy.kinds_for(&stream("Bank", "Account"));
-        assert_eq!(account.change_feed(), Raise { new_entity: false, event_appended: true });
+        assert_eq!(
+            account.change_feed(),
+            Raise {
+                new_entity: false,
+                event_appended: true
+            }
+        );
         assert!(account.contains(ProjectionCompleted));
-        assert_eq!(policy.kinds_for(&stream("Bank", "Loan")).change_feed(), Raise {
-            new_entity: true,
-            event_appended: false
-        });
+        assert_eq!(
+            policy.kinds_for(&stream("Bank", "Loan")).change_feed(),
+            Raise {
+                new_entity: true,
+                event_appended: false
+            }
+        );
         assert_eq!(policy.kinds_for(&stream("Shop", "Cart")), KindSet::NONE);
-        assert_eq!(RaisePolicy::default().kinds_for(&stream("Shop", "Cart")), KindSet::ALL);
+        assert_eq!(
+            RaisePolicy::default().kinds_for(&stream("Shop", "Cart")),
+            KindSet::ALL
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The `event-store` import, served from the call's [`GuestServices`].
+//! The `event-store`, `commands` and `publisher` imports, served from the
+//! call's [`GuestServices`].
 //!
 //! Guests name streams as plain strings; this is where those names are
 //! validated before anything reads with them.
@@ -6,7 +7,7 @@
 use std::sync::Arc;
 
 use super::bindings::cqrs_wasi::handlers::event_store::Host;
-use super::bindings::cqrs_wasi::handlers::{commands, types};
+use super::bindings::cqrs_wasi::handlers::{commands, publisher, types};
 use super::bindings::wit;
 use super::convert::{event_to_wit, stream_from_wit};
 use super::{CallState, GuestServices};
@@ -47,6 +48,22 @@ impl commands::Host for CallState {
                 wit::SendError::Denied("this call may not send commands".to_owned())
             })?;
             services.send_command(request).await
+        };
+        Ok(answer.await)
+    }
+}
+
+impl publisher::Host for CallState {
+    async fn publish(
+        &mut self,
+        topic: String,
+        event: wit::CustomEvent,
+    ) -> wasmtime::Result<Result<(), wit::PublishError>> {
+        let services = self.services.clone();
+        let answer = async move {
+            let services = services
+                .ok_or_else(|| wit::PublishError::Denied("this call may not publish".to_owned()))?;
+            services.publish(topic, event).await
         };
         Ok(answer.await)
     }

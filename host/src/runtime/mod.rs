@@ -167,6 +167,13 @@ pub trait GuestServices: Send + Sync {
 
     /// `commands.send`.
     async fn send_command(&self, request: SendRequest) -> Result<SendOutcome, wit::SendError>;
+
+    /// `publisher.publish`.
+    async fn publish(
+        &self,
+        topic: String,
+        event: wit::CustomEvent,
+    ) -> Result<(), wit::PublishError>;
 }
 
 /// The engine, the linker and the limits every call runs under.
@@ -206,6 +213,11 @@ impl Runtime {
         >(&mut linker, |state| state)
         .map_err(|e| RuntimeError(e.to_string()))?;
         bindings::cqrs_wasi::handlers::commands::add_to_linker::<
+            CallState,
+            wasmtime::component::HasSelf<CallState>,
+        >(&mut linker, |state| state)
+        .map_err(|e| RuntimeError(e.to_string()))?;
+        bindings::cqrs_wasi::handlers::publisher::add_to_linker::<
             CallState,
             wasmtime::component::HasSelf<CallState>,
         >(&mut linker, |state| state)

@@ -1032,7 +1032,11 @@ pub(crate) async fn claims_are_exclusive_and_checkpoints_only_move_forward(
     let claim = store.claim("topic").await.unwrap().expect("free");
     assert_eq!(claim.next_position(), 1);
     assert!(store.claim("topic").await.unwrap().is_none(), "held");
-    let other = store.claim("other").await.unwrap().expect("another destination is free");
+    let other = store
+        .claim("other")
+        .await
+        .unwrap()
+        .expect("another destination is free");
     store.release(other, 1).await.unwrap();
     store.release(claim, 5).await.unwrap();
 
@@ -1061,16 +1065,37 @@ pub(crate) async fn dead_letters_are_kept_replaced_and_removed(store: Arc<dyn Ev
         dead_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
     };
     store
-        .add_dead_letters(vec![letter("t", 2, 9, "400"), letter("t", 1, 4, "400"), letter("u", 1, 4, "413")])
+        .add_dead_letters(vec![
+            letter("t", 2, 9, "400"),
+            letter("t", 1, 4, "400"),
+            letter("u", 1, 4, "413"),
+        ])
         .await
         .unwrap();
-    store.add_dead_letters(vec![letter("t", 1, 4, "again")]).await.unwrap();
+    store
+        .add_dead_letters(vec![letter("t", 1, 4, "again")])
+        .await
+        .unwrap();
     assert_eq!(
         store.dead_letters().await.unwrap(),
-        [letter("t", 1, 4, "again"), letter("t", 2, 9, "400"), letter("u", 1, 4, "413")]
+        [
+            letter("t", 1, 4, "again"),
+            letter("t", 2, 9, "400"),
+            letter("u", 1, 4, "413")
+        ]
     );
-    assert!(store.remove_dead_letter("t", Uuid::from_u128(1)).await.unwrap());
-    assert!(!store.remove_dead_letter("t", Uuid::from_u128(1)).await.unwrap());
+    assert!(
+        store
+            .remove_dead_letter("t", Uuid::from_u128(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_dead_letter("t", Uuid::from_u128(1))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.dead_letters().await.unwrap(),
         [letter("t", 2, 9, "400"), letter("u", 1, 4, "413")]

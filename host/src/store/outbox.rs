@@ -85,7 +85,11 @@ impl EventRow {
 
 /// The rows an append of events at `positions` (first to last) raises:
 /// each as its kind and the position of the event it points at.
-pub(super) fn rows_for(raise: Raise, first_sequence: u64, positions: &[u64]) -> Vec<(EventRow, u64)> {
+pub(super) fn rows_for(
+    raise: Raise,
+    first_sequence: u64,
+    positions: &[u64],
+) -> Vec<(EventRow, u64)> {
     let mut rows = Vec::with_capacity(positions.len() + 1);
     if raise.new_entity
         && first_sequence == 1
@@ -194,7 +198,7 @@ pub(super) enum Hold {
     Local(#[allow(dead_code, reason = "held for its Drop")] OwnedMutexGuard<()>),
     /// A PostgreSQL connection in a transaction that holds the destination's
     /// checkpoint row `FOR UPDATE`.
-    Postgres(super::postgres::ClaimConnection),
+    Postgres(Box<super::postgres::ClaimConnection>),
 }
 
 /// The outbox part of the store contract. See the [module docs](self).
@@ -205,8 +209,11 @@ pub trait Outbox: Send + Sync {
     async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError>;
 
     /// Rows with position `>= from`, at most `max_count`, in position order.
-    async fn read_outbox(&self, from: u64, max_count: usize)
-    -> Result<Vec<OutboxRecord>, StoreError>;
+    async fn read_outbox(
+        &self,
+        from: u64,
+        max_count: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
 
     /// The position of the last row; 0 when the outbox is empty.
     async fn outbox_head(&self) -> Result<u64, StoreError>;
@@ -247,8 +254,7 @@ pub trait Outbox: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Whether `handler` handled the notification `notification_id`.
-    async fn is_completed(&self, handler: &str, notification_id: &str)
-    -> Result<bool, StoreError>;
+    async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError>;
 }
 
 /// Claims for backends used by one process at a time: a lock per

@@ -655,7 +655,10 @@ impl<'t, 'c> PgTxn<'t, 'c> {
     /// Takes `append_lock` unless the transaction holds it already.
     async fn lock_appends(&mut self) -> Result<(), StoreError> {
         if !self.locked {
-            self.tx.batch_execute(LOCK_APPENDS).await.map_err(pg_error)?;
+            self.tx
+                .batch_execute(LOCK_APPENDS)
+                .await
+                .map_err(pg_error)?;
             self.locked = true;
         }
         Ok(())

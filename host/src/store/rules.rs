@@ -98,8 +98,10 @@ pub(super) trait StoreTxn {
     ) -> Result<bool, StoreError>;
 
     /// Records completions, skipping those recorded already.
-    async fn insert_completions(&mut self, completions: &[(String, String)])
-    -> Result<(), StoreError>;
+    async fn insert_completions(
+        &mut self,
+        completions: &[(String, String)],
+    ) -> Result<(), StoreError>;
 }
 
 /// A write for the rules to carry out, as a value, so that a backend can
@@ -140,7 +142,7 @@ pub(super) enum Done {
     /// Whether [`Op::DeleteDeadLetter`] found one.
     Flag(bool),
     /// An op with nothing to say was done.
-    Done,
+    Nothing,
 }
 
 impl Op {
@@ -174,9 +176,9 @@ impl Op {
             Op::SetCheckpoint { destination, next } => txn
                 .set_checkpoint(destination, *next)
                 .await
-                .map(|()| Done::Done),
+                .map(|()| Done::Nothing),
             Op::PutDeadLetters(letters) => {
-                txn.put_dead_letters(letters).await.map(|()| Done::Done)
+                txn.put_dead_letters(letters).await.map(|()| Done::Nothing)
             }
             Op::DeleteDeadLetter {
                 destination,
@@ -188,7 +190,7 @@ impl Op {
             Op::Complete(completions) => txn
                 .insert_completions(completions)
                 .await
-                .map(|()| Done::Done),
+                .map(|()| Done::Nothing),
         }
     }
 }
@@ -229,7 +231,7 @@ impl Done {
     /// The end of an op that answers nothing.
     pub(super) fn done(self) -> Result<(), StoreError> {
         match self {
-            Done::Done => Ok(()),
+            Done::Nothing => Ok(()),
             other => Err(other.mismatch("nothing")),
         }
     }
@@ -241,7 +243,7 @@ impl Done {
             Done::Recorded(_) => "a command record",
             Done::Added(_) => "a count",
             Done::Flag(_) => "a yes or no",
-            Done::Done => "nothing",
+            Done::Nothing => "nothing",
         };
         StoreError::backend(format!("the store answered {got} where {wanted} was due"))
     }

@@ -647,7 +647,9 @@ impl StoreTxn for SqliteTxn<'_> {
             .prepare_cached(
                 "DELETE FROM dead_letters WHERE destination = ?1 AND notification_id = ?2",
             )
-            .and_then(|mut delete| delete.execute(params![destination, notification_id.to_string()]))
+            .and_then(|mut delete| {
+                delete.execute(params![destination, notification_id.to_string()])
+            })
             .map_err(StoreError::backend)?;
         Ok(deleted > 0)
     }
@@ -732,7 +734,10 @@ fn recorded_event_at(row: &Row<'_>, first: usize) -> Result<RecordedEvent, Store
         row.get::<_, String>(first + index)
             .map_err(StoreError::backend)
     };
-    let int = |index: usize| row.get::<_, i64>(first + index).map_err(StoreError::backend);
+    let int = |index: usize| {
+        row.get::<_, i64>(first + index)
+            .map_err(StoreError::backend)
+    };
     let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
     let written_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(int(7)?) * 1_000)
         .map_err(StoreError::backend)?;

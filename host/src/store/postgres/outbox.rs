@@ -19,9 +19,7 @@ use super::{PostgresStore, pg_error, recorded_event_at};
 use crate::store::outbox::{Changes, EventRow, Hold};
 use crate::store::rules::Op;
 use crate::store::sql::{from_sql_int, sql_bound, to_sql_int};
-use crate::store::{
-    Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError,
-};
+use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
 
 /// The channel every store's outbox notifications go to; the payload is the
 /// schema, so that stores in different schemas of one database tell theirs
@@ -78,7 +76,10 @@ pub(super) async fn insert_event_rows(
         .iter()
         .map(|&(_, position)| to_sql_int(position))
         .collect::<Result<Vec<i64>, _>>()?;
-    let insert = tx.prepare_cached(INSERT_EVENT_ROWS).await.map_err(pg_error)?;
+    let insert = tx
+        .prepare_cached(INSERT_EVENT_ROWS)
+        .await
+        .map_err(pg_error)?;
     tx.execute(&insert, &[&kinds, &positions])
         .await
         .map_err(pg_error)?;
@@ -96,7 +97,10 @@ pub(super) async fn insert_documents(
     let ids: Vec<Uuid> = documents.iter().map(|d| d.id).collect();
     let topics: Vec<Option<&str>> = documents.iter().map(|d| d.topic.as_deref()).collect();
     let bodies: Vec<&str> = documents.iter().map(|d| d.body.get()).collect();
-    let insert = tx.prepare_cached(INSERT_DOCUMENTS).await.map_err(pg_error)?;
+    let insert = tx
+        .prepare_cached(INSERT_DOCUMENTS)
+        .await
+        .map_err(pg_error)?;
     let added: i64 = tx
         .query_one(&insert, &[&kinds, &ids, &topics, &bodies])
         .await
@@ -279,7 +283,10 @@ impl Outbox for PostgresStore {
         max_count: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let client = self.client().await?;
-        let select = client.prepare_cached(SELECT_OUTBOX).await.map_err(pg_error)?;
+        let select = client
+            .prepare_cached(SELECT_OUTBOX)
+            .await
+            .map_err(pg_error)?;
         client
             .query(&select, &[&sql_bound(from), &sql_bound(max_count)])
             .await
@@ -335,13 +342,19 @@ impl Outbox for PostgresStore {
             return Ok(None);
         };
         let next = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
-        Ok(Some(Claim::new(destination, next, Hold::Postgres(connection))))
+        Ok(Some(Claim::new(
+            destination,
+            next,
+            Hold::Postgres(Box::new(connection)),
+        )))
     }
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         let destination = claim.destination().to_owned();
         let Hold::Postgres(connection) = claim.hold else {
-            return Err(StoreError::backend("a claim of another store was released here"));
+            return Err(StoreError::backend(
+                "a claim of another store was released here",
+            ));
         };
         let client = connection.client()?;
         client

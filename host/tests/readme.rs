@@ -16,7 +16,7 @@ struct Step {
 }
 
 /// The README sections whose `sh` blocks are run.
-const SECTIONS: [&str; 2] = ["A tour", "Deploying a new version"];
+const SECTIONS: [&str; 3] = ["A tour", "Deploying a new version", "Notifications"];
 
 /// The commands of the `sh` blocks in the README's [`SECTIONS`], each
 /// followed by its `# ⇒` line.

@@ -52,15 +52,7 @@ fn new_account(key: &str) -> anyhow::Result<IncomingNotification> {
     )
 }
 
-async fn letters(host: &Host, key: &str) -> anyhow::Result<Vec<String>> {
-    let stream = StreamId::new("Letters", "Letter", key)?;
-    Ok(host
-        .read_stream(&stream, 1, 100)
-        .await?
-        .into_iter()
-        .map(|e| format!("{} {}", e.event_type, e.payload.get()))
-        .collect())
-}
+use support::letters;
 
 #[tokio::test]
 async fn a_new_account_notification_sends_one_welcome_letter_however_often_it_comes()

@@ -21,8 +21,8 @@ use cqrs_wasi_host::store::{EventStore, MemoryStore};
 use cqrs_wasi_host::{HostOptions, IncomingNotification};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::TestHost;
 use support::event_grid::{EventGridStandIn, Fault, Schema};
+use support::{TestHost, letters};
 
 /// Short pauses, so that a test waits milliseconds rather than seconds.
 fn quick_retries(attempts: u32) -> RetryPolicy {
@@ -245,17 +245,6 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     Ok(())
 }
 
-async fn letters(host: &TestHost, key: &str) -> anyhow::Result<Vec<String>> {
-    let stream = StreamId::new("Letters", "Letter", key)?;
-    Ok(host
-        .host
-        .read_stream(&stream, 1, 100)
-        .await?
-        .into_iter()
-        .map(|e| format!("{} {}", e.event_type, e.payload.get()))
-        .collect())
-}
-
 #[tokio::test]
 async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<()> {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
@@ -271,16 +260,16 @@ async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<(
         .await?;
 
     eventually("the letters", async || {
-        Ok(letters(&host, "welcome-acc-7").await?.len() == 1
-            && letters(&host, "savings-acc-7").await?.len() == 1)
+        Ok(letters(&host.host, "welcome-acc-7").await?.len() == 1
+            && letters(&host.host, "savings-acc-7").await?.len() == 1)
     })
     .await?;
     assert_eq!(
-        letters(&host, "welcome-acc-7").await?,
+        letters(&host.host, "welcome-acc-7").await?,
         [r#"WelcomeSent {"account":"acc-7"}"#]
     );
     assert_eq!(
-        letters(&host, "savings-acc-7").await?,
+        letters(&host.host, "savings-acc-7").await?,
         [r#"CongratulationsSent {"account":"acc-7","balance":1200}"#]
     );
 
@@ -292,7 +281,7 @@ async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<(
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert!(deliveries[0].duplicate, "{deliveries:?}");
     assert_eq!(deliveries[0].error, None);
-    assert_eq!(letters(&host, "welcome-acc-7").await?.len(), 1);
+    assert_eq!(letters(&host.host, "welcome-acc-7").await?.len(), 1);
     Ok(())
 }
 

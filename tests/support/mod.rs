@@ -107,6 +107,18 @@ pub fn variant(bytes: &[u8], label: &str) -> Vec<u8> {
     out
 }
 
+/// The letters (`examples/welcome`) in stream `Letters/Letter/{key}`, each
+/// as `EventType payload`.
+pub async fn letters(host: &Host, key: &str) -> anyhow::Result<Vec<String>> {
+    let stream = cqrs_wasi_host::model::StreamId::new("Letters", "Letter", key)?;
+    Ok(host
+        .read_stream(&stream, 1, 100)
+        .await?
+        .into_iter()
+        .map(|e| format!("{} {}", e.event_type, e.payload.get()))
+        .collect())
+}
+
 /// The admin token of [`TestHost::with_destinations`].
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 

@@ -27,6 +27,9 @@ struct Args {
     /// A smoke run: a few hundred commands, numbers meaningless.
     #[arg(long)]
     quick: bool,
+    /// Runs only these figures (1-9), for profiling one; repeatable.
+    #[arg(long)]
+    only: Vec<u8>,
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         postgres_url: args.postgres_url,
         work_dir: work.path().to_path_buf(),
         verbose: true,
+        only: args.only,
     };
     let rows = suite::run(&config).await?;
     let report = Report::new(args.quick, rows);

@@ -26,6 +26,13 @@ enum Source {
     Host,
     /// A supplied history, for native tests.
     History(Vec<RecordedEvent>),
+    /// The stream's sequence and projection states computed beforehand by a
+    /// native runner (see [`crate::native`]); no events.
+    #[cfg(not(target_arch = "wasm32"))]
+    Prepared {
+        sequence: u64,
+        states: Vec<(String, Vec<u8>)>,
+    },
 }
 
 impl CommandContext {
@@ -73,6 +80,27 @@ impl CommandContext {
         })
     }
 
+    /// A context for a native runner that computed, before the call, what
+    /// the handler may ask: the stream's `sequence` and the JSON `states` of
+    /// projections by name, just as a host answers a component's
+    /// `stream-sequence` and `run-projection` calls. Reading the events
+    /// themselves fails: such a runner serves states, not histories.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prepared(
+        stream: StreamId,
+        command_id: String,
+        context: EventContext,
+        sequence: u64,
+        states: Vec<(String, Vec<u8>)>,
+    ) -> Self {
+        CommandContext {
+            stream,
+            command_id,
+            context,
+            source: Source::Prepared { sequence, states },
+        }
+    }
+
     /// The stream the command addresses.
     pub fn stream(&self) -> &StreamId {
         &self.stream
@@ -94,6 +122,8 @@ impl CommandContext {
             #[cfg(target_arch = "wasm32")]
             Source::Host => crate::guest::stream_sequence(&self.stream),
             Source::History(events) => Ok(events.last().map_or(0, |e| e.sequence)),
+            #[cfg(not(target_arch = "wasm32"))]
+            Source::Prepared { sequence, .. } => Ok(*sequence),
         }
     }
 
@@ -111,6 +141,10 @@ impl CommandContext {
             Source::Host => crate::guest::read_all_of(stream),
             Source::History(events) if *stream == self.stream => Ok(events.clone()),
             Source::History(_) => Ok(Vec::new()),
+            #[cfg(not(target_arch = "wasm32"))]
+            Source::Prepared { .. } => Err(StoreError::Other(
+                "a prepared context holds projection states, not events".to_owned(),
+            )),
         }
     }
 
@@ -130,6 +164,15 @@ impl CommandContext {
                 crate::fold::<P>(&mut state, events)
                     .map_err(|e| StoreError::Other(format!("event unreadable: {e}")))?;
                 Ok(state)
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            Source::Prepared { states, .. } => {
+                let Some((_, state)) = states.iter().find(|(name, _)| name == P::NAME) else {
+                    return Err(StoreError::UnknownProjection(P::NAME.to_owned()));
+                };
+                serde_json::from_slice(state).map_err(|e| {
+                    StoreError::Other(format!("state of projection {} unreadable: {e}", P::NAME))
+                })
             }
         }
     }

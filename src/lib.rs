@@ -71,6 +71,8 @@ mod codec;
 mod context;
 #[cfg(target_arch = "wasm32")]
 mod guest;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 mod notifications;
 
 use serde::Serialize;

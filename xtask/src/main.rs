@@ -7,6 +7,9 @@
 //!   local PostgreSQL server when nothing listens at 127.0.0.1:5432, and
 //!   makes the PostgreSQL tests fail rather than skip without one.
 //! - `ci`: formatting and lints, then `test`.
+//! - `bench [ARGS]`: build the components, then run the benchmark suite in
+//!   release mode (`cqrs-wasi-bench [ARGS]`), with the local PostgreSQL
+//!   server for the PostgreSQL rows; results in `target/bench`.
 //!
 //! Every task runs from the workspace root, whatever the current directory.
 
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
                 .args(&rest))
         }
         "test" => test(&rest),
+        "bench" => bench(&rest),
         "ci" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
@@ -57,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             test(&rest)
         }
         _ => bail!(
-            "usage: cargo xtask <task>\n\ntasks:\n  components  build the example components\n  serve       build them and run the example host\n  test        run the whole test suite\n  ci          check formatting and lints, then test"
+            "usage: cargo xtask <task>\n\ntasks:\n  components  build the example components\n  serve       build them and run the example host\n  test        run the whole test suite\n  ci          check formatting and lints, then test\n  bench       run the benchmark suite (results in target/bench)"
         ),
     }
 }
@@ -78,6 +82,37 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         // Here the PostgreSQL tests must run: an unreachable server fails
         // them instead of skipping them.
         .env("CQRS_WASI_REQUIRE_POSTGRES", "1"))
+}
+
+/// The benchmark suite in release mode. The PostgreSQL rows use the local
+/// server (started if need be) unless `CQRS_WASI_BENCH_POSTGRES_URL` names
+/// another. cqrs-es's `MemStore` prints a line per commit on stdout, so the
+/// suite's stdout is dropped; it reports on stderr and in files.
+fn bench(extra: &[String]) -> anyhow::Result<()> {
+    components()?;
+    let mut command = cargo();
+    command.args([
+        "run",
+        "--release",
+        "--package",
+        "cqrs-wasi-bench",
+        "--bin",
+        "cqrs-wasi-bench",
+        "--",
+    ]);
+    command.args(extra);
+    if std::env::var_os("CQRS_WASI_BENCH_POSTGRES_URL").is_none() {
+        match ensure_postgres() {
+            Ok(()) => {
+                command.env(
+                    "CQRS_WASI_BENCH_POSTGRES_URL",
+                    "postgres://postgres@127.0.0.1:5432/test",
+                );
+            }
+            Err(error) => eprintln!("xtask: no PostgreSQL ({error:#}); skipping those rows"),
+        }
+    }
+    run(command.stdout(std::process::Stdio::null()))
 }
 
 /// Makes sure the local PostgreSQL server accepts connections, starting its

@@ -73,6 +73,7 @@ pub(super) async fn execute(
     request: CommandRequest,
 ) -> Result<CommandOutcome, HostError> {
     validate_name(NameKind::CommandType, &request.command_type)?;
+    let generated = request.command_id.is_none();
     let command_id = match request.command_id {
         Some(id) => {
             validate_name(NameKind::CommandId, &id)?;
@@ -91,7 +92,9 @@ pub(super) async fn execute(
     // a store, the expectation on append still decides.
     let _turn = inner.locks.lock(&stream).await;
 
-    if let Some(record) = inner.store.command_record(&key.command_id).await? {
+    // A command id generated just now cannot have run before: skip the
+    // store round trip.
+    if !generated && let Some(record) = inner.store.command_record(&key.command_id).await? {
         return replay(&stream, &key, record);
     }
 

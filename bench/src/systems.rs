@@ -1,0 +1,172 @@
+//! The systems under test behind one interface, [`Bank`]: "run this bank
+//! command on account N". The wasm host (in process or over HTTP), the
+//! native baseline, and the cqrs-es peers.
+//!
+//! Accounts are `Bank/Account/acc-000` .. `acc-099`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use bank::AccountCommand;
+use cqrs_es::{CqrsFramework, EventStore as CqrsEventStore};
+use cqrs_wasi_host::model::{StreamId, json_document};
+use cqrs_wasi_host::{CommandRequest, Host};
+
+use crate::native::{NativeError, NativeHost};
+use crate::peers::BankAccount;
+
+/// A bank command of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `OpenAccount {"owner": "Ada"}`.
+    Open,
+    /// `Deposit {"amount": 1}`.
+    Deposit,
+}
+
+impl Command {
+    fn type_name(self) -> &'static str {
+        match self {
+            Command::Open => "OpenAccount",
+            Command::Deposit => "Deposit",
+        }
+    }
+
+    fn payload(self) -> &'static str {
+        match self {
+            Command::Open => r#"{"owner": "Ada"}"#,
+            Command::Deposit => r#"{"amount": 1}"#,
+        }
+    }
+
+    fn typed(self) -> AccountCommand {
+        match self {
+            Command::Open => AccountCommand::OpenAccount {
+                owner: "Ada".to_owned(),
+            },
+            Command::Deposit => AccountCommand::Deposit { amount: 1 },
+        }
+    }
+}
+
+/// The stream of account `index`.
+pub fn account(index: usize) -> StreamId {
+    StreamId::new("Bank", "Account", format!("acc-{index:03}"))
+        .unwrap_or_else(|_| unreachable!("acc-NNN is a valid instance key"))
+}
+
+/// Something that runs bank commands.
+#[async_trait]
+pub trait Bank: Send + Sync {
+    /// Runs `command` on account `index`.
+    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()>;
+}
+
+/// The host with the bank component, in process.
+pub struct WasmBank(pub Host);
+
+#[async_trait]
+impl Bank for WasmBank {
+    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
+        let request = CommandRequest::new(account(index), command.type_name(), command.payload())?;
+        self.0.execute(request).await?;
+        Ok(())
+    }
+}
+
+/// The native baseline.
+pub struct NativeBank(pub Arc<NativeHost>);
+
+#[async_trait]
+impl Bank for NativeBank {
+    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
+        // Parsed per command, as `CommandRequest::new` does for the host.
+        let payload = json_document(command.payload().as_bytes().to_vec())?;
+        match self
+            .0
+            .execute(&account(index), command.type_name(), &payload)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(NativeError::Rejected(message)) => bail!("rejected: {message}"),
+            Err(NativeError::Other(error)) => Err(error),
+        }
+    }
+}
+
+/// A cqrs-es framework over any of its stores.
+pub struct CqrsBank<ES: CqrsEventStore<BankAccount>>(pub CqrsFramework<BankAccount, ES>);
+
+#[async_trait]
+impl<ES> Bank for CqrsBank<ES>
+where
+    ES: CqrsEventStore<BankAccount> + Send + Sync,
+    ES::AC: Send,
+{
+    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
+        self.0
+            .execute(&format!("acc-{index:03}"), command.typed())
+            .await
+            .map_err(|e| anyhow::anyhow!("cqrs-es: {e}"))
+    }
+}
+
+/// The host's HTTP API, over loopback.
+pub struct HttpBank {
+    /// The client (its pool keeps the connections open).
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+#[async_trait]
+impl Bank for HttpBank {
+    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
+        let url = format!(
+            "{}/api/commands/Bank/Account/acc-{index:03}/{}",
+            self.base,
+            command.type_name()
+        );
+        let response = self
+            .client
+            .post(url)
+            .body(command.payload())
+            .send()
+            .await
+            .context("POST")?;
+        let status = response.status();
+        // Read the body, so the connection goes back to the pool.
+        let body = response.bytes().await.context("answer body")?;
+        if !status.is_success() {
+            bail!("{status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+}
+
+/// Prefills account `index` of a cqrs-es store with an opening and
+/// `deposits` deposits, in one commit.
+pub async fn prefill_cqrs<ES: CqrsEventStore<BankAccount>>(
+    store: &ES,
+    index: usize,
+    deposits: usize,
+) -> anyhow::Result<()> {
+    let id = format!("acc-{index:03}");
+    let context = store
+        .load_aggregate(&id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut events = vec![crate::peers::BankEvent(bank::AccountEvent::AccountOpened {
+        owner: "Ada".to_owned(),
+    })];
+    events.extend(
+        (0..deposits)
+            .map(|_| crate::peers::BankEvent(bank::AccountEvent::MoneyDeposited { amount: 1 })),
+    );
+    store
+        .commit(events, context, Default::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //!   `PersistedEventRepository`; [`pg`] sets up PostgreSQL for our store and
 //!   `postgres-es`;
 //! - [`systems`] puts every system under test behind one interface;
+//! - [`notify`] measures notification dispatch and local delivery;
 //! - [`report`] writes the table and the JSON.
 //!
 //! `cargo xtask bench` runs it all (see BENCHMARKS.md).
@@ -17,6 +18,7 @@
 
 pub mod load;
 pub mod native;
+pub mod notify;
 pub mod peers;
 pub mod pg;
 pub mod report;

@@ -12,7 +12,7 @@ use cqrs_wasi_bench::suite::{self, Config};
 /// Runs the cqrs-wasi benchmark suite.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The bank component.
+    /// The bank component; the welcome component is read from beside it.
     #[arg(
         long,
         default_value = "target/components/wasm32-wasip2/release/bank.wasm"
@@ -44,10 +44,19 @@ async fn main() -> anyhow::Result<()> {
             args.component.display()
         )
     })?;
+    // The welcome example is built beside the bank.
+    let welcome_path = args.component.with_file_name("welcome.wasm");
+    let welcome = std::fs::read(&welcome_path).with_context(|| {
+        format!(
+            "cannot read the welcome component at {} (`cargo xtask components` builds it)",
+            welcome_path.display()
+        )
+    })?;
     let work = tempfile::tempdir().context("cannot make a scratch directory")?;
     let config = Config {
         quick: args.quick,
         component,
+        welcome,
         postgres_url: args.postgres_url,
         work_dir: work.path().to_path_buf(),
         verbose: true,

@@ -38,6 +38,8 @@ pub struct Config {
     pub quick: bool,
     /// The bank component's bytes.
     pub component: Vec<u8>,
+    /// The welcome component's bytes (figure 6's local handler).
+    pub welcome: Vec<u8>,
     /// The PostgreSQL server for the PostgreSQL rows; `None` skips them.
     pub postgres_url: Option<String>,
     /// Scratch space: SQLite files, the compiled-code cache.
@@ -95,7 +97,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Vec<Row>> {
         rows.extend(group_commit(config).await?);
     }
     if wanted(6) {
-        rows.extend(notifications());
+        rows.extend(crate::notify::notifications(config).await?);
     }
     if wanted(7) {
         rows.extend(hot_swap(config).await?);
@@ -602,24 +604,6 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
 /// against a baseline of posting the same batches straight to the stand-in;
 /// and drive 1,000 commands/s while a local notification handler records
 /// when each notification reaches it.
-fn notifications() -> Vec<Row> {
-    let reason = "needs the transactional outbox and the dispatcher (issue 4)";
-    vec![
-        Row::not_yet(
-            6,
-            "Notification dispatch, outbox → Event Grid stand-in",
-            "≥ 20,000 notifications/s",
-            reason,
-        ),
-        Row::not_yet(
-            6,
-            "Append → local handler latency at 1,000 commands/s",
-            "p99 ≤ 50 ms",
-            reason,
-        ),
-    ]
-}
-
 /// Appends a custom section to a component, so that the same code
 /// deploys as a new version (a new digest).
 fn new_version(component: &[u8], version: u64) -> Vec<u8> {

@@ -29,7 +29,7 @@ fn bank_component() -> anyhow::Result<PathBuf> {
             "--target-dir",
         ])
         .arg(&target)
-        .args(["--package", "bank"])
+        .args(["--package", "bank", "--package", "welcome"])
         .status()
         .context("cannot run cargo")?;
     if !status.success() {

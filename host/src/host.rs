@@ -33,6 +33,7 @@ pub use projections::ProjectionState;
 
 use crate::grants::{Capabilities, Grants};
 use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::notifications::model::NotificationKind;
 use crate::notifications::{
     DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
     RetryPolicy,
@@ -328,7 +329,13 @@ impl HostBuilder {
             }
         });
         inner.dispatcher.start();
-        propagate::start(&inner);
+        if inner
+            .options
+            .raise
+            .may_raise(NotificationKind::ProjectionCompleted)
+        {
+            propagate::start(&inner);
+        }
         Ok(Host { inner })
     }
 }

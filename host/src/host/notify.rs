@@ -187,9 +187,25 @@ impl NotificationSink for LocalHandlers {
             return Vec::new();
         };
         let retry = &inner.options.handler_retry;
+        let routes = inner.registry.routes();
         let mut outcomes = Vec::with_capacity(notifications.len());
         let mut completions = Vec::new();
         for notification in notifications {
+            let subscribed = routes.components().any(|component| {
+                component.subscriptions().iter().any(|subscription| {
+                    subscription.matches(notification.event_type(), notification.subject())
+                })
+            });
+            if !subscribed {
+                // Nobody here wants it: taken, at no cost.
+                outcomes.push(NotificationOutcome {
+                    id: notification.id(),
+                    outcome: DeliveryOutcome::Delivered,
+                    attempts: 1,
+                    payload_omitted: false,
+                });
+                continue;
+            }
             let incoming = IncomingNotification::from(notification);
             let mut attempts = 0;
             let outcome = loop {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::{HostError, Inner, PROJECTIONS, projections};
 use crate::model::{RecordedEvent, StreamId};
-use crate::notifications::dispatch::PROJECTION_COMPLETED;
+use crate::notifications::dispatch::{GATHER, PROJECTION_COMPLETED};
 use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
 use crate::runtime::GuestFault;
 use crate::store::{Document, StoreError};
@@ -48,7 +48,10 @@ pub(super) fn start(inner: &Arc<Inner>) {
             match round {
                 Ok(true) => {}
                 Ok(false) => {
-                    let _ = tokio::time::timeout(IDLE_RECHECK, changes.changed()).await;
+                    if let Ok(Ok(())) = tokio::time::timeout(IDLE_RECHECK, changes.changed()).await
+                    {
+                        tokio::time::sleep(GATHER).await;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "a projection propagation round failed");

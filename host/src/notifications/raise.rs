@@ -91,6 +91,11 @@ impl RaisePolicy {
         self
     }
 
+    /// Whether any stream may raise `kind`.
+    pub fn may_raise(&self, kind: NotificationKind) -> bool {
+        self.default.contains(kind) || self.rules.iter().any(|rule| rule.kinds.contains(kind))
+    }
+
     /// The kinds `stream`'s changes raise.
     pub fn kinds_for(&self, stream: &StreamId) -> KindSet {
         let for_domain = |entity_type: Option<&str>| {

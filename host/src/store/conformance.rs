@@ -1037,7 +1037,7 @@ pub(crate) async fn claims_are_exclusive_and_checkpoints_only_move_forward(
         .await
         .unwrap()
         .expect("another destination is free");
-    store.release(other, 1).await.unwrap();
+    store.release(other, 2).await.unwrap();
     store.release(claim, 5).await.unwrap();
 
     let claim = store.claim("topic").await.unwrap().expect("released");
@@ -1049,7 +1049,7 @@ pub(crate) async fn claims_are_exclusive_and_checkpoints_only_move_forward(
     store.release(claim, 3).await.unwrap();
     assert_eq!(
         store.checkpoints().await.unwrap(),
-        [("other".to_owned(), 1), ("topic".to_owned(), 5)]
+        [("other".to_owned(), 2), ("topic".to_owned(), 5)]
     );
 }
 

@@ -392,6 +392,9 @@ impl Outbox for MemoryStore {
     }
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
+        if next <= claim.next_position() {
+            return Ok(());
+        }
         self.write(Op::SetCheckpoint {
             destination: claim.destination().to_owned(),
             next,

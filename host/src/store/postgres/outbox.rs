@@ -351,20 +351,23 @@ impl Outbox for PostgresStore {
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         let destination = claim.destination().to_owned();
+        let from = claim.next_position();
         let Hold::Postgres(connection) = claim.hold else {
             return Err(StoreError::backend(
                 "a claim of another store was released here",
             ));
         };
         let client = connection.client()?;
-        client
-            .execute(
-                "UPDATE outbox_checkpoints SET next_position = greatest(next_position, $2)
-                 WHERE destination = $1",
-                &[&destination, &sql_bound(next)],
-            )
-            .await
-            .map_err(pg_error)?;
+        if next > from {
+            client
+                .execute(
+                    "UPDATE outbox_checkpoints SET next_position = greatest(next_position, $2)
+                     WHERE destination = $1",
+                    &[&destination, &sql_bound(next)],
+                )
+                .await
+                .map_err(pg_error)?;
+        }
         client.batch_execute("COMMIT").await.map_err(pg_error)?;
         connection.finished();
         Ok(())

@@ -5,7 +5,7 @@
 //!
 //! This module translates HTTP to [`Host`] calls and back, and nothing more:
 //! it reads path segments, headers, query strings and bodies, and maps
-//! [`HostError`](crate::HostError)s to statuses. Every error it answers is
+//! [`HostError`]s to statuses. Every error it answers is
 //! JSON `{"code", "message"}` ([`ApiError`]). It holds no domain logic.
 
 mod error;

@@ -3,8 +3,12 @@
 //! A store appends batches of events atomically under an [`Expectation`],
 //! numbers them without gaps, deduplicates by event id, remembers the outcome
 //! of every command id, and serves reads by stream, by entity type and by
-//! store-wide position. It knows nothing about wasm, handlers or HTTP, and it
-//! never decides what to append: the host hands it finished batches.
+//! store-wide position. Beside the events it keeps the transactional outbox
+//! ([`Outbox`]): the notification rows an append raises, written in its
+//! transaction, with the dispatchers' checkpoints, dead letters and handler
+//! completion records. It knows nothing about wasm, handlers, HTTP or the
+//! wire form of a notification, and it never decides what to append or
+//! raise: the host hands it finished batches.
 
 #[cfg(test)]
 mod conformance;

@@ -201,7 +201,16 @@ pub(super) enum Hold {
     Postgres(Box<super::postgres::ClaimConnection>),
 }
 
-/// The outbox part of the store contract. See the [module docs](self).
+/// The outbox part of the store contract.
+///
+/// An append writes its notification rows (as its [`Raise`] says) in its own
+/// transaction; [`Document`]s are added once per id. Rows are read in
+/// position order, and positions follow commit order as event positions do,
+/// so a reader resuming after the last row it saw never misses one. Each
+/// destination drains the outbox through a [`Claim`] (one dispatcher at a
+/// time, across hosts for a shared store) and keeps its checkpoint here,
+/// with its dead letters; local notification handlers keep their
+/// completion records here.
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync {
     /// Adds documents, skipping any whose id the outbox already holds;

@@ -436,26 +436,13 @@ async fn redrive(
             RedriveError::Store(error) => ApiError::from(HostError::Store(error)),
             other => ApiError::new(StatusCode::NOT_FOUND, "no_dead_letter", other.to_string()),
         })?;
-    Ok(Json(match outcome {
-        DeliveryOutcome::Delivered => Redriven {
-            outcome: "delivered",
-            reason: None,
+    Ok(Json(Redriven {
+        outcome: match outcome {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::DeadLettered { .. } => "deadLettered",
+            DeliveryOutcome::GaveUp { .. } | DeliveryOutcome::NotAttempted => "notDelivered",
         },
-        DeliveryOutcome::DeadLettered { status, reason } => Redriven {
-            outcome: "deadLettered",
-            reason: Some(match status {
-                Some(status) => format!("HTTP {status}: {reason}"),
-                None => reason,
-            }),
-        },
-        DeliveryOutcome::GaveUp { last_error } => Redriven {
-            outcome: "notDelivered",
-            reason: Some(last_error),
-        },
-        DeliveryOutcome::NotAttempted => Redriven {
-            outcome: "notDelivered",
-            reason: None,
-        },
+        reason: outcome.reason(),
     }))
 }
 

@@ -255,17 +255,21 @@ impl Dispatcher {
         };
         let after_all = last.position + 1;
         let mut dead = Vec::new();
-        let mut pending = Vec::with_capacity(records.len());
+        // The notifications for the sink, and the outbox position of each.
+        let mut positions = Vec::with_capacity(records.len());
+        let mut notifications = Vec::with_capacity(records.len());
         for record in &records {
             if !for_destination(record, destination) {
                 continue;
             }
             match notification_of(record) {
-                Ok(notification) => pending.push((record.position, notification)),
+                Ok(notification) => {
+                    positions.push(record.position);
+                    notifications.push(notification);
+                }
                 Err(reason) => dead.push(dead_letter(destination, record.position, None, reason)),
             }
         }
-        let notifications: Vec<Notification> = pending.iter().map(|(_, n)| n.clone()).collect();
         let outcomes = if notifications.is_empty() {
             Vec::new()
         } else {
@@ -275,7 +279,7 @@ impl Dispatcher {
             destination: destination.name.clone(),
         };
         let mut next = after_all;
-        for (index, (position, notification)) in pending.iter().enumerate() {
+        for (index, (position, notification)) in positions.iter().zip(&notifications).enumerate() {
             // A sink that answered for fewer notifications than it was given
             // did not deliver the rest.
             let Some(outcome) = outcomes.get(index) else {
@@ -291,12 +295,12 @@ impl Dispatcher {
                 DeliveryOutcome::Delivered => {
                     self.metrics.published.get_or_create(&label).inc();
                 }
-                DeliveryOutcome::DeadLettered { status, reason } => {
+                refused @ DeliveryOutcome::DeadLettered { .. } => {
                     let mut letter = dead_letter(
                         destination,
                         *position,
                         Some(notification),
-                        describe_refusal(*status, reason),
+                        refused.reason().unwrap_or_default(),
                     );
                     letter.attempts = outcome.attempts;
                     dead.push(letter);
@@ -430,12 +434,12 @@ impl Dispatcher {
                 self.store.remove_dead_letter(destination, id).await?;
                 tracing::info!(destination, notification = %id, "a re-driven dead letter was delivered");
             }
-            DeliveryOutcome::DeadLettered { status, reason } => {
+            refused @ DeliveryOutcome::DeadLettered { .. } => {
                 let mut again = dead_letter(
                     target,
                     letter.position,
                     Some(&notification),
-                    describe_refusal(*status, reason),
+                    refused.reason().unwrap_or_default(),
                 );
                 again.attempts = letter.attempts + 1;
                 self.store.add_dead_letters(vec![again]).await?;
@@ -514,12 +518,5 @@ fn dead_letter(
         reason,
         attempts: 1,
         dead_at: OffsetDateTime::now_utc(),
-    }
-}
-
-fn describe_refusal(status: Option<u16>, reason: &str) -> String {
-    match status {
-        Some(status) => format!("HTTP {status}: {reason}"),
-        None => reason.to_owned(),
     }
 }

@@ -235,14 +235,19 @@ pub struct Published {
 }
 
 impl Published {
-    /// Its id: the UUID v5 of `Published/{topic}/{key}` in
-    /// [`NOTIFICATION_NAMESPACE`].
+    /// Its id: [`published_id`] of its topic and key.
     pub fn id(&self) -> Uuid {
-        Uuid::new_v5(
-            &NOTIFICATION_NAMESPACE,
-            format!("Published/{}/{}", self.topic, self.key).as_bytes(),
-        )
+        published_id(&self.topic, &self.key)
     }
+}
+
+/// The id of the event published to `topic` under `key`: the UUID v5 of
+/// `Published/{topic}/{key}` in [`NOTIFICATION_NAMESPACE`].
+pub fn published_id(topic: &str, key: &str) -> Uuid {
+    Uuid::new_v5(
+        &NOTIFICATION_NAMESPACE,
+        format!("Published/{topic}/{key}").as_bytes(),
+    )
 }
 
 /// One notification, ready to be encoded in either schema.

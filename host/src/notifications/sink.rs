@@ -53,6 +53,26 @@ pub enum DeliveryOutcome {
     NotAttempted,
 }
 
+impl DeliveryOutcome {
+    /// Why it was not delivered, as operators read it (`HTTP 400: …`, a
+    /// handler's error, the last transport error); `None` when delivered
+    /// or not attempted.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            DeliveryOutcome::DeadLettered {
+                status: Some(status),
+                reason,
+            } => Some(format!("HTTP {status}: {reason}")),
+            DeliveryOutcome::DeadLettered {
+                status: None,
+                reason,
+            } => Some(reason.clone()),
+            DeliveryOutcome::GaveUp { last_error } => Some(last_error.clone()),
+            DeliveryOutcome::Delivered | DeliveryOutcome::NotAttempted => None,
+        }
+    }
+}
+
 /// One notification's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationOutcome {

@@ -5,9 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
-use cqrs_wasi_host::HostOptions;
 use cqrs_wasi_host::api::ApiConfig;
+use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::store::{SqliteOptions, SqliteStore};
+use cqrs_wasi_host::{CommandRequest, HostOptions};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::TestHost;
@@ -238,6 +239,89 @@ async fn after_a_restart_every_stream_and_projection_is_as_before() -> anyhow::R
     let (status, body) = host.command("r-2", "Deposit", r#"{"amount": 1}"#).await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["events"][0]["sequence"], 4);
+    Ok(())
+}
+
+/// A deposit's handler runs `Balance` over its own stream. Once the deposit
+/// is appended, the host folds it into that state through the handler's own
+/// instance, so the next command finds the state at the head of the stream
+/// and runs one instance (its handler's), not two. The state it caches must
+/// be the one a fresh fold computes, also after another host appended.
+#[tokio::test]
+async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open(
+        dir.path().join("events.db"),
+        SqliteOptions::default(),
+    )?);
+    let (host, other) = (
+        TestHost::with_store(store.clone(), HostOptions::default(), &ApiConfig::default()).await?,
+        // No snapshots: every query folds the stream from its first event
+        // in a fresh instance.
+        TestHost::with_store(
+            store,
+            HostOptions {
+                snapshot_capacity: 0,
+                ..HostOptions::default()
+            },
+            &ApiConfig::default(),
+        )
+        .await?,
+    );
+    let stream = StreamId::new("Bank", "Account", "fold-1")?;
+    let run = |host: &TestHost, command: &str, payload: &str| {
+        let request = CommandRequest::new(stream.clone(), command, payload);
+        let host = host.host.clone();
+        async move { anyhow::Ok(host.execute(request?).await?) }
+    };
+    let agree = || async {
+        let cached = host.host.project(&stream, "Balance", None).await?;
+        let folded = other.host.project(&stream, "Balance", None).await?;
+        assert_eq!(cached.sequence, folded.sequence);
+        assert_eq!(cached.state.get(), folded.state.get());
+        anyhow::Ok(cached)
+    };
+
+    run(&host, "OpenAccount", r#"{"owner": "Ada"}"#).await?;
+    run(&host, "Deposit", r#"{"amount": 5}"#).await?;
+    for (command, payload) in [
+        ("Deposit", r#"{"amount": 7}"#),
+        ("Withdraw", r#"{"amount": 3}"#),
+        ("Deposit", r#"{"amount": 11}"#),
+    ] {
+        let before = host.host.instantiations();
+        run(&host, command, payload).await?;
+        assert_eq!(
+            host.host.instantiations() - before,
+            1,
+            "{command} {payload}"
+        );
+    }
+    let before = host.host.instantiations();
+    let state = agree().await?;
+    assert_eq!(
+        host.host.instantiations(),
+        before,
+        "the query is answered from the state the last command cached"
+    );
+    assert_eq!(state.sequence, 5);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(state.state.get())?,
+        json!({"balance": 20, "open": true})
+    );
+
+    // Another host appends: the cached state is one event behind, and the
+    // next command folds that event in a projection instance of its own.
+    run(&other, "Deposit", r#"{"amount": 100}"#).await?;
+    let before = host.host.instantiations();
+    run(&host, "Withdraw", r#"{"amount": 20}"#).await?;
+    assert_eq!(host.host.instantiations() - before, 2);
+    let state = agree().await?;
+    assert_eq!(state.sequence, 7);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(state.state.get())?,
+        json!({"balance": 100, "open": true})
+    );
     Ok(())
 }
 

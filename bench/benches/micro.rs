@@ -1,13 +1,17 @@
-//! Criterion micro-benchmarks: one instantiate + call, and folding a
-//! 1,000-event stream, wasm vs native. `cargo bench -p cqrs-wasi-bench`
-//! (after `cargo xtask components`, which builds the bank component).
+//! Criterion micro-benchmarks, wasm vs native: one deposit on the in-memory
+//! store (figure 1's command, one at a time), one instantiate + call, and
+//! folding a 1,000-event stream. `cargo bench -p cqrs-wasi-bench` (after
+//! `cargo xtask components`, which builds the bank component); `cargo bench
+//! -p cqrs-wasi-bench -- deposit/wasm --profile-time 10` runs one of them
+//! alone, for `perf record`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use cqrs_wasi_bench::native::NativeHost;
-use cqrs_wasi_bench::systems::account;
+use cqrs_wasi_bench::systems::{Bank, Command, NativeBank, WasmBank, account};
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
+use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, Raise};
 use cqrs_wasi_host::{Host, HostOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -28,17 +32,34 @@ fn component() -> Option<Vec<u8>> {
     }
 }
 
-async fn host(store: Arc<dyn EventStore>, bytes: Vec<u8>) -> Host {
+async fn host(store: Arc<dyn EventStore>, bytes: Vec<u8>, options: HostOptions) -> Host {
     let host = Host::builder()
         .store(store)
-        .options(HostOptions {
-            snapshot_capacity: 0,
-            ..HostOptions::default()
-        })
+        .options(options)
         .build()
         .expect("a host");
     host.deploy("bank", bytes).await.expect("the bank deploys");
     host
+}
+
+/// Accounts the deposits go round.
+const ACCOUNTS: usize = 100;
+
+/// Deposits into the next account in turn, as figure 1 does at
+/// concurrency 1 (the accounts opened first).
+async fn deposits(bank: &dyn Bank, iterations: u64) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    for i in 0..iterations {
+        let index = (i % ACCOUNTS as u64) as usize;
+        bank.run(index, Command::Deposit).await.expect("a deposit");
+    }
+    started.elapsed()
+}
+
+async fn opened(bank: &dyn Bank) {
+    for index in 0..ACCOUNTS {
+        bank.run(index, Command::Open).await.expect("an opening");
+    }
 }
 
 async fn stream_of(store: &MemoryStore, length: usize) {
@@ -67,9 +88,34 @@ async fn stream_of(store: &MemoryStore, length: usize) {
 fn benches(c: &mut Criterion) {
     let Some(bytes) = component() else { return };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+
+    // The command path's options in figure 1: no notifications.
+    let options = HostOptions {
+        raise: RaisePolicy::new(KindSet::NONE),
+        ..HostOptions::default()
+    };
+    let wasm =
+        WasmBank(runtime.block_on(host(Arc::new(MemoryStore::new()), bytes.clone(), options)));
+    let native = NativeBank(Arc::new(NativeHost::new(Arc::new(MemoryStore::new()))));
+    runtime.block_on(opened(&wasm));
+    runtime.block_on(opened(&native));
+    let mut group = c.benchmark_group("deposit");
+    group.bench_function("wasm", |b| {
+        b.to_async(&runtime).iter_custom(|n| deposits(&wasm, n))
+    });
+    group.bench_function("native", |b| {
+        b.to_async(&runtime).iter_custom(|n| deposits(&native, n))
+    });
+    group.finish();
+    drop(wasm);
+
     let store = Arc::new(MemoryStore::new());
     runtime.block_on(stream_of(&store, 1000));
-    let host = runtime.block_on(host(store.clone(), bytes));
+    let options = HostOptions {
+        snapshot_capacity: 0,
+        ..HostOptions::default()
+    };
+    let host = runtime.block_on(host(store.clone(), bytes, options));
     let native = NativeHost::with_snapshots(store, 0);
 
     let mut group = c.benchmark_group("instantiate+call");

@@ -571,6 +571,12 @@ impl Host {
         self.inner.runtime.compilations()
     }
 
+    /// How many component instances this host created: one per call, and
+    /// one per projection a call runs that its snapshot cannot answer.
+    pub fn instantiations(&self) -> u64 {
+        self.inner.runtime.instantiations()
+    }
+
     /// Runs a command: see [`CommandRequest`].
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, HostError> {
         commands::execute(&self.inner, request).await

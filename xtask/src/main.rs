@@ -30,6 +30,12 @@ fn main() -> anyhow::Result<()> {
     let rest: Vec<String> = args.collect();
     let root = workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
+    if matches!(
+        task.as_str(),
+        "components" | "serve" | "test" | "bench" | "ci"
+    ) {
+        ensure_wasm_target()?;
+    }
     match task.as_str() {
         "components" => components(),
         "serve" => {
@@ -169,13 +175,36 @@ fn ready(address: SocketAddr) -> bool {
         .map_or(true, |status| status.success())
 }
 
+/// The target the components are built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the toolchain has the standard library for [`WASM_TARGET`].
+/// `rust-toolchain.toml` names it, but rustup adds a toolchain file's
+/// targets only when it installs the toolchain itself, and not at all with
+/// `RUSTUP_AUTO_INSTALL=0`: a machine whose toolchain came another way
+/// would fail every component build with "can't find crate for `std`".
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .context("cannot run rustc")?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    if sysroot.join("lib/rustlib").join(WASM_TARGET).is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: the toolchain lacks {WASM_TARGET}; adding it with rustup");
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET])).with_context(|| {
+        format!("install the {WASM_TARGET} target of the toolchain in rust-toolchain.toml")
+    })
+}
+
 fn components() -> anyhow::Result<()> {
     let mut build = cargo();
     build.args([
         "build",
         "--release",
         "--target",
-        "wasm32-wasip2",
+        WASM_TARGET,
         "--target-dir",
         "target/components",
     ]);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::projections::advance;
 use super::scope::CallScope;
 use super::{HostError, HostOptions, Inner, parse_json};
 use crate::model::{EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name};
@@ -130,9 +131,24 @@ pub(super) async fn execute(
     for attempt in 1..=attempts {
         let seen = inner.store.stream_sequence(&stream).await?;
         let scope = CallScope::command(inner, &component, &stream, seen);
-        let answer = {
+        let (answer, parked) = {
             let _slot = inner.runtime.reserve().await?;
-            component.handle(&inner.runtime, scope, &command).await?
+            let (answer, spent) = component
+                .handle(&inner.runtime, scope.clone(), &command)
+                .await?;
+            // The projections the handler ran will be one command behind
+            // once its events land; its instance, kept through the append,
+            // can fold them. Otherwise it goes now, with its slot.
+            let keep =
+                answer.as_ref().is_ok_and(|events| !events.is_empty()) && scope.has_projected();
+            (
+                answer,
+                if keep {
+                    inner.runtime.park(spent)
+                } else {
+                    None
+                },
+            )
         };
         let events = match answer {
             Ok(events) => to_new_events(&inner.options, &component, events)?,
@@ -150,8 +166,15 @@ pub(super) async fn execute(
             })
             .await;
         match appended {
-            Ok(outcome) => return Ok(outcome_of(&key, &stream, outcome, false)),
+            Ok(outcome) => {
+                if let Some(spent) = parked {
+                    let (projected, head) = (scope.take_projected(), outcome.stream_sequence);
+                    advance(inner, &component, spent, projected, seen, head).await;
+                }
+                return Ok(outcome_of(&key, &stream, outcome, false));
+            }
             Err(StoreError::Conflict { actual, .. }) => {
+                drop(parked);
                 tracing::debug!(%stream, attempt, seen, actual, "append conflict; running the handler again");
                 if attempt < attempts {
                     tokio::time::sleep(jitter(backoff)).await;

@@ -14,7 +14,9 @@ use serde_json::value::RawValue;
 
 use super::{HostError, Inner, parse_json};
 use crate::model::StreamId;
-use crate::runtime::{CallSlot, LoadedComponent, ProjectionId, Projector, event_to_wit, wit};
+use crate::runtime::{
+    CallSlot, LoadedComponent, ProjectionId, ProjectionRoute, Projector, Spent, event_to_wit, wit,
+};
 
 /// A projection's state at one point of its stream.
 #[derive(Debug, Clone, Serialize)]
@@ -134,11 +136,7 @@ pub(super) async fn fold(
         None => (0, None),
     };
 
-    let id = ProjectionId {
-        domain: route.domain.clone(),
-        entity_type: route.entity_type.clone(),
-        projection_type: route.projection_type.clone(),
-    };
+    let id = projection_id(route);
     let batch = inner.options.projection_batch.max(1);
     // An instance is started the first time one is needed: a run served
     // from its snapshot needs none, and no call slot either.
@@ -159,12 +157,16 @@ pub(super) async fn fold(
                 Some(instance) => instance,
                 None => instance.insert(Instance::start(inner, component, slot).await?),
             };
-            let folded = instance
-                .projector
-                .apply(&id, state.as_deref().map(|s| s.get().as_bytes()), &declared)
-                .await?
-                .map_err(|e| guest_error(component.name(), e))?;
-            state = Some(checked_state(inner, component.name(), folded)?);
+            let folded = apply(
+                inner,
+                component,
+                &mut instance.projector,
+                &id,
+                state.as_deref(),
+                &declared,
+            )
+            .await?;
+            state = Some(folded);
         }
         if complete {
             break;
@@ -179,12 +181,7 @@ pub(super) async fn fold(
                 Some(instance) => instance,
                 None => Instance::start(inner, component, slot).await?,
             };
-            let initial = instance
-                .projector
-                .apply(&id, None, &[])
-                .await?
-                .map_err(|e| guest_error(component.name(), e))?;
-            checked_state(inner, component.name(), initial)?
+            apply(inner, component, &mut instance.projector, &id, None, &[]).await?
         }
     };
     if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
@@ -203,6 +200,118 @@ pub(super) async fn fold(
         projection_version: component.digest().to_owned(),
         state,
     })
+}
+
+/// Folds a command's own events, appended right after `seen` up to `head`,
+/// into the states its handler projected at `seen`, through the handler's
+/// instance (idle since it answered), and caches them. The stream's next
+/// command then finds those projections at the head of the stream and runs
+/// no instance for them: one instance per command instead of two.
+///
+/// Only projections of the handler's own component version are folded this
+/// way, so the state is the one a fresh instance of that version computes
+/// (a projection's `apply` is a function of its state and events; the
+/// instance gets no store access for it). Anything that goes wrong only
+/// leaves the snapshot where it was.
+pub(super) async fn advance(
+    inner: &Inner,
+    component: &LoadedComponent,
+    spent: Spent,
+    projected: Vec<ProjectionState>,
+    seen: u64,
+    head: u64,
+) {
+    let folds: Vec<(&ProjectionRoute, ProjectionState)> = projected
+        .into_iter()
+        .filter(|state| state.projection_version == component.digest())
+        .filter_map(|state| {
+            let route = component.projections().iter().find(|route| {
+                route.projection_type == state.projection_type
+                    && route.domain == state.stream.domain()
+                    && route.entity_type == state.stream.entity_type()
+            })?;
+            Some((route, state))
+        })
+        .collect();
+    let Some((_, first)) = folds.first() else {
+        return;
+    };
+    let stream = first.stream.clone();
+    let Some(mut projector) = spent.into_projector(&inner.runtime, component) else {
+        return;
+    };
+    let Ok(count) = usize::try_from(head - seen) else {
+        return;
+    };
+    let events = match inner.store.read_stream(&stream, seen + 1, count).await {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::warn!(%stream, "cannot read a command's events back to fold them: {error}");
+            return;
+        }
+    };
+    // The append expected `seen`, so these are the command's events; any
+    // other count means the stream is not what the caller says.
+    if events.len() != count || events.last().map(|e| e.sequence) != Some(head) {
+        return;
+    }
+    for (route, projected) in folds {
+        let declared: Vec<wit::Event> = events
+            .iter()
+            .filter(|e| route.event_types.contains(&e.event_type))
+            .map(event_to_wit)
+            .collect();
+        let state = if declared.is_empty() {
+            projected.state
+        } else {
+            let id = projection_id(route);
+            let state = Some(&*projected.state);
+            match apply(inner, component, &mut projector, &id, state, &declared).await {
+                Ok(state) => state,
+                Err(error) => {
+                    tracing::warn!(%stream, projection = route.projection_type, "folding a command's events failed: {error}");
+                    continue;
+                }
+            }
+        };
+        let key = SnapshotKey {
+            stream: stream.clone(),
+            projection_type: projected.projection_type,
+            digest: component.digest().to_owned(),
+        };
+        inner.snapshots.put(
+            key,
+            Snapshot {
+                sequence: head,
+                state,
+            },
+        );
+    }
+}
+
+fn projection_id(route: &ProjectionRoute) -> ProjectionId {
+    ProjectionId {
+        domain: route.domain.clone(),
+        entity_type: route.entity_type.clone(),
+        projection_type: route.projection_type.clone(),
+    }
+}
+
+/// `projection.apply` through `projector`, and the state it returned,
+/// checked.
+async fn apply(
+    inner: &Inner,
+    component: &LoadedComponent,
+    projector: &mut Projector,
+    id: &ProjectionId,
+    state: Option<&RawValue>,
+    events: &[wit::Event],
+) -> Result<Arc<RawValue>, HostError> {
+    let folded = projector
+        .apply(id, state.map(|s| s.get().as_bytes()), events)
+        .await?
+        .map_err(|e| guest_error(component.name(), e))?;
+    checked_state(inner, component.name(), folded)
 }
 
 /// A projection instance, and the call slot it runs in when the run is

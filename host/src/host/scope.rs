@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::commands::{CommandRequest, execute};
-use super::projections::{Slot, fold};
+use super::projections::{ProjectionState, Slot, fold};
 use super::{HostError, Inner};
 use crate::model::{EventContext, RecordedEvent, StreamId};
 use crate::notifications::dispatch::PUBLISHED;
@@ -24,6 +24,9 @@ pub(super) struct CallScope {
     /// The notification a notification handler is handling; only then may
     /// the call send commands.
     notification: Option<Origin>,
+    /// The projections a command handler ran over its own stream at the
+    /// pinned sequence: the host may fold the command's events into them.
+    projected: std::sync::Mutex<Vec<ProjectionState>>,
 }
 
 /// The notification that caused a call, carried onto the commands it sends.
@@ -45,6 +48,7 @@ impl CallScope {
             component: component.clone(),
             pinned: Some((stream.clone(), seen)),
             notification: None,
+            projected: std::sync::Mutex::default(),
         })
     }
 
@@ -59,7 +63,22 @@ impl CallScope {
             component: component.clone(),
             pinned: None,
             notification: Some(origin),
+            projected: std::sync::Mutex::default(),
         })
+    }
+
+    /// Whether the handler ran a projection over its own stream.
+    pub(super) fn has_projected(&self) -> bool {
+        !self
+            .projected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// The states [`CallScope::projected`] records, taken.
+    pub(super) fn take_projected(&self) -> Vec<ProjectionState> {
+        std::mem::take(&mut *self.projected.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn pinned(&self, stream: &StreamId) -> Option<u64> {
@@ -154,10 +173,20 @@ impl GuestServices for CallScope {
             (None, as_of) => as_of,
         };
         // This call's slot covers the projection's instance.
-        fold(&self.inner, stream, projection_type, as_of, Slot::Held)
+        let state = fold(&self.inner, stream, projection_type, as_of, Slot::Held)
             .await
-            .map(|state| state.state.get().as_bytes().to_vec())
-            .map_err(to_store_error)
+            .map_err(to_store_error)?;
+        let answer = state.state.get().as_bytes().to_vec();
+        if self.pinned(stream) == Some(state.sequence) {
+            let mut projected = self.projected.lock().unwrap_or_else(|e| e.into_inner());
+            if !projected
+                .iter()
+                .any(|p| p.projection_type == state.projection_type)
+            {
+                projected.push(state);
+            }
+        }
+        Ok(answer)
     }
 
     async fn send_command(&self, request: SendRequest) -> Result<SendOutcome, wit::SendError> {

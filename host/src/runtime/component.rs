@@ -13,7 +13,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{command_handler, notification_handler, projection, wit};
-use super::{CallState, GuestFault, GuestServices, Runtime, fault};
+use super::{CallState, CallStore, GuestFault, GuestServices, ParkedSlot, Runtime, fault};
 use crate::model::{NameError, NameKind, validate_name};
 
 /// The interface names a handler component may export.
@@ -376,8 +376,11 @@ impl LoadedComponent {
         &self,
         runtime: &Runtime,
         services: Option<Arc<dyn GuestServices>>,
-    ) -> Result<(Store<CallState>, wasmtime::component::Instance), GuestFault> {
+    ) -> Result<(CallStore, wasmtime::component::Instance), GuestFault> {
         let mut store = runtime.new_store(&self.name, services);
+        runtime
+            .instantiations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
             GuestFault::Instantiation {
                 component: self.name.to_string(),
@@ -397,13 +400,15 @@ impl LoadedComponent {
     }
 
     /// Runs `command-handler.handle` in a fresh instance whose `event-store`
-    /// import is served by `services`.
+    /// import is served by `services`. The instance comes back with the
+    /// answer: the host may fold the command's own events through it (see
+    /// [`Spent::into_projector`]) or drop it.
     pub(crate) async fn handle(
         &self,
         runtime: &Runtime,
         services: Arc<dyn GuestServices>,
         command: &wit::Command,
-    ) -> Result<Result<Vec<wit::NewEvent>, wit::CommandError>, GuestFault> {
+    ) -> Result<(Result<Vec<wit::NewEvent>, wit::CommandError>, Spent), GuestFault> {
         let Some(indices) = &self.command_handler else {
             return Err(GuestFault::Instantiation {
                 component: self.name.to_string(),
@@ -414,8 +419,16 @@ impl LoadedComponent {
         let guest = indices
             .load(&mut store, &instance)
             .map_err(|e| self.fault(runtime, &store, e))?;
-        let answer = guest.call_handle(&mut store, command).await;
-        answer.map_err(|e| self.fault(runtime, &store, e))
+        let answer = guest
+            .call_handle(&mut store, command)
+            .await
+            .map_err(|e| self.fault(runtime, &store, e))?;
+        let spent = Spent {
+            store,
+            instance,
+            parked: None,
+        };
+        Ok((answer, spent))
     }
 
     /// Runs `notification-handler.handle` for `subscription` in a fresh
@@ -461,16 +474,53 @@ impl LoadedComponent {
             guest,
             component: self.name.clone(),
             timeout: runtime.config.call_timeout,
+            _parked: None,
+        })
+    }
+}
+
+/// The instance a command handler answered in.
+pub(crate) struct Spent {
+    store: CallStore,
+    instance: wasmtime::component::Instance,
+    parked: Option<ParkedSlot>,
+}
+
+impl Spent {
+    pub(super) fn park(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.parked = Some(ParkedSlot(permit));
+    }
+
+    /// The same instance as a [`Projector`] of `component` (the one whose
+    /// handler ran in it), if the component exports projections. Its
+    /// imports are cut off from here on: a fold must see what a fresh
+    /// projector sees, not the handler's pinned view of the store.
+    pub(crate) fn into_projector(
+        mut self,
+        runtime: &Runtime,
+        component: &LoadedComponent,
+    ) -> Option<Projector> {
+        let indices = component.projection.as_ref()?;
+        self.store.data_mut().services = None;
+        let guest = indices.load(&mut self.store, &self.instance).ok()?;
+        Some(Projector {
+            store: self.store,
+            guest,
+            component: component.name.clone(),
+            timeout: runtime.config.call_timeout,
+            _parked: self.parked,
         })
     }
 }
 
 /// One instance of a projection component, folding batches of events.
 pub struct Projector {
-    store: Store<CallState>,
+    store: CallStore,
     guest: projection::Guest,
     component: Arc<str>,
     timeout: std::time::Duration,
+    /// Held while the instance is a parked handler's.
+    _parked: Option<ParkedSlot>,
 }
 
 impl Projector {

@@ -19,6 +19,7 @@ mod component;
 mod convert;
 mod guest_log;
 mod imports;
+mod reaper;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -37,11 +38,13 @@ pub use bindings::cqrs_wasi::handlers::commands::{
 pub use bindings::notification_handler::Subscription;
 pub use bindings::projection::ProjectionId;
 pub use bindings::wit;
+pub(crate) use component::Spent;
 pub use component::{
     CommandRoute, LoadError, LoadedComponent, ProjectionRoute, Projector, SubscriptionRoute,
     digest_of,
 };
 pub(crate) use convert::{context_to_wit, event_to_wit, stream_from_wit, stream_to_wit};
+use reaper::CallStore;
 
 use crate::model::{RecordedEvent, StreamId};
 use crate::store::InstancePage;
@@ -49,6 +52,10 @@ use crate::store::InstancePage;
 /// Instances one call may hold at once: a command handler's, and that of a
 /// projection it runs through `event-store.run-projection`.
 pub const INSTANCES_PER_CALL: u32 = 2;
+
+/// Handler instances that may be kept past their call per call slot, to fold
+/// the command's own events once they are appended (see [`Runtime::park`]).
+const PARKED_PER_CALL: u32 = 1;
 
 /// Bytes of a linear memory kept resident (reset with `memset`) when its
 /// slot is freed; see `engine_config`.
@@ -190,11 +197,16 @@ pub struct Runtime {
     config: RuntimeConfig,
     /// One permit per call that may run; see [`Runtime::reserve`].
     slots: Arc<Semaphore>,
+    /// One permit per instance that may be kept past its call; see
+    /// [`Runtime::park`].
+    parked: Arc<Semaphore>,
+    reaper: reaper::Reaper,
     /// Identifies the engine's compiled-code format (wasmtime version,
     /// target, settings) in cache file names, so that a cached artifact of
     /// another engine is never even tried.
     engine_key: String,
     compilations: AtomicU64,
+    instantiations: AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -237,11 +249,16 @@ impl Runtime {
         };
         Ok(Runtime {
             slots: Arc::new(Semaphore::new(config.max_concurrent_calls as usize)),
+            parked: Arc::new(Semaphore::new(
+                (config.max_concurrent_calls * PARKED_PER_CALL) as usize,
+            )),
+            reaper: reaper::Reaper::start(),
             engine,
             linker,
             config,
             engine_key,
             compilations: AtomicU64::new(0),
+            instantiations: AtomicU64::new(0),
         })
     }
 
@@ -262,10 +279,27 @@ impl Runtime {
         }
     }
 
+    /// Keeps a command handler's instance past its call, without its call
+    /// slot, while fewer than [`PARKED_PER_CALL`] per slot are kept; `None`
+    /// (the instance dropped) when that many are. The pool has room for
+    /// them beside the instances of running calls, so a kept instance never
+    /// makes a call fail for want of one, and it can still be called (as a
+    /// [`Projector`]) without a slot.
+    pub(crate) fn park(&self, mut spent: Spent) -> Option<Spent> {
+        let permit = self.parked.clone().try_acquire_owned().ok()?;
+        spent.park(permit);
+        Some(spent)
+    }
+
     /// How many components this runtime compiled (rather than loaded from
     /// the cache) since it was built.
     pub fn compilations(&self) -> u64 {
         self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// How many instances this runtime created since it was built.
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations.load(Ordering::Relaxed)
     }
 
     /// The limits calls run under.
@@ -278,7 +312,7 @@ impl Runtime {
         &self,
         component: &Arc<str>,
         services: Option<Arc<dyn GuestServices>>,
-    ) -> Store<CallState> {
+    ) -> CallStore {
         let (stdout, stderr) = guest_log::GuestLog::for_call(component.clone());
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr.clone());
@@ -302,14 +336,17 @@ impl Runtime {
                 Ok(wasmtime::UpdateDeadline::Yield(1))
             }
         });
-        store
+        self.reaper.wrap(store)
     }
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {
+    // Running calls' instances, parked handlers' and the reaper's backlog
+    // (plus the one it is dropping).
     let instances = config
         .max_concurrent_calls
-        .saturating_mul(INSTANCES_PER_CALL);
+        .saturating_mul(INSTANCES_PER_CALL + PARKED_PER_CALL)
+        .saturating_add(reaper::BACKLOG + 1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         // A Rust component built for wasm32-wasip2 holds a handful of core
@@ -361,6 +398,11 @@ fn spawn_epoch_ticker(engine: &Engine) {
 /// A reserved call slot; the slot frees when this drops.
 #[derive(Debug)]
 pub struct CallSlot(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
+
+/// A kept instance's place in [`Runtime::park`]'s count; it frees when the
+/// instance drops.
+#[derive(Debug)]
+struct ParkedSlot(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
 
 /// The error an epoch callback raises when a call is past its deadline.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{command_handler, notification_handler, projection, wit};
-use super::{CallState, CallStore, GuestFault, GuestServices, ParkedSlot, Runtime, fault};
+use super::{CallState, GuestFault, GuestServices, ParkedSlot, Runtime, fault};
 use crate::model::{NameError, NameKind, validate_name};
 
 /// The interface names a handler component may export.
@@ -376,7 +376,7 @@ impl LoadedComponent {
         &self,
         runtime: &Runtime,
         services: Option<Arc<dyn GuestServices>>,
-    ) -> Result<(CallStore, wasmtime::component::Instance), GuestFault> {
+    ) -> Result<(Store<CallState>, wasmtime::component::Instance), GuestFault> {
         let mut store = runtime.new_store(&self.name, services);
         runtime
             .instantiations
@@ -481,7 +481,7 @@ impl LoadedComponent {
 
 /// The instance a command handler answered in.
 pub(crate) struct Spent {
-    store: CallStore,
+    store: Store<CallState>,
     instance: wasmtime::component::Instance,
     parked: Option<ParkedSlot>,
 }
@@ -515,7 +515,7 @@ impl Spent {
 
 /// One instance of a projection component, folding batches of events.
 pub struct Projector {
-    store: CallStore,
+    store: Store<CallState>,
     guest: projection::Guest,
     component: Arc<str>,
     timeout: std::time::Duration,

@@ -19,7 +19,6 @@ mod component;
 mod convert;
 mod guest_log;
 mod imports;
-mod reaper;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -44,7 +43,6 @@ pub use component::{
     digest_of,
 };
 pub(crate) use convert::{context_to_wit, event_to_wit, stream_from_wit, stream_to_wit};
-use reaper::CallStore;
 
 use crate::model::{RecordedEvent, StreamId};
 use crate::store::InstancePage;
@@ -200,7 +198,6 @@ pub struct Runtime {
     /// One permit per instance that may be kept past its call; see
     /// [`Runtime::park`].
     parked: Arc<Semaphore>,
-    reaper: reaper::Reaper,
     /// Identifies the engine's compiled-code format (wasmtime version,
     /// target, settings) in cache file names, so that a cached artifact of
     /// another engine is never even tried.
@@ -252,7 +249,6 @@ impl Runtime {
             parked: Arc::new(Semaphore::new(
                 (config.max_concurrent_calls * PARKED_PER_CALL) as usize,
             )),
-            reaper: reaper::Reaper::start(),
             engine,
             linker,
             config,
@@ -312,7 +308,7 @@ impl Runtime {
         &self,
         component: &Arc<str>,
         services: Option<Arc<dyn GuestServices>>,
-    ) -> CallStore {
+    ) -> Store<CallState> {
         let (stdout, stderr) = guest_log::GuestLog::for_call(component.clone());
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr.clone());
@@ -336,17 +332,15 @@ impl Runtime {
                 Ok(wasmtime::UpdateDeadline::Yield(1))
             }
         });
-        self.reaper.wrap(store)
+        store
     }
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {
-    // Running calls' instances, parked handlers' and the reaper's backlog
-    // (plus the one it is dropping).
+    // Running calls' instances and parked handlers'.
     let instances = config
         .max_concurrent_calls
-        .saturating_mul(INSTANCES_PER_CALL + PARKED_PER_CALL)
-        .saturating_add(reaper::BACKLOG + 1);
+        .saturating_mul(INSTANCES_PER_CALL + PARKED_PER_CALL);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         // A Rust component built for wasm32-wasip2 holds a handful of core

@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             empty_batch_records_its_command,
             rejection_stands_against_later_appends_and_rejections,
             rejection_of_an_executed_command_returns_the_append_record,
+            concurrent_executions_of_one_command_id_have_one_winner,
             invalid_names_are_refused_and_nothing_is_written,
             list_instances_pages_after_the_cursor_within_one_entity_type,
             list_instances_with_limit_zero_resumes_where_it_began,
@@ -637,6 +638,81 @@ pub(crate) async fn rejection_of_an_executed_command_returns_the_append_record(
         "{stands:?}"
     );
     assert_eq!(store.command_record("cmd-5").await.unwrap(), Some(stands));
+}
+
+/// Appends to streams of their own and rejections, all with one command
+/// id, at once: one of them is recorded, and every other gets that record
+/// and writes nothing (no events, no outbox rows).
+pub(crate) async fn concurrent_executions_of_one_command_id_have_one_winner(
+    store: Arc<dyn EventStore>,
+) {
+    const APPENDS: usize = 8;
+    const REJECTIONS: usize = 2;
+    let mut appends = JoinSet::new();
+    for n in 0..APPENDS {
+        let store = Arc::clone(&store);
+        appends.spawn(async move {
+            let mut append = request(&stream(&format!("race-{n}")), Expectation::Any, events(1));
+            append.command = Some(command("cmd-race"));
+            store.append(append).await
+        });
+    }
+    let mut rejections = JoinSet::new();
+    for n in 0..REJECTIONS {
+        let store = Arc::clone(&store);
+        rejections.spawn(async move {
+            let s = stream(&format!("race-rejected-{n}"));
+            store.record_rejection(&s, &command("cmd-race"), "no").await
+        });
+    }
+    let appended = appends.join_all().await;
+    let rejected = rejections.join_all().await;
+
+    let standing = store
+        .command_record("cmd-race")
+        .await
+        .unwrap()
+        .expect("one execution was recorded");
+    for result in rejected {
+        assert_eq!(result.unwrap(), standing);
+    }
+    let mut winners = Vec::new();
+    for result in appended {
+        match result {
+            Ok(outcome) => winners.push(outcome),
+            Err(StoreError::CommandAlreadyExecuted { record }) => assert_eq!(*record, standing),
+            Err(other) => panic!("expected CommandAlreadyExecuted, got {other:?}"),
+        }
+    }
+    match &standing {
+        CommandRecord::Appended {
+            stream, outcome, ..
+        } => {
+            assert_eq!(
+                winners,
+                std::slice::from_ref(outcome),
+                "the recorded append is the one that won"
+            );
+            let written: Vec<(StreamId, u64)> = everything(&*store)
+                .await
+                .into_iter()
+                .map(|(stream, sequence, _)| (stream, sequence))
+                .collect();
+            assert_eq!(written, [(stream.clone(), 1)]);
+            assert_eq!(
+                outbox(&*store).await,
+                [
+                    format!("NewEntity {stream} 1"),
+                    format!("EventAppended {stream} 1")
+                ]
+            );
+        }
+        CommandRecord::Rejected { .. } => {
+            assert!(winners.is_empty(), "an append won after a rejection");
+            assert!(everything(&*store).await.is_empty());
+            assert!(outbox(&*store).await.is_empty());
+        }
+    }
 }
 
 pub(crate) async fn invalid_names_are_refused_and_nothing_is_written(store: Arc<dyn EventStore>) {

@@ -27,6 +27,24 @@
 //! after which the record exists and the next attempt returns it. Hot streams
 //! therefore cost one wasted attempt, never a livelock.
 //!
+//! # Round trips
+//!
+//! Statements that do not need each other's answers go to the server
+//! together, in one round trip (see `PgTxn`), so an append of events costs
+//! three: `BEGIN` (with the append lock, on a repeat attempt) and the three
+//! reads the rules decide on; the append lock, the events and the move of the
+//! stream; the command record, the outbox signal and `COMMIT`. Raising
+//! notifications adds one, for the outbox rows, which need the events'
+//! positions. A refusal costs the first round trip alone, and its `ROLLBACK`
+//! is not waited for.
+//!
+//! The server still runs the statements one after another, in the order
+//! sent, and the first that fails aborts the transaction, so sending them
+//! together changes no outcome. In particular a command record that a
+//! concurrent transaction committed first fails the last round trip: the
+//! server answers `COMMIT` by rolling back, and the write is reported as a
+//! lost race (and run again), never acknowledged.
+//!
 //! # Positions follow commit order
 //!
 //! Positions come from the `event_position` sequence, but only while the
@@ -39,13 +57,14 @@
 //!
 //! The price is that commits of events are serial across the whole store:
 //! from taking positions to the end of `COMMIT` (one round trip for the
-//! events, one for the command record, one for `COMMIT` with its WAL flush),
-//! no other append of events can commit. Reads, rejections and everything
-//! before the first write still run concurrently. The alternative, a
-//! visibility horizon (reading only rows of transactions older than the
-//! oldest one in flight), keeps commits concurrent but orders events by
-//! transaction id rather than by a position handed out at commit, which the
-//! `u64` position of the [`EventStore`] contract cannot express.
+//! events, one more for outbox rows, and one for the command record and
+//! `COMMIT` with its WAL flush), no other append of events can commit.
+//! Reads, rejections and everything before the first write still run
+//! concurrently. The alternative, a visibility horizon (reading only rows of
+//! transactions older than the oldest one in flight), keeps commits
+//! concurrent but orders events by transaction id rather than by a position
+//! handed out at commit, which the `u64` position of the [`EventStore`]
+//! contract cannot express.
 //!
 //! # The outbox
 //!
@@ -70,20 +89,24 @@ pub mod testing;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::pin::pin;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use deadpool_postgres::{
+    ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
+};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
 pub(super) use self::outbox::ClaimConnection;
 use super::outbox::{Changes, DeadLetter, Document, EventRow};
-use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
+use super::rules::{self, AppendReads, Done, Op, StoreTxn, StoredEventId};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
@@ -164,10 +187,39 @@ const MIGRATIONS: &[&str] = &[
        );"#,
 ];
 
+/// The statement of [`LOCK_APPENDS`], for the statements that include it.
+macro_rules! lock_appends {
+    () => {
+        "LOCK TABLE append_lock IN EXCLUSIVE MODE"
+    };
+}
+
 /// Takes the lock that position assignment needs. Not a query, so in a
 /// `REPEATABLE READ` transaction it does not fix the snapshot: taken first,
 /// it makes the snapshot newer than every committed append.
-const LOCK_APPENDS: &str = "LOCK TABLE append_lock IN EXCLUSIVE MODE";
+const LOCK_APPENDS: &str = lock_appends!();
+
+/// Starts a write transaction. `REPEATABLE READ`: the rules' reads share one
+/// snapshot (see the module documentation).
+const BEGIN: &str = "START TRANSACTION ISOLATION LEVEL REPEATABLE READ";
+
+/// Starts a write transaction of [`Mode::Serial`]: [`BEGIN`], then the
+/// append lock before anything fixes the snapshot. One simple query, so that
+/// it takes no round trip of its own: the statements sent after it in the
+/// same round trip run only once the lock is granted.
+const BEGIN_SERIAL: &str = concat!(
+    "START TRANSACTION ISOLATION LEVEL REPEATABLE READ; ",
+    lock_appends!()
+);
+
+const SELECT_COMMAND_RECORD: &str = "SELECT record::text FROM commands WHERE command_id = $1";
+
+const SELECT_EVENT_IDS: &str =
+    "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type
+     FROM events WHERE event_id = ANY($1)";
+
+const INSERT_COMMAND: &str =
+    "INSERT INTO commands (command_id, record) VALUES ($1, $2::text::json)";
 
 /// How many times a write runs before a lost race is reported as a backend
 /// error. The second attempt holds the append lock throughout (see the
@@ -396,17 +448,14 @@ impl PostgresStore {
     }
 
     /// Runs `op` in one transaction and commits it if the rules accept it.
-    /// A refusal or an error rolls back (dropping an open transaction does).
+    /// A refusal or an error rolls back (dropping an unfinished [`PgTxn`]
+    /// does).
     async fn attempt(&self, op: &Op, mode: Mode) -> Result<Done, StoreError> {
         let written_at = rules::now_micros();
-        let mut client = self.client().await?;
-        let tx = begin(&mut client).await?;
-        let mut txn = PgTxn::start(&tx, mode).await?;
+        let client = self.client().await?;
+        let mut txn = PgTxn::new(&client, mode);
         let done = op.run(&mut txn, written_at).await?;
-        if txn.added_rows {
-            outbox::signal(&tx).await?;
-        }
-        tx.commit().await.map_err(pg_error)?;
+        txn.commit().await?;
         Ok(done)
     }
 
@@ -540,17 +589,6 @@ fn migration_lock_key(schema: &str) -> i64 {
     i64::from_be_bytes(key)
 }
 
-/// Starts a write transaction. `REPEATABLE READ`: the rules' reads share one
-/// snapshot (see the module documentation).
-async fn begin(client: &mut deadpool_postgres::Client) -> Result<Transaction<'_>, StoreError> {
-    client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .map_err(pg_error)
-}
-
 /// Whether `error` means the transaction lost a race with a concurrent one
 /// and running it again will decide differently.
 fn lost_race(error: &StoreError) -> bool {
@@ -630,57 +668,176 @@ enum Mode {
     Serial,
 }
 
-/// The write primitives of [`rules`] on one open transaction.
-struct PgTxn<'t, 'c> {
-    tx: &'t Transaction<'c>,
-    /// Whether the transaction holds `append_lock`.
+/// The write primitives of [`rules`] on one transaction, which it begins,
+/// commits and (when dropped unfinished) rolls back itself.
+///
+/// It saves round trips by sending statements together: tokio-postgres
+/// sends a request when its future is first polled and `join!` first polls
+/// its futures in the order written, so statements joined go to the server
+/// in that order, in one round trip, and the server runs each only after the
+/// one before. `BEGIN` is sent with the first statement of the transaction
+/// and a command record with the next statement or `COMMIT`, never alone
+/// (see [`PgTxn::send`]). Only prepared statements and simple queries may be
+/// sent this way: a statement prepared on the spot would wait for the
+/// server before being sent, behind the ones that should follow it.
+struct PgTxn<'c> {
+    client: &'c ClientWrapper,
+    mode: Mode,
+    /// Whether `BEGIN` was sent: from then on, the transaction must end.
+    begun: bool,
+    /// Whether `COMMIT` was answered, so that nothing is left to roll back.
+    finished: bool,
+    /// Whether the transaction holds `append_lock` (or will, once what it
+    /// sent has run).
     locked: bool,
     /// Whether it added events or outbox rows, which dispatchers and
     /// projection propagation must hear of.
     added_rows: bool,
+    /// A command record not sent yet: `(insert, command id, record)`.
+    held_record: Option<(Statement, String, String)>,
 }
 
-impl<'t, 'c> PgTxn<'t, 'c> {
-    async fn start(tx: &'t Transaction<'c>, mode: Mode) -> Result<Self, StoreError> {
-        if mode == Mode::Serial {
-            tx.batch_execute(LOCK_APPENDS).await.map_err(pg_error)?;
-        }
-        Ok(PgTxn {
-            tx,
+impl<'c> PgTxn<'c> {
+    /// A transaction on `client`, begun with its first statement.
+    fn new(client: &'c ClientWrapper, mode: Mode) -> Self {
+        PgTxn {
+            client,
+            mode,
+            begun: false,
+            finished: false,
             locked: mode == Mode::Serial,
             added_rows: false,
-        })
+            held_record: None,
+        }
     }
 
-    /// Takes `append_lock` unless the transaction holds it already.
-    async fn lock_appends(&mut self) -> Result<(), StoreError> {
-        if !self.locked {
-            self.tx
-                .batch_execute(LOCK_APPENDS)
-                .await
-                .map_err(pg_error)?;
-            self.locked = true;
+    /// Sends what the transaction owes the server before its next statement
+    /// (`BEGIN`, with the append lock in serial mode, unless it has begun; a
+    /// held command record), then `statements`, all in one round trip, and
+    /// waits for every answer.
+    ///
+    /// `statements` must send its requests when first polled (see the type's
+    /// documentation). Its output is returned only when what went before it
+    /// succeeded: after a failure the server answers every later statement
+    /// only with "the transaction is aborted", so the first error is the one
+    /// worth reporting, and `statements` must report its own errors in the
+    /// order it sent them for the same reason.
+    async fn send<F: Future>(&mut self, statements: F) -> Result<F::Output, StoreError> {
+        let client = self.client;
+        let begin = (!self.begun).then_some(match self.mode {
+            Mode::Optimistic => BEGIN,
+            Mode::Serial => BEGIN_SERIAL,
+        });
+        // Set before anything is sent, so that a future dropped from here on
+        // still rolls the transaction back.
+        self.begun = true;
+        let record = self.held_record.take();
+        let opening = async {
+            match begin {
+                Some(begin) => client.batch_execute(begin).await,
+                None => Ok(()),
+            }
+        };
+        let recording = async {
+            match &record {
+                Some((insert, command_id, json)) => {
+                    client.execute(insert, &[command_id, json]).await.map(drop)
+                }
+                None => Ok(()),
+            }
+        };
+        let (opened, recorded, output) = tokio::join!(opening, recording, statements);
+        opened.map_err(pg_error)?;
+        recorded.map_err(pg_error)?;
+        Ok(output)
+    }
+
+    /// Sends what the transaction owes the server, and waits: for the
+    /// statements that are not sent through [`PgTxn::send`].
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.send(async {}).await
+    }
+
+    /// Commits, in one round trip with a held command record and the outbox
+    /// signal, and fails if any of them failed: a record that a concurrent
+    /// transaction inserted first fails here, and the server then answers
+    /// `COMMIT` by rolling back. A transaction that sent nothing has nothing
+    /// to commit.
+    async fn commit(mut self) -> Result<(), StoreError> {
+        if !self.begun && self.held_record.is_none() {
+            return Ok(());
         }
+        let client = self.client;
+        let signal = self.added_rows;
+        let committed = self
+            .send(async {
+                let notifying = async {
+                    if signal {
+                        outbox::signal(client).await
+                    } else {
+                        Ok(())
+                    }
+                };
+                let (notified, committed) = tokio::join!(notifying, client.batch_execute("COMMIT"));
+                notified.and(committed).map_err(pg_error)
+            })
+            .await;
+        // Answered, so the transaction is over, committed or not.
+        self.finished = true;
+        committed?
+    }
+
+    /// Takes `append_lock` unless the transaction holds it already, and
+    /// sends what the transaction owes the server: for the statements that
+    /// need the lock and are not sent through [`PgTxn::send`].
+    async fn lock_appends(&mut self) -> Result<(), StoreError> {
+        let client = self.client;
+        let locked = self.locked;
+        let lock = async {
+            if locked {
+                Ok(())
+            } else {
+                client.batch_execute(LOCK_APPENDS).await
+            }
+        };
+        self.send(lock).await?.map_err(pg_error)?;
+        self.locked = true;
         Ok(())
     }
 
-    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
-        self.tx.prepare_cached(sql).await.map_err(pg_error)
+    async fn prepare(&self, sql: &str) -> Result<Statement, StoreError> {
+        self.client.prepare_cached(sql).await.map_err(pg_error)
     }
 }
 
-impl StoreTxn for PgTxn<'_, '_> {
+impl Drop for PgTxn<'_> {
+    /// Rolls back a transaction that was begun and not committed (a refusal,
+    /// an error, or a caller that stopped waiting), before the connection
+    /// goes back to the pool.
+    ///
+    /// `ROLLBACK` cannot be awaited here, but polling its future once queues
+    /// it on the connection, ahead of anything the connection's next user
+    /// sends; its answer is read and dropped by the connection. This is what
+    /// tokio-postgres's own `Transaction` does when dropped. After `COMMIT`
+    /// was sent but not answered it only draws a warning.
+    fn drop(&mut self) {
+        if self.begun && !self.finished {
+            let rollback = pin!(self.client.batch_execute("ROLLBACK"));
+            let _ = rollback.poll(&mut Context::from_waker(Waker::noop()));
+        }
+    }
+}
+
+impl StoreTxn for PgTxn<'_> {
     async fn command_record(
         &mut self,
         command_id: &str,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let select = self
-            .prepare("SELECT record::text FROM commands WHERE command_id = $1")
-            .await?;
+        let select = self.prepare(SELECT_COMMAND_RECORD).await?;
+        let client = self.client;
         let row = self
-            .tx
-            .query_opt(&select, &[&command_id])
-            .await
+            .send(client.query_opt(&select, &[&command_id]))
+            .await?
             .map_err(pg_error)?;
         row.map(|row| command_record(&row)).transpose()
     }
@@ -690,50 +847,79 @@ impl StoreTxn for PgTxn<'_, '_> {
         stream: &StreamId,
         event_ids: &[Uuid],
     ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
-        let select = self
-            .prepare(
-                "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type
-                 FROM events WHERE event_id = ANY($1)",
-            )
-            .await?;
+        let select = self.prepare(SELECT_EVENT_IDS).await?;
+        let client = self.client;
         let rows = self
-            .tx
-            .query(&select, &[&event_ids])
-            .await
+            .send(client.query(&select, &[&event_ids]))
+            .await?
             .map_err(pg_error)?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let get = |index| row.try_get::<_, &str>(index).map_err(pg_error);
-            let event_id: Uuid = row.try_get(0).map_err(pg_error)?;
-            let same_stream = get(1)? == stream.domain()
-                && get(2)? == stream.entity_type()
-                && get(3)? == stream.instance_key();
-            let event = AppendedEvent {
-                event_id,
-                sequence: from_sql_int(row.try_get(4).map_err(pg_error)?)?,
-                position: from_sql_int(row.try_get(5).map_err(pg_error)?)?,
-                event_type: get(6)?.to_owned(),
-            };
-            found.insert(event_id, StoredEventId { same_stream, event });
-        }
-        Ok(event_ids.iter().map(|id| found.remove(id)).collect())
+        stored_event_ids(stream, event_ids, &rows)
     }
 
     async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
         let select = self.prepare(SELECT_STREAM_SEQUENCE).await?;
+        let client = self.client;
+        let params: [&(dyn ToSql + Sync); 3] = [
+            &stream.domain(),
+            &stream.entity_type(),
+            &stream.instance_key(),
+        ];
         let row = self
-            .tx
-            .query_opt(
-                &select,
-                &[
-                    &stream.domain(),
-                    &stream.entity_type(),
-                    &stream.instance_key(),
-                ],
-            )
-            .await
+            .send(client.query_opt(&select, &params))
+            .await?
             .map_err(pg_error)?;
         stream_sequence(row)
+    }
+
+    /// The three reads in one round trip, with `BEGIN` (and in serial mode
+    /// the append lock, which the server takes before it runs them).
+    async fn append_reads(
+        &mut self,
+        command_id: Option<&str>,
+        stream: &StreamId,
+        event_ids: &[Uuid],
+    ) -> Result<AppendReads, StoreError> {
+        // Prepared first: one prepared on the spot would be sent late.
+        let (select_command, select_ids, select_sequence) = tokio::join!(
+            self.prepare(SELECT_COMMAND_RECORD),
+            self.prepare(SELECT_EVENT_IDS),
+            self.prepare(SELECT_STREAM_SEQUENCE),
+        );
+        let (select_command, select_ids, select_sequence) =
+            (select_command?, select_ids?, select_sequence?);
+        let client = self.client;
+        let command = async {
+            match command_id {
+                Some(command_id) => client.query_opt(&select_command, &[&command_id]).await,
+                None => Ok(None),
+            }
+        };
+        let ids = async {
+            if event_ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                client.query(&select_ids, &[&event_ids]).await
+            }
+        };
+        let sequence_params: [&(dyn ToSql + Sync); 3] = [
+            &stream.domain(),
+            &stream.entity_type(),
+            &stream.instance_key(),
+        ];
+        let sequence = client.query_opt(&select_sequence, &sequence_params);
+        let (command, ids, sequence) = self
+            .send(async { tokio::join!(command, ids, sequence) })
+            .await?;
+        let (command, ids, sequence) = (
+            command.map_err(pg_error)?,
+            ids.map_err(pg_error)?,
+            sequence.map_err(pg_error)?,
+        );
+        Ok(AppendReads {
+            command: command.map(|row| command_record(&row)).transpose()?,
+            event_ids: stored_event_ids(stream, event_ids, &ids)?,
+            stream_sequence: stream_sequence(sequence)?,
+        })
     }
 
     async fn insert_events(
@@ -762,9 +948,11 @@ impl StoreTxn for PgTxn<'_, '_> {
 
         let insert = self.prepare(INSERT_EVENTS).await?;
         let move_stream = self.prepare(MOVE_STREAM).await?;
+        let client = self.client;
+        let locked = self.locked;
         let lock = async {
-            if !self.locked {
-                self.tx.batch_execute(LOCK_APPENDS).await?;
+            if !locked {
+                client.batch_execute(LOCK_APPENDS).await?;
             }
             Ok::<_, tokio_postgres::Error>(())
         };
@@ -780,15 +968,13 @@ impl StoreTxn for PgTxn<'_, '_> {
             &context,
         ];
         let move_params: [&(dyn ToSql + Sync); 4] = [&domain, &entity_type, &instance_key, &last];
-        let insert = self.tx.query(&insert, &insert_params);
-        let move_stream = self.tx.execute(&move_stream, &move_params);
-        // tokio-postgres sends a request when its future is first polled,
-        // and `join!` first polls its futures in the order written: the
-        // server receives (and runs) the lock before the insert, all in one
-        // round trip. Every answer is awaited, then the first error
-        // reported: after a failure the server answers the later statements
-        // only with "the transaction is aborted", which says nothing.
-        let (locked, rows, moved) = tokio::join!(lock, insert, move_stream);
+        let insert = client.query(&insert, &insert_params);
+        let move_stream = client.execute(&move_stream, &move_params);
+        // One round trip, in this order (see the type's documentation): the
+        // server takes the lock before it inserts.
+        let (locked, rows, moved) = self
+            .send(async { tokio::join!(lock, insert, move_stream) })
+            .await?;
         locked.map_err(pg_error)?;
         self.locked = true;
         self.added_rows = true;
@@ -823,38 +1009,45 @@ impl StoreTxn for PgTxn<'_, '_> {
             .collect())
     }
 
+    /// Held back and sent with the next statement, which for the rules is
+    /// `COMMIT`: a record is the last write of an append or a rejection. A
+    /// record of the same id that a concurrent transaction committed first
+    /// then fails the commit, a lost race like any other (see
+    /// [`PgTxn::commit`]).
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(StoreError::backend)?;
-        let insert = self
-            .prepare("INSERT INTO commands (command_id, record) VALUES ($1, $2::text::json)")
-            .await?;
-        self.tx
-            .execute(&insert, &[&record.command_id(), &json])
-            .await
-            .map_err(pg_error)?;
+        let insert = self.prepare(INSERT_COMMAND).await?;
+        // Two records in a row (which the rules never write) keep their
+        // order: the first goes ahead of the second's holding.
+        if self.held_record.is_some() {
+            self.flush().await?;
+        }
+        self.held_record = Some((insert, record.command_id().to_owned(), json));
         Ok(())
     }
 
     async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
         self.lock_appends().await?;
-        outbox::insert_event_rows(self.tx, rows).await?;
+        outbox::insert_event_rows(self.client, rows).await?;
         self.added_rows = true;
         Ok(())
     }
 
     async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
         self.lock_appends().await?;
-        let added = outbox::insert_documents(self.tx, documents).await?;
+        let added = outbox::insert_documents(self.client, documents).await?;
         self.added_rows |= added > 0;
         Ok(added)
     }
 
     async fn set_checkpoint(&mut self, destination: &str, next: u64) -> Result<(), StoreError> {
-        outbox::set_checkpoint(self.tx, destination, next).await
+        self.flush().await?;
+        outbox::set_checkpoint(self.client, destination, next).await
     }
 
     async fn put_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
-        outbox::put_dead_letters(self.tx, letters).await
+        self.flush().await?;
+        outbox::put_dead_letters(self.client, letters).await
     }
 
     async fn delete_dead_letter(
@@ -865,10 +1058,10 @@ impl StoreTxn for PgTxn<'_, '_> {
         let delete = self
             .prepare("DELETE FROM dead_letters WHERE destination = $1 AND notification_id = $2")
             .await?;
+        let client = self.client;
         let deleted = self
-            .tx
-            .execute(&delete, &[&destination, &notification_id])
-            .await
+            .send(client.execute(&delete, &[&destination, &notification_id]))
+            .await?
             .map_err(pg_error)?;
         Ok(deleted > 0)
     }
@@ -888,9 +1081,9 @@ impl StoreTxn for PgTxn<'_, '_> {
             .iter()
             .map(|(handler, id)| (handler.as_str(), id.as_str()))
             .unzip();
-        self.tx
-            .execute(&insert, &[&handlers, &ids])
-            .await
+        let client = self.client;
+        self.send(client.execute(&insert, &[&handlers, &ids]))
+            .await?
             .map_err(pg_error)?;
         Ok(())
     }
@@ -952,6 +1145,32 @@ fn recorded_event_at(row: &Row, first: usize) -> Result<RecordedEvent, StoreErro
     })
 }
 
+/// Maps the rows of [`SELECT_EVENT_IDS`] to where each of `event_ids` was
+/// appended, in their order; `stream` is the stream of the append being
+/// checked.
+fn stored_event_ids(
+    stream: &StreamId,
+    event_ids: &[Uuid],
+    rows: &[Row],
+) -> Result<Vec<Option<StoredEventId>>, StoreError> {
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let get = |index| row.try_get::<_, &str>(index).map_err(pg_error);
+        let event_id: Uuid = row.try_get(0).map_err(pg_error)?;
+        let same_stream = get(1)? == stream.domain()
+            && get(2)? == stream.entity_type()
+            && get(3)? == stream.instance_key();
+        let event = AppendedEvent {
+            event_id,
+            sequence: from_sql_int(row.try_get(4).map_err(pg_error)?)?,
+            position: from_sql_int(row.try_get(5).map_err(pg_error)?)?,
+            event_type: get(6)?.to_owned(),
+        };
+        found.insert(event_id, StoredEventId { same_stream, event });
+    }
+    Ok(event_ids.iter().map(|id| found.remove(id)).collect())
+}
+
 fn command_record(row: &Row) -> Result<CommandRecord, StoreError> {
     let json: &str = row.try_get(0).map_err(pg_error)?;
     serde_json::from_str(json).map_err(StoreError::backend)
@@ -987,7 +1206,7 @@ impl EventStore for PostgresStore {
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
         let client = self.client().await?;
         let select = client
-            .prepare_cached("SELECT record::text FROM commands WHERE command_id = $1")
+            .prepare_cached(SELECT_COMMAND_RECORD)
             .await
             .map_err(pg_error)?;
         let row = client
@@ -1252,15 +1471,126 @@ mod tests {
         request: &AppendRequest,
         pause: Duration,
     ) -> AppendOutcome {
-        let mut client = store.client().await.unwrap();
-        let tx = begin(&mut client).await.unwrap();
-        let mut txn = PgTxn::start(&tx, Mode::Optimistic).await.unwrap();
+        let client = store.client().await.unwrap();
+        let mut txn = PgTxn::new(&client, Mode::Optimistic);
         let outcome = rules::append(&mut txn, request, rules::now_micros())
             .await
             .unwrap();
         tokio::time::sleep(pause).await;
-        tx.commit().await.unwrap();
+        txn.commit().await.unwrap();
         outcome
+    }
+
+    /// Waits until a transaction waits for the schema's `append_lock`.
+    async fn a_transaction_waits_for_the_append_lock(store: &PostgresStore) {
+        let client = store.client().await.unwrap();
+        for _ in 0..1000 {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_locks
+                     WHERE relation = 'append_lock'::regclass AND NOT granted",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no transaction waited for the append lock");
+    }
+
+    /// Two appends of one command id (to different streams) that both read
+    /// no record for it: the second decides on its snapshot and inserts its
+    /// events once the first commits, and its record, sent with `COMMIT`,
+    /// fails the commit as a lost race. Nothing of it is kept, and run again
+    /// it returns the first's record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_command_record_that_loses_at_commit_is_a_lost_race() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let store = Arc::new(schema.open().await);
+        let mut first = request(&stream("first"), Expectation::Any, events(1));
+        first.command = Some(command("cmd-late"));
+        let mut second = request(&stream("second"), Expectation::Any, events(1));
+        second.command = Some(command("cmd-late"));
+
+        // The first takes its positions and holds the append lock until it
+        // commits.
+        let client = store.client().await.unwrap();
+        let mut first_txn = PgTxn::new(&client, Mode::Optimistic);
+        let first_outcome = rules::append(&mut first_txn, &first, rules::now_micros())
+            .await
+            .unwrap();
+        // The second reads (no record yet), then waits for the lock.
+        let racing = {
+            let (store, second) = (Arc::clone(&store), second.clone());
+            tokio::spawn(async move {
+                let client = store.client().await.unwrap();
+                let mut txn = PgTxn::new(&client, Mode::Optimistic);
+                let decided = rules::append(&mut txn, &second, rules::now_micros()).await;
+                (decided, txn.commit().await)
+            })
+        };
+        a_transaction_waits_for_the_append_lock(&store).await;
+        first_txn.commit().await.unwrap();
+
+        let (decided, committed) = racing.await.unwrap();
+        assert!(decided.is_ok(), "the rules accept the second: {decided:?}");
+        let error = committed.expect_err("the second's record fails its commit");
+        assert!(lost_race(&error), "not a lost race: {error}");
+        assert_eq!(store.stream_sequence(&stream("second")).await.unwrap(), 0);
+        let record = store.command_record("cmd-late").await.unwrap();
+        assert!(
+            matches!(&record, Some(CommandRecord::Appended { outcome, .. }) if *outcome == first_outcome),
+            "{record:?}"
+        );
+        match store.append(second).await {
+            Err(StoreError::CommandAlreadyExecuted { record: stands }) => {
+                assert_eq!(Some(*stands), record);
+            }
+            other => panic!("expected CommandAlreadyExecuted, got {other:?}"),
+        }
+        assert_eq!(store.stream_sequence(&stream("second")).await.unwrap(), 0);
+    }
+
+    /// A transaction dropped before it ends (a refusal, or a caller that
+    /// stopped waiting) is rolled back before its connection serves again.
+    #[tokio::test]
+    async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let store = PostgresStore::open(
+            schema.url(),
+            PostgresOptions {
+                pool_size: 1,
+                ..schema.options()
+            },
+        )
+        .await
+        .unwrap();
+        {
+            let client = store.client().await.unwrap();
+            let mut txn = PgTxn::new(&client, Mode::Optimistic);
+            let request = request(&stream("dropped"), Expectation::Any, events(1));
+            rules::append(&mut txn, &request, rules::now_micros())
+                .await
+                .unwrap();
+        }
+        // The pool's one connection, which the dropped transaction used.
+        let client = store.client().await.unwrap();
+        let isolation: String = client
+            .query_one("SHOW transaction_isolation", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(isolation, "read committed", "no transaction is open");
+        drop(client);
+        assert!(store.read_all(0, usize::MAX).await.unwrap().is_empty());
     }
 
     /// A reader that follows `read_all` from the position after the last

@@ -7,9 +7,11 @@
 //! any storage itself, and it must not hold state between calls.
 //!
 //! The primitives are `async` because a networked backend (PostgreSQL) waits
-//! on the server for each of them. Backends whose primitives never wait
-//! (memory, SQLite) run the rules to completion on the calling thread with
-//! [`run_ready`], so they neither need an executor nor pay for one.
+//! on the server for each of them; [`StoreTxn::append_reads`] lets it wait
+//! once for all the reads an append decides on. Backends whose primitives
+//! never wait (memory, SQLite) run the rules to completion on the calling
+//! thread with [`run_ready`], so they neither need an executor nor pay for
+//! one.
 
 use std::collections::HashSet;
 use std::pin::pin;
@@ -24,6 +26,18 @@ use super::{
     StoreError,
 };
 use crate::model::{EventContext, NameKind, NewEvent, StreamId, validate_name};
+
+/// What [`append`] decides on: the answers of [`StoreTxn::append_reads`].
+pub(super) struct AppendReads {
+    /// What is recorded for the append's command id; `None` when it has no
+    /// record, and when the append names no command.
+    pub command: Option<CommandRecord>,
+    /// Where each event id looked up was appended, if it was, in the order
+    /// given; empty when none was looked up.
+    pub event_ids: Vec<Option<StoredEventId>>,
+    /// The stream's last sequence; 0 if it has no events.
+    pub stream_sequence: u64,
+}
 
 /// Where an event id that the store already holds was appended.
 pub(super) struct StoredEventId {
@@ -61,6 +75,37 @@ pub(super) trait StoreTxn {
     /// The stream's last sequence; 0 if it has no events.
     async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError>;
 
+    /// Everything [`append`] reads before it decides: the record of
+    /// `command_id` (when there is one), where each of `event_ids` was
+    /// appended (none is looked up when it is empty) and the sequence of
+    /// `stream`, all in the transaction's one snapshot.
+    ///
+    /// The reads do not depend on each other, so a backend that waits on a
+    /// server for each statement overrides this to ask for all three in one
+    /// round trip. The default asks one after another, which costs nothing
+    /// to a backend that never waits.
+    async fn append_reads(
+        &mut self,
+        command_id: Option<&str>,
+        stream: &StreamId,
+        event_ids: &[Uuid],
+    ) -> Result<AppendReads, StoreError> {
+        let command = match command_id {
+            Some(command_id) => self.command_record(command_id).await?,
+            None => None,
+        };
+        let event_ids = if event_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.find_event_ids(stream, event_ids).await?
+        };
+        Ok(AppendReads {
+            command,
+            event_ids,
+            stream_sequence: self.stream_sequence(stream).await?,
+        })
+    }
+
     /// Writes a non-empty batch with sequences `first_sequence..`, assigns
     /// store-wide positions and moves the stream's sequence to its last event.
     async fn insert_events(
@@ -74,6 +119,12 @@ pub(super) trait StoreTxn {
 
     /// Records what a command id did. The caller has checked that the id has
     /// no record yet.
+    ///
+    /// A backend may hold the write back until its next statement or its
+    /// commit (PostgreSQL sends it with `COMMIT`, saving a round trip), as
+    /// long as later reads of the transaction still see it and a failure of
+    /// the write still fails the commit: then the error that a concurrent
+    /// record of the same id causes surfaces at the commit, not here.
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError>;
 
     /// Adds outbox rows pointing at events (each a kind and the event's
@@ -252,10 +303,17 @@ impl Done {
 /// Appends `request` through `txn`, in the order the contract fixes: names,
 /// command id, event-id idempotency, expectation, then the writes.
 ///
+/// Everything the decision needs is read at once, through
+/// [`StoreTxn::append_reads`], and then decided on in that order, so a
+/// networked backend pays one round trip for the reads. The checks that need
+/// no read come before it: names, and ids repeated within the batch (which
+/// are then not looked up, and are still reported after an executed command,
+/// in their place in the order).
+///
 /// A refused append (conflict, reused id, executed command, bad name) has
 /// written nothing through `txn`. After a backend error the backend must roll
 /// back whatever this call wrote; after `Ok` it must commit for the outcome
-/// to hold.
+/// to hold, and report the commit's failure as this call's.
 pub(super) async fn append(
     txn: &mut impl StoreTxn,
     request: &AppendRequest,
@@ -268,16 +326,27 @@ pub(super) async fn append(
     }
     if let Some(command) = &request.command {
         validate_command(command)?;
-        if let Some(record) = txn.command_record(&command.command_id).await? {
-            return Err(StoreError::CommandAlreadyExecuted {
-                record: Box::new(record),
-            });
-        }
     }
-    if let Some(original) = earlier_append(txn, request).await? {
+    let batch_ids = distinct_event_ids(&request.events);
+    let reads = txn
+        .append_reads(
+            request
+                .command
+                .as_ref()
+                .map(|command| command.command_id.as_str()),
+            &request.stream,
+            batch_ids.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    if let Some(record) = reads.command {
+        return Err(StoreError::CommandAlreadyExecuted {
+            record: Box::new(record),
+        });
+    }
+    if let Some(original) = earlier_append(batch_ids?, reads.event_ids)? {
         return Ok(original);
     }
-    let current = txn.stream_sequence(&request.stream).await?;
+    let current = reads.stream_sequence;
     if !request.expectation.is_met_by(current) {
         return Err(StoreError::Conflict {
             stream: request.stream.clone(),
@@ -341,29 +410,35 @@ pub(super) async fn record_rejection(
     Ok(record)
 }
 
-/// Decides whether `request` retries an earlier append, by its event ids.
+/// The ids of a batch, in order; [`StoreError::EventIdReused`] when one of
+/// them comes twice.
+fn distinct_event_ids(events: &[NewEvent]) -> Result<Vec<Uuid>, StoreError> {
+    let mut seen = HashSet::with_capacity(events.len());
+    events
+        .iter()
+        .map(|event| {
+            if seen.insert(event.event_id) {
+                Ok(event.event_id)
+            } else {
+                Err(StoreError::EventIdReused {
+                    event_id: event.event_id,
+                })
+            }
+        })
+        .collect()
+}
+
+/// Decides whether a batch with the (distinct) event ids `ids` retries an
+/// earlier append, from where each id was `stored`.
 ///
 /// `Ok(Some)` carries the earlier outcome: every id was appended before, in
 /// this order, consecutively, to this stream. `Ok(None)` means no id was seen
-/// before. Anything in between is [`StoreError::EventIdReused`].
-async fn earlier_append(
-    txn: &mut impl StoreTxn,
-    request: &AppendRequest,
+/// before (an empty batch retries nothing). Anything in between is
+/// [`StoreError::EventIdReused`].
+fn earlier_append(
+    ids: Vec<Uuid>,
+    stored: Vec<Option<StoredEventId>>,
 ) -> Result<Option<AppendOutcome>, StoreError> {
-    let mut seen_in_batch = HashSet::with_capacity(request.events.len());
-    for event in &request.events {
-        if !seen_in_batch.insert(event.event_id) {
-            return Err(StoreError::EventIdReused {
-                event_id: event.event_id,
-            });
-        }
-    }
-    if request.events.is_empty() {
-        // An empty batch retries nothing.
-        return Ok(None);
-    }
-    let ids: Vec<Uuid> = request.events.iter().map(|event| event.event_id).collect();
-    let stored = txn.find_event_ids(&request.stream, &ids).await?;
     if stored.len() != ids.len() {
         return Err(StoreError::backend(format!(
             "the store answered {} lookups for {} event ids",
@@ -371,11 +446,10 @@ async fn earlier_append(
             ids.len()
         )));
     }
-    let Some(first_reused) = request
-        .events
+    let Some(first_reused) = ids
         .iter()
         .zip(&stored)
-        .find_map(|(event, found)| found.as_ref().map(|_| event.event_id))
+        .find_map(|(&event_id, found)| found.as_ref().map(|_| event_id))
     else {
         return Ok(None);
     };

@@ -3,13 +3,15 @@
 //!
 //! Rows are only inserted under `append_lock` (the caller takes it), with
 //! positions handed out like events' (see the parent module), so a reader
-//! following positions never skips a row of a slow transaction.
+//! following positions never skips a row of a slow transaction. The write
+//! functions take a connection whose transaction the caller has begun, and
+//! which the caller commits.
 
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::{ClientWrapper, Object};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
@@ -21,10 +23,21 @@ use crate::store::rules::Op;
 use crate::store::sql::{from_sql_int, sql_bound, to_sql_int};
 use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
 
+/// The name of [`CHANNEL`], for the statements that must spell it out.
+macro_rules! channel {
+    () => {
+        "cqrs_wasi_outbox"
+    };
+}
+
 /// The channel every store's outbox notifications go to; the payload is the
 /// schema, so that stores in different schemas of one database tell theirs
 /// apart.
-const CHANNEL: &str = "cqrs_wasi_outbox";
+const CHANNEL: &str = channel!();
+
+/// Notifies [`CHANNEL`], with the schema as payload. A literal, so that it
+/// goes as a simple query: nothing to prepare first.
+const SIGNAL: &str = concat!("SELECT pg_notify('", channel!(), "', current_schema())");
 
 /// How long the listener waits before connecting again after losing its
 /// connection.
@@ -68,7 +81,7 @@ const INSERT_DOCUMENTS: &str = "
     SELECT count(*), (SELECT setval('outbox_position', max(position)) FROM inserted) FROM inserted";
 
 pub(super) async fn insert_event_rows(
-    tx: &Transaction<'_>,
+    client: &ClientWrapper,
     rows: &[(EventRow, u64)],
 ) -> Result<(), StoreError> {
     let kinds: Vec<&str> = rows.iter().map(|(kind, _)| kind.as_str()).collect();
@@ -76,18 +89,19 @@ pub(super) async fn insert_event_rows(
         .iter()
         .map(|&(_, position)| to_sql_int(position))
         .collect::<Result<Vec<i64>, _>>()?;
-    let insert = tx
+    let insert = client
         .prepare_cached(INSERT_EVENT_ROWS)
         .await
         .map_err(pg_error)?;
-    tx.execute(&insert, &[&kinds, &positions])
+    client
+        .execute(&insert, &[&kinds, &positions])
         .await
         .map_err(pg_error)?;
     Ok(())
 }
 
 pub(super) async fn insert_documents(
-    tx: &Transaction<'_>,
+    client: &ClientWrapper,
     documents: &[Document],
 ) -> Result<usize, StoreError> {
     if documents.is_empty() {
@@ -97,11 +111,11 @@ pub(super) async fn insert_documents(
     let ids: Vec<Uuid> = documents.iter().map(|d| d.id).collect();
     let topics: Vec<Option<&str>> = documents.iter().map(|d| d.topic.as_deref()).collect();
     let bodies: Vec<&str> = documents.iter().map(|d| d.body.get()).collect();
-    let insert = tx
+    let insert = client
         .prepare_cached(INSERT_DOCUMENTS)
         .await
         .map_err(pg_error)?;
-    let added: i64 = tx
+    let added: i64 = client
         .query_one(&insert, &[&kinds, &ids, &topics, &bodies])
         .await
         .map_err(pg_error)?
@@ -111,11 +125,11 @@ pub(super) async fn insert_documents(
 }
 
 pub(super) async fn set_checkpoint(
-    tx: &Transaction<'_>,
+    client: &ClientWrapper,
     destination: &str,
     next: u64,
 ) -> Result<(), StoreError> {
-    let upsert = tx
+    let upsert = client
         .prepare_cached(
             "INSERT INTO outbox_checkpoints (destination, next_position) VALUES ($1, $2)
              ON CONFLICT (destination)
@@ -123,17 +137,18 @@ pub(super) async fn set_checkpoint(
         )
         .await
         .map_err(pg_error)?;
-    tx.execute(&upsert, &[&destination, &sql_bound(next)])
+    client
+        .execute(&upsert, &[&destination, &sql_bound(next)])
         .await
         .map_err(pg_error)?;
     Ok(())
 }
 
 pub(super) async fn put_dead_letters(
-    tx: &Transaction<'_>,
+    client: &ClientWrapper,
     letters: &[DeadLetter],
 ) -> Result<(), StoreError> {
-    let upsert = tx
+    let upsert = client
         .prepare_cached(
             "INSERT INTO dead_letters (destination, notification_id, position, letter)
              VALUES ($1, $2, $3, $4::text::json)
@@ -144,27 +159,29 @@ pub(super) async fn put_dead_letters(
         .map_err(pg_error)?;
     for letter in letters {
         let json = serde_json::to_string(letter).map_err(StoreError::backend)?;
-        tx.execute(
-            &upsert,
-            &[
-                &letter.destination,
-                &letter.notification_id,
-                &to_sql_int(letter.position)?,
-                &json,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
+        client
+            .execute(
+                &upsert,
+                &[
+                    &letter.destination,
+                    &letter.notification_id,
+                    &to_sql_int(letter.position)?,
+                    &json,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
     }
     Ok(())
 }
 
 /// Tells every listening host, at commit, that rows were added.
-pub(super) async fn signal(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_notify($1, current_schema())", &[&CHANNEL])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
+///
+/// A simple query, which tokio-postgres sends the moment the future is first
+/// polled, with nothing to prepare before: the caller can send it in the same
+/// round trip as `COMMIT`, and be sure it arrives first.
+pub(super) async fn signal(client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(SIGNAL).await
 }
 
 /// Listens on [`CHANNEL`] on a connection of its own and bumps `changes`

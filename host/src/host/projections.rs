@@ -1,6 +1,7 @@
 //! Running a projection over a stream: events in batches through one
 //! instance, starting from the newest cached state that is not past the
-//! requested sequence.
+//! requested sequence; and keeping the cache at the head of a stream by
+//! folding each command's events through its handler's instance.
 //!
 //! Snapshots are keyed by (stream, projection, component digest), so a new
 //! component version never starts from a state an older one computed.

@@ -72,8 +72,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct RuntimeConfig {
     /// Calls that may run at once, across all components. Each may use up
     /// to [`INSTANCES_PER_CALL`] instances (a command handler and a
-    /// projection it runs), and the pooling allocator reserves address space
-    /// (not memory) for all of them up front.
+    /// projection it runs), and as many handler instances again may be kept
+    /// past their calls to fold the commands' events; the pooling allocator
+    /// reserves address space (not memory) for all of them up front.
     pub max_concurrent_calls: u32,
     /// How long a call waits for a free slot when all are busy before it is
     /// refused with [`GuestFault::Busy`] (HTTP 503 with `Retry-After`).

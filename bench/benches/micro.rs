@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cqrs_wasi_bench::native::NativeHost;
+use cqrs_wasi_bench::suite::ACCOUNTS;
 use cqrs_wasi_bench::systems::{Bank, Command, NativeBank, WasmBank, account};
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
@@ -41,9 +42,6 @@ async fn host(store: Arc<dyn EventStore>, bytes: Vec<u8>, options: HostOptions) 
     host.deploy("bank", bytes).await.expect("the bank deploys");
     host
 }
-
-/// Accounts the deposits go round.
-const ACCOUNTS: usize = 100;
 
 /// Deposits into the next account in turn, as figure 1 does at
 /// concurrency 1 (the accounts opened first).

@@ -97,6 +97,18 @@ where
                 }
                 i += 1;
                 done += 1;
+                // A client waits for its answer and sends the next command,
+                // as one on a network would, letting the others go first.
+                // Without this, a client whose commands never wait runs
+                // them back to back until tokio's cooperative budget makes
+                // it yield, and the others' latencies measure that queue:
+                // 20 to 30 ms at p99 at concurrency 32 in process, against
+                // about 0.1 ms with it. Alone, a client has nobody to let
+                // go first, and a yield would only hand it to the other
+                // worker thread, cache-cold.
+                if clients > 1 {
+                    tokio::task::yield_now().await;
+                }
             }
             (latencies, failed, first_error)
         }));

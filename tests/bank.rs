@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cqrs_wasi_host::api::ApiConfig;
 use cqrs_wasi_host::model::StreamId;
+use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::store::{SqliteOptions, SqliteStore};
 use cqrs_wasi_host::{CommandRequest, HostOptions};
 use reqwest::StatusCode;
@@ -254,15 +255,21 @@ async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> an
         dir.path().join("events.db"),
         SqliteOptions::default(),
     )?);
+    // No notifications: state propagation would run projections in the
+    // background and make the instance counts race.
+    let quiet = HostOptions {
+        raise: RaisePolicy::new(KindSet::NONE),
+        ..HostOptions::default()
+    };
     let (host, other) = (
-        TestHost::with_store(store.clone(), HostOptions::default(), &ApiConfig::default()).await?,
+        TestHost::with_store(store.clone(), quiet.clone(), &ApiConfig::default()).await?,
         // No snapshots: every query folds the stream from its first event
         // in a fresh instance.
         TestHost::with_store(
             store,
             HostOptions {
                 snapshot_capacity: 0,
-                ..HostOptions::default()
+                ..quiet
             },
             &ApiConfig::default(),
         )

@@ -131,7 +131,7 @@ pub(super) async fn execute(
     for attempt in 1..=attempts {
         let seen = inner.store.stream_sequence(&stream).await?;
         let scope = CallScope::command(inner, &component, &stream, seen);
-        let (answer, parked) = {
+        let (answer, projected, parked) = {
             let _slot = inner.runtime.reserve().await?;
             let (answer, spent) = component
                 .handle(&inner.runtime, scope.clone(), &command)
@@ -139,16 +139,15 @@ pub(super) async fn execute(
             // The projections the handler ran will be one command behind
             // once its events land; its instance, kept through the append,
             // can fold them. Otherwise it goes now, with its slot.
+            let projected = scope.take_projected();
             let keep =
-                answer.as_ref().is_ok_and(|events| !events.is_empty()) && scope.has_projected();
-            (
-                answer,
-                if keep {
-                    inner.runtime.park(spent)
-                } else {
-                    None
-                },
-            )
+                answer.as_ref().is_ok_and(|events| !events.is_empty()) && !projected.is_empty();
+            let parked = if keep {
+                inner.runtime.park(spent)
+            } else {
+                None
+            };
+            (answer, projected, parked)
         };
         let events = match answer {
             Ok(events) => to_new_events(&inner.options, &component, events)?,
@@ -168,8 +167,8 @@ pub(super) async fn execute(
         match appended {
             Ok(outcome) => {
                 if let Some(spent) = parked {
-                    let (projected, head) = (scope.take_projected(), outcome.stream_sequence);
-                    advance(inner, &component, spent, projected, seen, head).await;
+                    let head = outcome.stream_sequence;
+                    advance(inner, &component, spent, &stream, projected, seen, head).await;
                 }
                 return Ok(outcome_of(&key, &stream, outcome, false));
             }

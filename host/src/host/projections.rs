@@ -203,8 +203,8 @@ pub(super) async fn fold(
     })
 }
 
-/// Folds a command's own events, appended right after `seen` up to `head`,
-/// into the states its handler projected at `seen`, through the handler's
+/// Folds a command's own events, appended to `stream` right after `seen` up
+/// to `head`, into the states its handler projected at `seen`, through the handler's
 /// instance (idle since it answered), and caches them. The stream's next
 /// command then finds those projections at the head of the stream and runs
 /// no instance for them: one instance per command instead of two.
@@ -218,6 +218,7 @@ pub(super) async fn advance(
     inner: &Inner,
     component: &LoadedComponent,
     spent: Spent,
+    stream: &StreamId,
     projected: Vec<ProjectionState>,
     seen: u64,
     head: u64,
@@ -228,23 +229,22 @@ pub(super) async fn advance(
         .filter_map(|state| {
             let route = component.projections().iter().find(|route| {
                 route.projection_type == state.projection_type
-                    && route.domain == state.stream.domain()
-                    && route.entity_type == state.stream.entity_type()
+                    && route.domain == stream.domain()
+                    && route.entity_type == stream.entity_type()
             })?;
             Some((route, state))
         })
         .collect();
-    let Some((_, first)) = folds.first() else {
+    if folds.is_empty() {
         return;
-    };
-    let stream = first.stream.clone();
+    }
     let Some(mut projector) = spent.into_projector(&inner.runtime, component) else {
         return;
     };
     let Ok(count) = usize::try_from(head - seen) else {
         return;
     };
-    let events = match inner.store.read_stream(&stream, seen + 1, count).await {
+    let events = match inner.store.read_stream(stream, seen + 1, count).await {
         Ok(events) => events,
         Err(error) => {
             tracing::warn!(%stream, "cannot read a command's events back to fold them: {error}");

@@ -67,15 +67,6 @@ impl CallScope {
         })
     }
 
-    /// Whether the handler ran a projection over its own stream.
-    pub(super) fn has_projected(&self) -> bool {
-        !self
-            .projected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
     /// The states [`CallScope::projected`] records, taken.
     pub(super) fn take_projected(&self) -> Vec<ProjectionState> {
         std::mem::take(&mut *self.projected.lock().unwrap_or_else(|e| e.into_inner()))

@@ -317,18 +317,87 @@ async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> an
         json!({"balance": 20, "open": true})
     );
 
-    // Another host appends: the cached state is one event behind, and the
-    // next command folds that event in a projection instance of its own.
+    // Another host appends. The next command runs at the head this host
+    // last saw, and its append fails; it runs again at the actual head,
+    // where the cached state is one event behind, so that event is folded
+    // in a projection instance of its own: three instances.
     run(&other, "Deposit", r#"{"amount": 100}"#).await?;
     let before = host.host.instantiations();
     run(&host, "Withdraw", r#"{"amount": 20}"#).await?;
-    assert_eq!(host.host.instantiations() - before, 2);
+    assert_eq!(host.host.instantiations() - before, 3);
     let state = agree().await?;
     assert_eq!(state.sequence, 7);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(state.state.get())?,
         json!({"balance": 100, "open": true})
     );
+    // Another writer was seen on the stream, so from now on this host reads
+    // its head before each command: after the other host appends again, a
+    // command runs its handler once, beside the projection's instance.
+    run(&other, "Deposit", r#"{"amount": 1}"#).await?;
+    let before = host.host.instantiations();
+    run(&host, "Deposit", r#"{"amount": 1}"#).await?;
+    assert_eq!(host.host.instantiations() - before, 2);
+    assert_eq!(agree().await?.sequence, 9);
+    Ok(())
+}
+
+/// A host runs a command at the head it last saw of the stream without
+/// asking the store. When another host appended meanwhile, that guess is
+/// stale: the append fails and the handler runs again at the actual head,
+/// which costs no attempt; and a refusal, which no append checks, is made
+/// again at the actual head before it is recorded.
+#[tokio::test]
+async fn a_stale_head_never_decides_a_refusal_or_costs_an_attempt() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open(
+        dir.path().join("events.db"),
+        SqliteOptions::default(),
+    )?);
+    let (a, b) = (
+        TestHost::with_store(
+            store.clone(),
+            HostOptions {
+                command_attempts: 1,
+                ..HostOptions::default()
+            },
+            &ApiConfig::default(),
+        )
+        .await?,
+        TestHost::with_store(store, HostOptions::default(), &ApiConfig::default()).await?,
+    );
+    let ok = |(status, body): (StatusCode, serde_json::Value)| {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+
+    // At the head `a` saw, the account is empty and the withdrawal would be
+    // refused, for good.
+    ok(a.command("refusal", "OpenAccount", r#"{"owner": "Ada"}"#)
+        .await?);
+    ok(b.command("refusal", "Deposit", r#"{"amount": 100}"#)
+        .await?);
+    ok(a.command("refusal", "Withdraw", r#"{"amount": 60}"#)
+        .await?);
+    assert_eq!(
+        a.balance("refusal").await?,
+        json!({"balance": 40, "open": true})
+    );
+
+    // With one attempt allowed, the run at the stale head is not one.
+    ok(a.command("conflict", "OpenAccount", r#"{"owner": "Bo"}"#)
+        .await?);
+    ok(b.command("conflict", "Deposit", r#"{"amount": 1}"#).await?);
+    let body = ok(a.command("conflict", "Deposit", r#"{"amount": 2}"#).await?);
+    assert_eq!(body["streamSequence"], 3, "{body}");
+    let sequences: Vec<u64> = a
+        .all_events()
+        .await?
+        .iter()
+        .filter(|e| e.stream.instance_key() == "conflict")
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
     Ok(())
 }
 

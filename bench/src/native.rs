@@ -11,7 +11,9 @@
 //!    and forgotten with its last user, as `StreamLocks`);
 //! 3. (no `command_record(id)` look-up: like the host, it skips it for an
 //!    id it generated);
-//! 4. `stream_sequence(stream)`: the sequence the handler sees;
+//! 4. the sequence the handler sees: the stream's head as this runner last
+//!    saw it, or, for a stream it has not seen, `stream_sequence(stream)`
+//!    (as the host's `StreamHeads`);
 //! 5. the `Balance` projection as of that sequence, as `run-projection`
 //!    computes it (`host/src/host/projections.rs`): the newest cached JSON
 //!    state from an LRU keyed by (stream, projection, version), the events
@@ -22,13 +24,16 @@
 //!    and the events encoded as a component does ([`cqrs_wasi::native`]);
 //! 7. each event payload checked as JSON (`json_document`), then
 //!    `append` with `Expectation::Exact(seen)`, the command record and the
-//!    same context (correlation, causation, handler version).
+//!    same context (correlation, causation, handler version);
+//! 8. the command's events, as it returned them and as the store placed
+//!    them, folded into the `Balance` state it ran on and cached at the new
+//!    head (as the host's `projections::advance`), so that the stream's next
+//!    command reads nothing.
 //!
 //! What it leaves out is exactly the sandbox: the call slot, the store and
-//! instance of each call (two per deposit: the handler and the projection
-//! it runs), and the conversions to and from WIT types. One difference in
-//! order: the host runs the projection when the handler asks for it; this
-//! runs it before calling the handler (every bank command but
+//! instance of each call, and the conversions to and from WIT types. One
+//! difference in order: the host runs the projection when the handler asks
+//! for it; this runs it before calling the handler (every bank command but
 //! `OpenAccount` asks for it).
 
 use std::collections::HashMap;
@@ -66,6 +71,8 @@ type Snapshots = LruCache<SnapshotKey, Snapshot>;
 pub struct NativeHost {
     store: Arc<dyn EventStore>,
     snapshots: Option<Mutex<Snapshots>>,
+    /// Each stream's last sequence, as this runner last saw it.
+    heads: Mutex<LruCache<StreamId, u64>>,
     locks: Mutex<HashMap<StreamId, Arc<AsyncMutex<()>>>>,
 }
 
@@ -99,6 +106,9 @@ impl NativeHost {
         NativeHost {
             store,
             snapshots: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            heads: Mutex::new(LruCache::new(
+                NonZeroUsize::new(SNAPSHOTS).expect("not zero"),
+            )),
             locks: Mutex::default(),
         }
     }
@@ -130,8 +140,13 @@ impl NativeHost {
             handler_version: Some(VERSION.to_owned()),
             ..EventContext::default()
         };
+        // (sequence, whether it is a guess), as the host's command flow.
+        let mut next = self.heads().get(stream).map(|&seen| (seen, true));
         for _attempt in 0..16 {
-            let seen = self.store.stream_sequence(stream).await?;
+            let (seen, guessed) = match next.take() {
+                Some(next) => next,
+                None => (self.store.stream_sequence(stream).await?, false),
+            };
             let state = self.project(stream, Some(seen)).await?;
             let ctx = CommandContext::prepared(
                 cqrs_wasi::StreamId::new(
@@ -148,6 +163,15 @@ impl NativeHost {
                 match native::handle::<Account>(command_type, payload.get().as_bytes(), &ctx) {
                     Ok(events) => events,
                     Err(CommandError::Rejected(message)) => {
+                        // As the host: a refusal must rest on the stream's
+                        // actual head.
+                        if guessed {
+                            let actual = self.store.stream_sequence(stream).await?;
+                            if actual != seen {
+                                next = Some((actual, false));
+                                continue;
+                            }
+                        }
                         self.store.record_rejection(stream, &key, &message).await?;
                         return Err(NativeError::Rejected(message));
                     }
@@ -165,7 +189,7 @@ impl NativeHost {
                 .append(AppendRequest {
                     stream: stream.clone(),
                     expectation: Expectation::Exact(seen),
-                    events,
+                    events: events.clone(),
                     context: context.clone(),
                     command: Some(key.clone()),
                     // As the benchmarked host: no notifications.
@@ -173,8 +197,12 @@ impl NativeHost {
                 })
                 .await;
             match appended {
-                Ok(outcome) => return Ok(outcome),
-                Err(StoreError::Conflict { .. }) => continue,
+                Ok(outcome) => {
+                    self.heads().put(stream.clone(), outcome.stream_sequence);
+                    self.advance(stream, state, &events, &context, &outcome)?;
+                    return Ok(outcome);
+                }
+                Err(StoreError::Conflict { actual, .. }) => next = Some((actual, false)),
                 Err(other) => return Err(other.into()),
             }
         }
@@ -228,18 +256,75 @@ impl NativeHost {
                 native::apply::<Balance>(None, &[]).map_err(anyhow::Error::msg)?,
             )?),
         };
-        if cached.as_ref().is_none_or(|(cached, _)| *cached < sequence)
-            && let Some(mut snapshots) = self.snapshots()
-        {
-            match snapshots.get_mut(&key) {
-                Some(kept) if kept.0 >= sequence => {}
-                Some(kept) => *kept = (sequence, state.clone()),
-                None => {
-                    snapshots.put(key, (sequence, state.clone()));
-                }
-            }
+        if cached.as_ref().is_none_or(|(cached, _)| *cached < sequence) {
+            self.cache(key, sequence, &state);
         }
         Ok((sequence, state))
+    }
+
+    /// Folds a command's events, as it returned them and as the store
+    /// placed them, into `state` (the `Balance` state it ran on), and caches
+    /// the result at the stream's new head.
+    fn advance(
+        &self,
+        stream: &StreamId,
+        (sequence, state): (u64, Arc<RawValue>),
+        events: &[NewEvent],
+        context: &EventContext,
+        outcome: &AppendOutcome,
+    ) -> anyhow::Result<()> {
+        if outcome.events.first().map(|e| e.sequence) != Some(sequence + 1) {
+            return Ok(());
+        }
+        let declared = cqrs_wasi::variant_names::<AccountEvent>();
+        let folded: Vec<cqrs_wasi::RecordedEvent> = events
+            .iter()
+            .zip(&outcome.events)
+            .filter(|(event, _)| declared.contains(&event.event_type.as_str()))
+            .map(|(event, landed)| {
+                Ok(to_sdk(&RecordedEvent {
+                    stream: stream.clone(),
+                    event_id: event.event_id,
+                    event_type: event.event_type.clone(),
+                    sequence: landed.sequence,
+                    position: landed.position,
+                    written_at: landed.written_at.context("the store kept no time")?,
+                    payload: event.payload.clone(),
+                    context: context.clone(),
+                }))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let state = if folded.is_empty() {
+            state
+        } else {
+            let next = native::apply::<Balance>(Some(state.get().as_bytes()), &folded)
+                .map_err(anyhow::Error::msg)?;
+            Arc::from(json_document(next)?)
+        };
+        self.cache(
+            (stream.clone(), "Balance".to_owned(), VERSION.to_owned()),
+            outcome.stream_sequence,
+            &state,
+        );
+        Ok(())
+    }
+
+    /// Keeps `state` at `sequence` unless a newer one is cached already.
+    fn cache(&self, key: SnapshotKey, sequence: u64, state: &Arc<RawValue>) {
+        let Some(mut snapshots) = self.snapshots() else {
+            return;
+        };
+        match snapshots.get_mut(&key) {
+            Some(kept) if kept.0 >= sequence => {}
+            Some(kept) => *kept = (sequence, state.clone()),
+            None => {
+                snapshots.put(key, (sequence, state.clone()));
+            }
+        }
+    }
+
+    fn heads(&self) -> MutexGuard<'_, LruCache<StreamId, u64>> {
+        self.heads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn snapshots(&self) -> Option<MutexGuard<'_, Snapshots>> {

@@ -12,6 +12,7 @@
 //! nothing about HTTP or configuration files.
 
 mod commands;
+mod heads;
 mod notify;
 mod projections;
 mod propagate;
@@ -202,6 +203,13 @@ pub struct HostOptions {
     /// How many projection states are kept in memory, so that the next run
     /// folds only the events appended since.
     pub snapshot_capacity: usize,
+    /// How many streams' heads (last sequences) are kept in memory. A
+    /// command to a stream whose head this host knows runs its handler at
+    /// that sequence without asking the store; if another writer moved the
+    /// stream meanwhile, the append fails on its expectation and the handler
+    /// runs again at the stream's actual head, and from then on commands to
+    /// that stream ask the store first. 0: every command asks.
+    pub stream_heads: usize,
     /// The most events one command may produce.
     pub max_events_per_command: usize,
     /// The largest payload of one event, in bytes (Event Grid's limit for a
@@ -223,6 +231,7 @@ impl Default for HostOptions {
             retry_backoff: Duration::from_millis(2),
             projection_batch: 1000,
             snapshot_capacity: 10_000,
+            stream_heads: 10_000,
             max_events_per_command: 100,
             max_event_bytes: 1 << 20,
             max_state_bytes: 4 << 20,
@@ -315,6 +324,7 @@ impl HostBuilder {
             });
             Inner {
                 snapshots: projections::SnapshotCache::new(self.options.snapshot_capacity),
+                heads: heads::StreamHeads::new(self.options.stream_heads),
                 runtime,
                 // Without a repository a version that is unloaded is lost,
                 // so every one stays compiled in memory.
@@ -373,6 +383,7 @@ struct Inner {
     repository: Option<Repository>,
     store: Arc<dyn EventStore>,
     snapshots: projections::SnapshotCache,
+    heads: heads::StreamHeads,
     locks: stream_locks::StreamLocks,
     grants: HashMap<String, Grants>,
     options: HostOptions,

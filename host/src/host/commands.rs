@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::projections::advance;
+use super::projections::{Appended, advance};
 use super::scope::CallScope;
 use super::{HostError, HostOptions, Inner, parse_json};
 use crate::model::{EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name};
@@ -128,8 +128,19 @@ pub(super) async fn execute(
 
     let attempts = inner.options.command_attempts.max(1);
     let mut backoff = inner.options.retry_backoff;
-    for attempt in 1..=attempts {
-        let seen = inner.store.stream_sequence(&stream).await?;
+    let mut lost = 0;
+    // Where the handler runs next: this host's guess of the stream's head,
+    // the head the store reported with a conflict, or (`None`) a fresh read.
+    let mut next = inner.heads.guess(&stream).map(|seen| (seen, Seen::Guessed));
+    loop {
+        let (seen, how) = match next.take() {
+            Some(next) => next,
+            None => {
+                let seen = inner.store.stream_sequence(&stream).await?;
+                inner.heads.saw(&stream, seen);
+                (seen, Seen::Known)
+            }
+        };
         let scope = CallScope::command(inner, &component, &stream, seen);
         let (answer, projected, parked) = {
             let _slot = inner.runtime.reserve().await?;
@@ -151,8 +162,22 @@ pub(super) async fn execute(
         };
         let events = match answer {
             Ok(events) => to_new_events(&inner.options, &component, events)?,
-            Err(error) => return refused(inner, &stream, &key, &component, error).await,
+            Err(error) => {
+                // A refusal is recorded for good, so it must rest on the
+                // stream as it is, not as guessed: no append checks it.
+                if how == Seen::Guessed && matches!(error, wit::CommandError::Rejected(_)) {
+                    let actual = inner.store.stream_sequence(&stream).await?;
+                    if actual != seen {
+                        inner.heads.moved_by_another(&stream, actual);
+                        next = Some((actual, Seen::Known));
+                        continue;
+                    }
+                }
+                return refused(inner, &stream, &key, &component, error).await;
+            }
         };
+        // Kept only to fold them, and cheaper to copy than to read back.
+        let folding = parked.as_ref().map(|_| events.clone());
         let appended = inner
             .store
             .append(AppendRequest {
@@ -166,19 +191,37 @@ pub(super) async fn execute(
             .await;
         match appended {
             Ok(outcome) => {
-                if let Some(spent) = parked {
-                    let head = outcome.stream_sequence;
-                    advance(inner, &component, spent, &stream, projected, seen, head).await;
+                inner.heads.saw(&stream, outcome.stream_sequence);
+                if let (Some(spent), Some(events)) = (parked, folding) {
+                    let appended = Appended {
+                        stream: &stream,
+                        events: &events,
+                        context: &context,
+                        outcome: &outcome,
+                    };
+                    advance(inner, &component, spent, projected, appended).await;
                 }
                 return Ok(outcome_of(&key, &stream, outcome, false));
             }
+            Err(StoreError::Conflict { actual, .. }) if how == Seen::Guessed => {
+                // Not a race lost just now: the guess was stale. The store
+                // said where the stream is, so run again there, at once.
+                drop(parked);
+                tracing::debug!(%stream, seen, actual, "the stream's head was not where this host last saw it; running the handler again");
+                inner.heads.moved_by_another(&stream, actual);
+                next = Some((actual, Seen::Known));
+            }
             Err(StoreError::Conflict { actual, .. }) => {
                 drop(parked);
-                tracing::debug!(%stream, attempt, seen, actual, "append conflict; running the handler again");
-                if attempt < attempts {
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = backoff.saturating_mul(2).min(MAX_RETRY_BACKOFF);
+                lost += 1;
+                tracing::debug!(%stream, attempt = lost, seen, actual, "append conflict; running the handler again");
+                if lost == attempts {
+                    return Err(HostError::Conflict { stream, attempts });
                 }
+                // Another writer is appending to the stream right now: give
+                // it a moment, then read where it got to.
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = backoff.saturating_mul(2).min(MAX_RETRY_BACKOFF);
             }
             Err(StoreError::CommandAlreadyExecuted { record }) => {
                 return replay(&stream, &key, *record);
@@ -186,7 +229,15 @@ pub(super) async fn execute(
             Err(other) => return Err(other.into()),
         }
     }
-    Err(HostError::Conflict { stream, attempts })
+}
+
+/// Where the sequence a handler runs at came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// This host's memory of the stream's head, which may be stale.
+    Guessed,
+    /// Read from the store, or reported by it with a conflict.
+    Known,
 }
 
 /// The longest pause before a re-run. A host that lost the race for a stream

@@ -14,10 +14,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{HostError, Inner, parse_json};
-use crate::model::StreamId;
+use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 use crate::runtime::{
     CallSlot, LoadedComponent, ProjectionId, ProjectionRoute, Projector, Spent, event_to_wit, wit,
 };
+use crate::store::AppendOutcome;
 
 /// A projection's state at one point of its stream.
 #[derive(Debug, Clone, Serialize)]
@@ -203,11 +204,51 @@ pub(super) async fn fold(
     })
 }
 
-/// Folds a command's own events, appended to `stream` right after `seen` up
-/// to `head`, into the states its handler projected at `seen`, through the handler's
-/// instance (idle since it answered), and caches them. The stream's next
-/// command then finds those projections at the head of the stream and runs
-/// no instance for them: one instance per command instead of two.
+/// A command's events as they landed: what [`advance`] folds.
+pub(super) struct Appended<'a> {
+    /// The stream they were appended to.
+    pub stream: &'a StreamId,
+    /// The events, as the handler returned them.
+    pub events: &'a [NewEvent],
+    /// The context stored with them.
+    pub context: &'a EventContext,
+    /// Where the store put them.
+    pub outcome: &'a AppendOutcome,
+}
+
+impl Appended<'_> {
+    /// The events as a read of the stream returns them; `None` if the
+    /// outcome does not account for each of them.
+    fn recorded(&self) -> Option<Vec<RecordedEvent>> {
+        if self.outcome.events.len() != self.events.len() {
+            return None;
+        }
+        self.events
+            .iter()
+            .zip(&self.outcome.events)
+            .map(|(event, landed)| {
+                (landed.event_id == event.event_id).then_some(())?;
+                Some(RecordedEvent {
+                    stream: self.stream.clone(),
+                    event_id: event.event_id,
+                    event_type: event.event_type.clone(),
+                    sequence: landed.sequence,
+                    position: landed.position,
+                    written_at: landed.written_at?,
+                    payload: event.payload.clone(),
+                    context: self.context.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Folds a command's own events, just appended, into the states its handler
+/// projected before them, through the handler's instance (idle since it
+/// answered), and caches them. The stream's next command then finds those
+/// projections at the head of the stream and runs no instance for them: one
+/// instance per command instead of two. The events are the ones the handler
+/// returned, as the store placed them, so nothing is read back.
 ///
 /// Only projections of the handler's own component version are folded this
 /// way, so the state is the one a fresh instance of that version computes
@@ -218,11 +259,10 @@ pub(super) async fn advance(
     inner: &Inner,
     component: &LoadedComponent,
     spent: Spent,
-    stream: &StreamId,
     projected: Vec<ProjectionState>,
-    seen: u64,
-    head: u64,
+    appended: Appended<'_>,
 ) {
+    let stream = appended.stream;
     let folds: Vec<(&ProjectionRoute, ProjectionState)> = projected
         .into_iter()
         .filter(|state| state.projection_version == component.digest())
@@ -238,25 +278,19 @@ pub(super) async fn advance(
     if folds.is_empty() {
         return;
     }
+    let Some(events) = appended.recorded() else {
+        return;
+    };
     let Some(mut projector) = spent.into_projector(&inner.runtime, component) else {
         return;
     };
-    let Ok(count) = usize::try_from(head - seen) else {
-        return;
-    };
-    let events = match inner.store.read_stream(stream, seen + 1, count).await {
-        Ok(events) => events,
-        Err(error) => {
-            tracing::warn!(%stream, "cannot read a command's events back to fold them: {error}");
-            return;
-        }
-    };
-    // The append expected `seen`, so these are the command's events; any
-    // other count means the stream is not what the caller says.
-    if events.len() != count || events.last().map(|e| e.sequence) != Some(head) {
-        return;
-    }
+    let head = appended.outcome.stream_sequence;
     for (route, projected) in folds {
+        // The handler ran at the sequence right before its events; a state
+        // from elsewhere would miss some.
+        if events.first().map(|e| e.sequence) != Some(projected.sequence + 1) {
+            continue;
+        }
         let declared: Vec<wit::Event> = events
             .iter()
             .filter(|e| route.event_types.contains(&e.event_type))

@@ -931,18 +931,21 @@ pub(crate) async fn context_payload_and_written_at_round_trip(store: Arc<dyn Eve
         .map(|payload| event("MoneyDeposited", payload))
         .collect();
     let before = OffsetDateTime::now_utc();
-    store
-        .append(AppendRequest {
-            context: context.clone(),
-            ..request(&s, Expectation::Any, batch.clone())
-        })
-        .await
-        .unwrap();
+    let appended = AppendRequest {
+        context: context.clone(),
+        ..request(&s, Expectation::Any, batch.clone())
+    };
+    let outcome = store.append(appended.clone()).await.unwrap();
     let after = OffsetDateTime::now_utc();
+    // The same ids again: the original outcome, its times included.
+    assert_eq!(store.append(appended).await.unwrap(), outcome);
     append_n(&*store, &stream("plain"), 1).await;
 
     let read = store.read_stream(&s, 1, 10).await.unwrap();
     assert_eq!(read.len(), 3);
+    for (stored, landed) in read.iter().zip(&outcome.events) {
+        assert_eq!(landed.written_at, Some(stored.written_at));
+    }
     for ((stored, sent), payload) in read.iter().zip(&batch).zip(payloads) {
         assert_eq!(stored.stream, s);
         assert_eq!(stored.event_id, sent.event_id);

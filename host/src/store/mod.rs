@@ -22,6 +22,7 @@ mod sqlite;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
@@ -76,6 +77,14 @@ pub struct AppendedEvent {
     pub sequence: u64,
     /// Its store-wide position.
     pub position: u64,
+    /// When the store wrote it (UTC). `None` only in an outcome recorded by
+    /// an earlier version of the host, which did not keep it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub written_at: Option<OffsetDateTime>,
 }
 
 /// The result of an append.

@@ -215,7 +215,8 @@ const BEGIN_SERIAL: &str = concat!(
 const SELECT_COMMAND_RECORD: &str = "SELECT record::text FROM commands WHERE command_id = $1";
 
 const SELECT_EVENT_IDS: &str =
-    "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type
+    "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type,
+            written_at
      FROM events WHERE event_id = ANY($1)";
 
 const INSERT_COMMAND: &str =
@@ -1005,6 +1006,7 @@ impl StoreTxn for PgTxn<'_> {
                 event_type: event.event_type.clone(),
                 sequence,
                 position,
+                written_at: Some(written_at),
             })
             .collect())
     }
@@ -1165,6 +1167,7 @@ fn stored_event_ids(
             sequence: from_sql_int(row.try_get(4).map_err(pg_error)?)?,
             position: from_sql_int(row.try_get(5).map_err(pg_error)?)?,
             event_type: get(6)?.to_owned(),
+            written_at: Some(row.try_get(7).map_err(pg_error)?),
         };
         found.insert(event_id, StoredEventId { same_stream, event });
     }

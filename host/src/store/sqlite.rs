@@ -454,7 +454,8 @@ impl StoreTxn for SqliteTxn<'_> {
         let mut statement = self
             .connection
             .prepare_cached(
-                "SELECT domain, entity_type, instance_key, sequence, position, event_type
+                "SELECT domain, entity_type, instance_key, sequence, position, event_type,
+                        written_at
                  FROM events WHERE event_id = ?1",
             )
             .map_err(StoreError::backend)?;
@@ -469,20 +470,24 @@ impl StoreTxn for SqliteTxn<'_> {
                         row.get::<_, i64>(3)?,
                         row.get::<_, i64>(4)?,
                         row.get::<_, String>(5)?,
+                        row.get::<_, i64>(6)?,
                     ))
                 })
                 .optional()
                 .map_err(StoreError::backend)?;
             let found = match found {
-                Some((same_stream, sequence, position, event_type)) => Some(StoredEventId {
-                    same_stream,
-                    event: AppendedEvent {
-                        event_id,
-                        event_type,
-                        sequence: from_sql_int(sequence)?,
-                        position: from_sql_int(position)?,
-                    },
-                }),
+                Some((same_stream, sequence, position, event_type, written_at)) => {
+                    Some(StoredEventId {
+                        same_stream,
+                        event: AppendedEvent {
+                            event_id,
+                            event_type,
+                            sequence: from_sql_int(sequence)?,
+                            position: from_sql_int(position)?,
+                            written_at: Some(from_micros(written_at)?),
+                        },
+                    })
+                }
                 None => None,
             };
             stored.push(found);
@@ -503,7 +508,7 @@ impl StoreTxn for SqliteTxn<'_> {
         written_at: OffsetDateTime,
     ) -> Result<Vec<AppendedEvent>, StoreError> {
         let context = serde_json::to_string(context).map_err(StoreError::backend)?;
-        let written_at = i64::try_from(written_at.unix_timestamp_nanos() / 1_000)
+        let micros = i64::try_from(written_at.unix_timestamp_nanos() / 1_000)
             .map_err(StoreError::backend)?;
         let mut insert = self
             .connection
@@ -524,7 +529,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     event.event_id.to_string(),
                     event.event_type,
                     event.payload.get(),
-                    written_at,
+                    micros,
                     context,
                 ])
                 .map_err(StoreError::backend)?;
@@ -533,6 +538,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 event_type: event.event_type.clone(),
                 sequence,
                 position: from_sql_int(self.connection.last_insert_rowid())?,
+                written_at: Some(written_at),
             });
         }
         // The rules never insert an empty batch; were one to come, there is
@@ -723,6 +729,12 @@ impl ReadPool {
     }
 }
 
+/// A time stored as microseconds since the Unix epoch.
+fn from_micros(micros: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .map_err(StoreError::backend)
+}
+
 /// Maps a row selected with [`select_events!`].
 fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
     recorded_event_at(row, 0)
@@ -739,8 +751,7 @@ fn recorded_event_at(row: &Row<'_>, first: usize) -> Result<RecordedEvent, Store
             .map_err(StoreError::backend)
     };
     let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
-    let written_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(int(7)?) * 1_000)
-        .map_err(StoreError::backend)?;
+    let written_at = from_micros(int(7)?)?;
     Ok(RecordedEvent {
         stream,
         sequence: from_sql_int(int(3)?)?,

@@ -36,7 +36,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Starts the propagation task of `inner`'s host.
 pub(super) fn start(inner: &Arc<Inner>) {
     let host: Weak<Inner> = Arc::downgrade(inner);
-    let mut changes = inner.store.outbox_changes();
+    let mut changes = inner.store.event_changes();
     let task = tokio::spawn(async move {
         loop {
             changes.mark_unchanged();

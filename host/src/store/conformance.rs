@@ -71,7 +71,7 @@ macro_rules! conformance_tests {
             claims_are_exclusive_and_checkpoints_only_move_forward,
             dead_letters_are_kept_replaced_and_removed,
             completions_are_recorded_once,
-            appends_signal_outbox_changes,
+            appends_signal_events_and_outbox_rows_apart,
         );
     };
     (@each $factory:path; $($property:ident),* $(,)?) => {
@@ -1197,12 +1197,33 @@ pub(crate) async fn completions_are_recorded_once(store: Arc<dyn EventStore>) {
     assert!(!store.is_completed("welcome/new", "n2").await.unwrap());
 }
 
-pub(crate) async fn appends_signal_outbox_changes(store: Arc<dyn EventStore>) {
-    let mut changes = store.outbox_changes();
-    changes.mark_unchanged();
+pub(crate) async fn appends_signal_events_and_outbox_rows_apart(store: Arc<dyn EventStore>) {
+    async fn signalled(changes: &mut tokio::sync::watch::Receiver<u64>) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+            .await
+            .expect("a signal within 10 s")
+            .expect("the store is alive");
+    }
+    let (mut events, mut outbox) = (store.event_changes(), store.outbox_changes());
+    events.mark_unchanged();
+    outbox.mark_unchanged();
+    // Raising nothing: the events' signal only.
+    let quiet = AppendRequest {
+        raise: Raise::NONE,
+        ..request(
+            &stream("quiet"),
+            Expectation::Any,
+            vec![event("Opened", "{}")],
+        )
+    };
+    store.append(quiet).await.unwrap();
+    signalled(&mut events).await;
+    assert!(
+        !outbox.has_changed().unwrap(),
+        "an append that raises nothing wakes no dispatcher"
+    );
+    // Raising: both.
     append_n(&*store, &stream("s"), 1).await;
-    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
-        .await
-        .expect("a signal within 10 s")
-        .expect("the store is alive");
+    signalled(&mut outbox).await;
+    signalled(&mut events).await;
 }

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::outbox::{Changes, EventRow, LocalClaims};
+use super::outbox::{EventRow, Feeds, LocalClaims};
 use super::rules::{self, Op, StoreTxn, StoredEventId};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
@@ -29,7 +29,7 @@ use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 pub struct MemoryStore {
     state: Mutex<State>,
     claims: LocalClaims,
-    changes: Changes,
+    feeds: Feeds,
 }
 
 /// Instance keys of one entity type, each with the indexes (into
@@ -72,8 +72,8 @@ impl MemoryStore {
     /// Runs a write op under the state's lock and wakes dispatchers.
     fn write(&self, op: Op) -> Result<rules::Done, StoreError> {
         let done = rules::run_ready(op.run(&mut *self.state(), rules::now_micros()));
-        if done.is_ok() && op.adds_to_feed() {
-            self.changes.bump();
+        if done.is_ok() {
+            self.feeds.bump(op.adds());
         }
         done
     }
@@ -254,6 +254,10 @@ impl StoreTxn for State {
 
 #[async_trait::async_trait]
 impl EventStore for MemoryStore {
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feeds.events.subscribe()
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.write(Op::Append(request))?.appended()
     }
@@ -382,7 +386,7 @@ impl Outbox for MemoryStore {
     }
 
     fn outbox_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.feeds.outbox.subscribe()
     }
 
     async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {

@@ -275,6 +275,12 @@ pub trait EventStore: Outbox + fmt::Debug {
         limit: usize,
     ) -> Result<InstancePage, StoreError>;
 
+    /// Changes whenever events may have been appended (here or, for a shared
+    /// store, by another host), so that whoever follows them by position
+    /// waits instead of polling. Best effort: a follower still looks now and
+    /// then. Outbox rows have their own signal, [`Outbox::outbox_changes`].
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+
     /// Events of every stream with position `>= from`, at most `max_count`,
     /// in position order. A reader that resumes from the position after the
     /// last event it saw never misses one.

@@ -287,8 +287,39 @@ impl LocalClaims {
     }
 }
 
-/// The signal behind [`Outbox::outbox_changes`] for a backend that sees
-/// every write itself.
+/// The signals behind [`EventStore::event_changes`](super::EventStore::event_changes)
+/// and [`Outbox::outbox_changes`]: kept apart, so that an append that raises
+/// no notification does not wake dispatchers for nothing.
+#[derive(Debug, Default)]
+pub(super) struct Feeds {
+    /// Events were appended: for projection propagation.
+    pub(super) events: Changes,
+    /// Outbox rows were added: for dispatchers.
+    pub(super) outbox: Changes,
+}
+
+impl Feeds {
+    /// Wakes the followers of what a committed write added.
+    pub(super) fn bump(&self, added: Added) {
+        if added.events {
+            self.events.bump();
+        }
+        if added.outbox_rows {
+            self.outbox.bump();
+        }
+    }
+}
+
+/// What a write adds (or may add) that someone follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Added {
+    /// Events.
+    pub(super) events: bool,
+    /// Outbox rows.
+    pub(super) outbox_rows: bool,
+}
+
+/// One signal: every receiver wakes at each bump.
 #[derive(Debug)]
 pub(super) struct Changes(watch::Sender<u64>);
 

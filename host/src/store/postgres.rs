@@ -33,7 +33,7 @@
 //! together, in one round trip (see `PgTxn`), so an append of events costs
 //! three: `BEGIN` (with the append lock, on a repeat attempt) and the three
 //! reads the rules decide on; the append lock, the events and the move of the
-//! stream; the command record, the outbox signal and `COMMIT`. Raising
+//! stream; the command record, the change signals and `COMMIT`. Raising
 //! notifications adds one, for the outbox rows, which need the events'
 //! positions. A refusal costs the first round trip alone, and its `ROLLBACK`
 //! is not waited for.
@@ -70,9 +70,11 @@
 //!
 //! Outbox rows take their positions from `outbox_position` under the same
 //! lock, so they follow commit order with the same guarantee. A transaction
-//! that adds rows also sends `NOTIFY cqrs_wasi_outbox` (with the schema as
-//! payload), delivered at its commit to every host that `LISTEN`s, so
-//! dispatchers wake on work instead of polling. Each destination's
+//! that adds outbox rows also sends `NOTIFY cqrs_wasi_outbox`, and one that
+//! adds events `NOTIFY cqrs_wasi_events` (each with the schema as payload),
+//! delivered at its commit to every host that `LISTEN`s, so dispatchers and
+//! projection propagation wake on work instead of polling, and an append
+//! that raises no notification wakes no dispatcher. Each destination's
 //! checkpoint row is claimed `FOR UPDATE SKIP LOCKED` for a round of
 //! dispatch: whichever host gets it drains the destination, the others skip
 //! it. See [`outbox`].
@@ -105,7 +107,7 @@ use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
 pub(super) use self::outbox::ClaimConnection;
-use super::outbox::{Changes, DeadLetter, Document, EventRow};
+use super::outbox::{Added, DeadLetter, Document, EventRow, Feeds};
 use super::rules::{self, AppendReads, Done, Op, StoreTxn, StoredEventId};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
@@ -277,8 +279,8 @@ pub struct PostgresStore {
     schema: String,
     /// Where the database is, without credentials, for messages.
     target: String,
-    changes: std::sync::Arc<Changes>,
-    /// Turns the server's outbox notifications into `changes`; stopped
+    feeds: std::sync::Arc<Feeds>,
+    /// Turns the server's notifications into `feeds`; stopped
     /// when the store is dropped.
     listener: tokio::task::JoinHandle<()>,
 }
@@ -389,13 +391,13 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| open_error(&target, error.into()))?;
-        let changes = std::sync::Arc::new(Changes::default());
+        let feeds = std::sync::Arc::new(Feeds::default());
         let store = PostgresStore {
             pool,
             schema: options.schema.clone(),
             target,
-            listener: outbox::listen(listen_config, options.schema.clone(), changes.clone()),
-            changes,
+            listener: outbox::listen(listen_config, options.schema.clone(), feeds.clone()),
+            feeds,
         };
         store.migrate().await.map_err(|error| match error {
             StoreError::Backend(source) => open_error(&store.target, source),
@@ -691,9 +693,9 @@ struct PgTxn<'c> {
     /// Whether the transaction holds `append_lock` (or will, once what it
     /// sent has run).
     locked: bool,
-    /// Whether it added events or outbox rows, which dispatchers and
-    /// projection propagation must hear of.
-    added_rows: bool,
+    /// Whether it added events or outbox rows, which projection
+    /// propagation and dispatchers must hear of.
+    added: Added,
     /// A command record not sent yet: `(insert, command id, record)`.
     held_record: Option<(Statement, String, String)>,
 }
@@ -707,7 +709,7 @@ impl<'c> PgTxn<'c> {
             begun: false,
             finished: false,
             locked: mode == Mode::Serial,
-            added_rows: false,
+            added: Added::default(),
             held_record: None,
         }
     }
@@ -769,14 +771,13 @@ impl<'c> PgTxn<'c> {
             return Ok(());
         }
         let client = self.client;
-        let signal = self.added_rows;
+        let added = self.added;
         let committed = self
             .send(async {
                 let notifying = async {
-                    if signal {
-                        outbox::signal(client).await
-                    } else {
-                        Ok(())
+                    match outbox::signal_for(added) {
+                        Some(signal) => client.batch_execute(signal).await,
+                        None => Ok(()),
                     }
                 };
                 let (notified, committed) = tokio::join!(notifying, client.batch_execute("COMMIT"));
@@ -978,7 +979,7 @@ impl StoreTxn for PgTxn<'_> {
             .await?;
         locked.map_err(pg_error)?;
         self.locked = true;
-        self.added_rows = true;
+        self.added.events = true;
         let rows = rows.map_err(pg_error)?;
         moved.map_err(pg_error)?;
 
@@ -1031,14 +1032,14 @@ impl StoreTxn for PgTxn<'_> {
     async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
         self.lock_appends().await?;
         outbox::insert_event_rows(self.client, rows).await?;
-        self.added_rows = true;
+        self.added.outbox_rows = true;
         Ok(())
     }
 
     async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
         self.lock_appends().await?;
         let added = outbox::insert_documents(self.client, documents).await?;
-        self.added_rows |= added > 0;
+        self.added.outbox_rows |= added > 0;
         Ok(added)
     }
 
@@ -1188,6 +1189,10 @@ fn stream_sequence(row: Option<Row>) -> Result<u64, StoreError> {
 
 #[async_trait::async_trait]
 impl EventStore for PostgresStore {
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feeds.events.subscribe()
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.write(Op::Append(request)).await?.appended()
     }

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::outbox::{self, DeadLetter, Document, EventRow};
+use super::outbox::{self, Added, DeadLetter, Document, EventRow, Raise};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
@@ -197,13 +197,22 @@ pub(super) enum Done {
 }
 
 impl Op {
-    /// Whether the op may add events or outbox rows, so that whoever
-    /// follows them (dispatchers, projection propagation) should look.
-    pub(super) fn adds_to_feed(&self) -> bool {
+    /// What the op may add, so that whoever follows it (projection
+    /// propagation, dispatchers) looks.
+    pub(super) fn adds(&self) -> Added {
         match self {
-            Op::Append(request) => !request.events.is_empty(),
-            Op::AddDocuments(_) => true,
-            _ => false,
+            Op::Append(request) => {
+                let events = !request.events.is_empty();
+                Added {
+                    events,
+                    outbox_rows: events && request.raise != Raise::NONE,
+                }
+            }
+            Op::AddDocuments(_) => Added {
+                events: false,
+                outbox_rows: true,
+            },
+            _ => Added::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::outbox::{Changes, EventRow, LocalClaims};
+use super::outbox::{EventRow, Feeds, LocalClaims};
 use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
@@ -159,7 +159,7 @@ pub struct SqliteStore {
     /// `None` only once the store is being dropped.
     writer: Option<Writer>,
     claims: LocalClaims,
-    changes: Changes,
+    feeds: Feeds,
 }
 
 struct Writer {
@@ -199,7 +199,7 @@ impl SqliteStore {
             options,
             writer: Some(Writer { jobs, thread }),
             claims: LocalClaims::default(),
-            changes: Changes::default(),
+            feeds: Feeds::default(),
         })
     }
 
@@ -210,7 +210,7 @@ impl SqliteStore {
     /// handed over may land even though nobody hears of it.
     async fn write(&self, op: Op) -> Result<Done, StoreError> {
         let writer = self.writer.as_ref().ok_or_else(writer_stopped)?;
-        let adds_to_feed = op.adds_to_feed();
+        let adds = op.adds();
         let (reply, answer) = oneshot::channel();
         writer
             .jobs
@@ -218,8 +218,8 @@ impl SqliteStore {
             .await
             .map_err(|_| writer_stopped())?;
         let done = answer.await.map_err(|_| writer_stopped())?;
-        if done.is_ok() && adds_to_feed {
-            self.changes.bump();
+        if done.is_ok() {
+            self.feeds.bump(adds);
         }
         done
     }
@@ -837,6 +837,10 @@ fn load_stream_sequence(connection: &Connection, stream: &StreamId) -> Result<u6
 
 #[async_trait::async_trait]
 impl EventStore for SqliteStore {
+    fn event_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feeds.events.subscribe()
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.write(Op::Append(request)).await?.appended()
     }
@@ -986,7 +990,7 @@ impl Outbox for SqliteStore {
     }
 
     fn outbox_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.feeds.outbox.subscribe()
     }
 
     async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {

@@ -18,26 +18,41 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::{PostgresStore, pg_error, recorded_event_at};
-use crate::store::outbox::{Changes, EventRow, Hold};
+use crate::store::outbox::{Added, EventRow, Feeds, Hold};
 use crate::store::rules::Op;
 use crate::store::sql::{from_sql_int, sql_bound, to_sql_int};
 use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
 
-/// The name of [`CHANNEL`], for the statements that must spell it out.
-macro_rules! channel {
+/// The names of [`OUTBOX_CHANNEL`] and [`EVENTS_CHANNEL`], for the
+/// statements that must spell them out.
+macro_rules! outbox_channel {
     () => {
         "cqrs_wasi_outbox"
     };
 }
+macro_rules! events_channel {
+    () => {
+        "cqrs_wasi_events"
+    };
+}
 
-/// The channel every store's outbox notifications go to; the payload is the
-/// schema, so that stores in different schemas of one database tell theirs
-/// apart.
-const CHANNEL: &str = channel!();
+/// The channels every store's notifications go to: one when outbox rows
+/// were added (dispatchers listen), one when events were (projection
+/// propagation listens). The payload is the schema, so that stores in
+/// different schemas of one database tell theirs apart.
+const OUTBOX_CHANNEL: &str = outbox_channel!();
+const EVENTS_CHANNEL: &str = events_channel!();
 
-/// Notifies [`CHANNEL`], with the schema as payload. A literal, so that it
-/// goes as a simple query: nothing to prepare first.
-const SIGNAL: &str = concat!("SELECT pg_notify('", channel!(), "', current_schema())");
+/// Notifies a channel, with the schema as payload. Literals, so that they go
+/// as simple queries: nothing to prepare first.
+macro_rules! notify {
+    ($channel:expr) => {
+        concat!("SELECT pg_notify('", $channel, "', current_schema())")
+    };
+}
+const SIGNAL_OUTBOX: &str = notify!(outbox_channel!());
+const SIGNAL_EVENTS: &str = notify!(events_channel!());
+const SIGNAL_BOTH: &str = concat!(notify!(events_channel!()), "; ", notify!(outbox_channel!()));
 
 /// How long the listener waits before connecting again after losing its
 /// connection.
@@ -175,30 +190,39 @@ pub(super) async fn put_dead_letters(
     Ok(())
 }
 
-/// Tells every listening host, at commit, that rows were added.
+/// The statement that tells every listening host, at commit, what a
+/// transaction added; `None` when it added nothing anyone follows.
 ///
 /// A simple query, which tokio-postgres sends the moment the future is first
 /// polled, with nothing to prepare before: the caller can send it in the same
 /// round trip as `COMMIT`, and be sure it arrives first.
-pub(super) async fn signal(client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute(SIGNAL).await
+pub(super) fn signal_for(added: Added) -> Option<&'static str> {
+    match (added.events, added.outbox_rows) {
+        (true, true) => Some(SIGNAL_BOTH),
+        (true, false) => Some(SIGNAL_EVENTS),
+        (false, true) => Some(SIGNAL_OUTBOX),
+        (false, false) => None,
+    }
 }
 
-/// Listens on [`CHANNEL`] on a connection of its own and bumps `changes`
+/// Listens on both channels on a connection of its own and bumps `feeds`
 /// for every notification about `schema`, connecting again when the
 /// connection is lost (and bumping then too: something may have been missed).
 pub(super) fn listen(
     config: tokio_postgres::Config,
     schema: String,
-    changes: Arc<Changes>,
+    feeds: Arc<Feeds>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match listen_once(&config, &schema, &changes).await {
-                Ok(()) => tracing::warn!("the outbox listener's connection closed"),
-                Err(error) => tracing::warn!(%error, "the outbox listener's connection failed"),
+            match listen_once(&config, &schema, &feeds).await {
+                Ok(()) => tracing::warn!("the store listener's connection closed"),
+                Err(error) => tracing::warn!(%error, "the store listener's connection failed"),
             }
-            changes.bump();
+            feeds.bump(Added {
+                events: true,
+                outbox_rows: true,
+            });
             tokio::time::sleep(RECONNECT_DELAY).await;
         }
     })
@@ -207,13 +231,15 @@ pub(super) fn listen(
 async fn listen_once(
     config: &tokio_postgres::Config,
     schema: &str,
-    changes: &Changes,
+    feeds: &Feeds,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     // Ends only if LISTEN fails; otherwise it keeps the client, and so the
     // connection, alive while the messages are read.
     let listen = async {
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client
+            .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}; LISTEN {OUTBOX_CHANNEL}"))
+            .await?;
         std::future::pending::<Result<(), tokio_postgres::Error>>().await
     };
     // Reading the connection's messages is also what drives it, LISTEN
@@ -223,7 +249,10 @@ async fn listen_once(
             match poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(notification))) => {
                     if notification.payload() == schema {
-                        changes.bump();
+                        feeds.bump(Added {
+                            events: notification.channel() == EVENTS_CHANNEL,
+                            outbox_rows: notification.channel() == OUTBOX_CHANNEL,
+                        });
                     }
                 }
                 Some(Ok(_)) => {}
@@ -325,7 +354,7 @@ impl Outbox for PostgresStore {
     }
 
     fn outbox_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.feeds.outbox.subscribe()
     }
 
     async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {

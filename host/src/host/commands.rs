@@ -129,8 +129,9 @@ pub(super) async fn execute(
     let attempts = inner.options.command_attempts.max(1);
     let mut backoff = inner.options.retry_backoff;
     let mut lost = 0;
-    // Where the handler runs next: this host's guess of the stream's head,
-    // the head the store reported with a conflict, or (`None`) a fresh read.
+    // Where the handler runs next: this host's guess of the stream's head
+    // (only ever for the first run), the head the store reported when the
+    // guess proved stale, or (`None`) a fresh read.
     let mut next = inner.heads.guess(&stream).map(|seen| (seen, Seen::Guessed));
     loop {
         let (seen, how) = match next.take() {

@@ -11,6 +11,7 @@
 //! through the [`Dispatcher`]. It is the library API embedders use; it knows
 //! nothing about HTTP or configuration files.
 
+mod cache;
 mod commands;
 mod heads;
 mod notify;

@@ -6,17 +6,13 @@
 //! that sequence, so a stale guess costs a re-run of the handler and cannot
 //! cause a wrong write. It must not be used where nothing checks the guess.
 
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
-
-use lru::LruCache;
-
+use super::cache::Lru;
 use crate::model::StreamId;
 
 /// The heads of the streams this host used most recently.
 #[derive(Debug)]
 pub(super) struct StreamHeads {
-    entries: Option<Mutex<LruCache<StreamId, Head>>>,
+    entries: Lru<StreamId, Head>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,14 +28,14 @@ impl StreamHeads {
     /// command reads its stream's head.
     pub(super) fn new(capacity: usize) -> Self {
         StreamHeads {
-            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            entries: Lru::new(capacity),
         }
     }
 
     /// The sequence to run a command on `stream` at, without reading it,
     /// when this host knows the head and no other writer was seen moving it.
     pub(super) fn guess(&self, stream: &StreamId) -> Option<u64> {
-        let mut entries = self.lock()?;
+        let mut entries = self.entries.lock()?;
         entries
             .get(stream)
             .filter(|head| head.guessable)
@@ -48,7 +44,7 @@ impl StreamHeads {
 
     /// `stream` was at `sequence`: read from the store, or appended up to.
     pub(super) fn saw(&self, stream: &StreamId, sequence: u64) {
-        let Some(mut entries) = self.lock() else {
+        let Some(mut entries) = self.entries.lock() else {
             return;
         };
         match entries.get_mut(stream) {
@@ -68,7 +64,7 @@ impl StreamHeads {
     /// A guess for `stream` was stale: it is at `actual`, moved by another
     /// writer. Commands to it read its head from now on.
     pub(super) fn moved_by_another(&self, stream: &StreamId, actual: u64) {
-        let Some(mut entries) = self.lock() else {
+        let Some(mut entries) = self.entries.lock() else {
             return;
         };
         entries.put(
@@ -78,11 +74,6 @@ impl StreamHeads {
                 guessable: false,
             },
         );
-    }
-
-    fn lock(&self) -> Option<std::sync::MutexGuard<'_, LruCache<StreamId, Head>>> {
-        let entries = self.entries.as_ref()?;
-        Some(entries.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

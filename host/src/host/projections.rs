@@ -6,13 +6,12 @@
 //! Snapshots are keyed by (stream, projection, component digest), so a new
 //! component version never starts from a state an older one computed.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use lru::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::cache::Lru;
 use super::{HostError, Inner, parse_json};
 use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 use crate::runtime::{
@@ -52,33 +51,28 @@ struct Snapshot {
 /// The most recent states computed, least recently used evicted first.
 #[derive(Debug)]
 pub(super) struct SnapshotCache {
-    entries: Option<Mutex<LruCache<SnapshotKey, Snapshot>>>,
+    entries: Lru<SnapshotKey, Snapshot>,
 }
 
 impl SnapshotCache {
     /// A cache of `capacity` states; 0 turns caching off.
     pub(super) fn new(capacity: usize) -> Self {
         SnapshotCache {
-            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            entries: Lru::new(capacity),
         }
     }
 
     /// The newest cached state at or before `as_of`.
     fn get(&self, key: &SnapshotKey, as_of: u64) -> Option<Snapshot> {
-        let mut entries = self
-            .entries
-            .as_ref()?
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock()?;
         entries.get(key).filter(|s| s.sequence <= as_of).cloned()
     }
 
     /// Keeps `snapshot` unless a newer one is cached already.
     fn put(&self, key: SnapshotKey, snapshot: Snapshot) {
-        let Some(entries) = &self.entries else {
+        let Some(mut entries) = self.entries.lock() else {
             return;
         };
-        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get_mut(&key) {
             Some(cached) if cached.sequence >= snapshot.sequence => {}
             Some(cached) => *cached = snapshot,
@@ -227,7 +221,9 @@ impl Appended<'_> {
             .iter()
             .zip(&self.outcome.events)
             .map(|(event, landed)| {
-                (landed.event_id == event.event_id).then_some(())?;
+                if landed.event_id != event.event_id {
+                    return None;
+                }
                 Some(RecordedEvent {
                     stream: self.stream.clone(),
                     event_id: event.event_id,

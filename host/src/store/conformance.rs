@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             concurrent_exact_appends_have_one_winner_per_sequence,
             empty_batch_checks_the_expectation_and_creates_no_stream,
             retried_event_ids_return_the_original_outcome_and_write_nothing,
+            concurrent_retries_of_one_append_write_it_once,
             partly_reused_event_ids_are_refused,
             event_ids_from_another_stream_are_refused,
             event_ids_out_of_their_original_order_are_refused,
@@ -350,6 +351,43 @@ pub(crate) async fn concurrent_any_appends_get_contiguous_sequences(store: Arc<d
         "positions increase with sequences: {landed:?}"
     );
     assert_eq!(store.stream_sequence(&s).await.unwrap(), 32);
+}
+
+/// Retries of one append racing each other (a client that gave up waiting
+/// and sent it again, several times) write it once, and every one of them
+/// answers with its outcome, while appends to other streams land beside
+/// them.
+pub(crate) async fn concurrent_retries_of_one_append_write_it_once(store: Arc<dyn EventStore>) {
+    let s = stream("concurrent-retries");
+    let append = request(&s, Expectation::Exact(0), events(2));
+    let (mut retries, mut others) = (JoinSet::new(), JoinSet::new());
+    for n in 0..16 {
+        let (retrying, append) = (Arc::clone(&store), append.clone());
+        retries.spawn(async move { retrying.append(append).await });
+        let (store, other) = (Arc::clone(&store), stream(&format!("beside-retries-{n}")));
+        others.spawn(async move {
+            store
+                .append(request(&other, Expectation::Exact(0), events(1)))
+                .await
+        });
+    }
+    let mut outcomes: Vec<AppendOutcome> = retries
+        .join_all()
+        .await
+        .into_iter()
+        .map(|result| result.expect("a retry returns the original outcome"))
+        .collect();
+    outcomes.dedup();
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "one outcome for every retry: {outcomes:?}"
+    );
+    for result in others.join_all().await {
+        result.expect("an append beside the retries lands");
+    }
+    assert_eq!(store.read_stream(&s, 1, usize::MAX).await.unwrap().len(), 2);
+    assert_eq!(store.read_all(0, usize::MAX).await.unwrap().len(), 2 + 16);
 }
 
 pub(crate) async fn concurrent_exact_appends_have_one_winner_per_sequence(

@@ -163,7 +163,9 @@ pub struct DeadLetter {
 
 /// The right to drain one destination for one round, and where the round
 /// starts. Give it back with [`Outbox::release`] to move the checkpoint;
-/// dropping it keeps the checkpoint where it was.
+/// dropping it keeps the checkpoint where it was and frees the destination
+/// (for a later claim by the same store at once; for another host's, as
+/// soon as the backend has ended the round).
 #[derive(Debug)]
 pub struct Claim {
     destination: String,

@@ -27,13 +27,32 @@
 //! after which the record exists and the next attempt returns it. Hot streams
 //! therefore cost one wasted attempt, never a livelock.
 //!
+//! # Group commit
+//!
+//! Appends of events do not each take a transaction: they queue, and one
+//! task of the store commits every append already waiting in one serial
+//! transaction (the append lock taken before its snapshot), their rules run
+//! side by side on its connection, so that a batch costs the round trips and
+//! the WAL flush of one append. Under the lock nothing else appends, so an
+//! append in a batch can only collide with another of the same batch (the
+//! same stream, command or event id): the server runs their statements one
+//! after the other, so either the later one sees the earlier's writes and
+//! decides on them, as a serial execution would, or a unique constraint
+//! fails. Any failed statement aborts the batch's transaction, nothing of it
+//! is acknowledged, and each of its appends then runs in a transaction of
+//! its own as above, to get its own outcome. Other writes (rejections,
+//! documents, checkpoints) always run on their own.
+//!
 //! # Round trips
 //!
 //! Statements that do not need each other's answers go to the server
 //! together, in one round trip (see `PgTxn`), so an append of events costs
-//! three: `BEGIN` (with the append lock, on a repeat attempt) and the three
-//! reads the rules decide on; the append lock, the events and the move of the
-//! stream; the command record, the change signals and `COMMIT`. Raising
+//! three: `BEGIN` (with the append lock, on a repeat attempt or in a batch)
+//! and the three reads the rules decide on; the append lock, the events and
+//! the move of the stream; the command record, the change signals and
+//! `COMMIT`. A batch costs the same three: every append's reads go in the
+//! first, every append's writes in the second, every command record (one
+//! statement) with `COMMIT` in the third. Raising
 //! notifications adds one, for the outbox rows, which need the events'
 //! positions. A refusal costs the first round trip alone, and its `ROLLBACK`
 //! is not waited for.
@@ -59,8 +78,8 @@
 //! from taking positions to the end of `COMMIT` (one round trip for the
 //! events, one more for outbox rows, and one for the command record and
 //! `COMMIT` with its WAL flush), no other append of events can commit.
-//! Reads, rejections and everything before the first write still run
-//! concurrently. The alternative, a visibility horizon (reading only rows of
+//! Group commit is what makes up for it: the appends that queue meanwhile
+//! share the next transaction. The alternative, a visibility horizon (reading only rows of
 //! transactions older than the oldest one in flight), keeps commits
 //! concurrent but orders events by transaction id rather than by a position
 //! handed out at commit, which the `u64` position of the [`EventStore`]
@@ -98,9 +117,11 @@ use std::time::Duration;
 use deadpool_postgres::{
     ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
 };
+use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
@@ -221,8 +242,8 @@ const SELECT_EVENT_IDS: &str =
             written_at
      FROM events WHERE event_id = ANY($1)";
 
-const INSERT_COMMAND: &str =
-    "INSERT INTO commands (command_id, record) VALUES ($1, $2::text::json)";
+const INSERT_COMMANDS: &str = "INSERT INTO commands (command_id, record)
+     SELECT command_id, record::json FROM unnest($1::text[], $2::text[]) AS r(command_id, record)";
 
 /// How many times a write runs before a lost race is reported as a backend
 /// error. The second attempt holds the append lock throughout (see the
@@ -280,6 +301,10 @@ pub struct PostgresStore {
     /// Where the database is, without credentials, for messages.
     target: String,
     feeds: std::sync::Arc<Feeds>,
+    dropped_claims: std::sync::Arc<outbox::DroppedClaims>,
+    /// Where appends queue for [`commit_appends`], which ends when this
+    /// sender is dropped with the store.
+    appends: mpsc::Sender<Job>,
     /// Turns the server's notifications into `feeds`; stopped
     /// when the store is dropped.
     listener: tokio::task::JoinHandle<()>,
@@ -392,12 +417,16 @@ impl PostgresStore {
             .build()
             .map_err(|error| open_error(&target, error.into()))?;
         let feeds = std::sync::Arc::new(Feeds::default());
+        let (appends, queued) = mpsc::channel(MAX_BATCH);
+        tokio::spawn(commit_appends(pool.clone(), queued));
         let store = PostgresStore {
+            appends,
             pool,
             schema: options.schema.clone(),
             target,
             listener: outbox::listen(listen_config, options.schema.clone(), feeds.clone()),
             feeds,
+            dropped_claims: Default::default(),
         };
         store.migrate().await.map_err(|error| match error {
             StoreError::Backend(source) => open_error(&store.target, source),
@@ -430,36 +459,22 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(pool_error)
+        connection(&self.pool).await
     }
 
-    /// Runs `op` until it does not lose a race, at most [`WRITE_ATTEMPTS`]
-    /// times; the first attempt is optimistic, every later one serial.
+    /// Runs `op`: an append of events through the queue that commits them
+    /// in batches, anything else in a transaction of its own.
     async fn write(&self, op: Op) -> Result<Done, StoreError> {
-        let mut mode = Mode::Optimistic;
-        let mut attempt = 1;
-        loop {
-            match self.attempt(&op, mode).await {
-                Err(error) if lost_race(&error) && attempt < WRITE_ATTEMPTS => {
-                    tracing::debug!(%error, attempt, "a write lost a race; running it again");
-                    mode = Mode::Serial;
-                    attempt += 1;
-                }
-                result => return result,
-            }
+        if !matches!(&op, Op::Append(request) if !request.events.is_empty()) {
+            return write(&self.pool, &op).await;
         }
-    }
-
-    /// Runs `op` in one transaction and commits it if the rules accept it.
-    /// A refusal or an error rolls back (dropping an unfinished [`PgTxn`]
-    /// does).
-    async fn attempt(&self, op: &Op, mode: Mode) -> Result<Done, StoreError> {
-        let written_at = rules::now_micros();
-        let client = self.client().await?;
-        let mut txn = PgTxn::new(&client, mode);
-        let done = op.run(&mut txn, written_at).await?;
-        txn.commit().await?;
-        Ok(done)
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::backend("the store's append queue is gone");
+        self.appends
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Queries events with one of the [`select_events!`] statements.
@@ -478,6 +493,117 @@ impl PostgresStore {
             .map(recorded_event)
             .collect()
     }
+}
+
+async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
+    pool.get().await.map_err(pool_error)
+}
+
+/// Runs `op` in a transaction of its own until it does not lose a race, at
+/// most [`WRITE_ATTEMPTS`] times; the first attempt is optimistic, every
+/// later one serial.
+async fn write(pool: &Pool, op: &Op) -> Result<Done, StoreError> {
+    let mut mode = Mode::Optimistic;
+    let mut attempt = 1;
+    loop {
+        match write_once(pool, op, mode).await {
+            Err(error) if lost_race(&error) && attempt < WRITE_ATTEMPTS => {
+                tracing::debug!(%error, attempt, "a write lost a race; running it again");
+                mode = Mode::Serial;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Runs `op` in one transaction and commits it if the rules accept it.
+/// A refusal or an error rolls back (dropping an unfinished [`PgTxn`]
+/// does).
+async fn write_once(pool: &Pool, op: &Op, mode: Mode) -> Result<Done, StoreError> {
+    let written_at = rules::now_micros();
+    let client = connection(pool).await?;
+    let mut txn = PgTxn::new(&client, mode);
+    let done = op.run(&mut txn, written_at).await?;
+    txn.commit().await?;
+    Ok(done)
+}
+
+// ------------------------------------------------------------ group commit
+
+/// The most appends one transaction commits together.
+const MAX_BATCH: usize = 64;
+
+/// An append waiting for its batch, and where its caller waits for the
+/// answer.
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+/// Commits the appends queued on `jobs`, every one already waiting
+/// together, a batch at a time, until the store closes the queue.
+///
+/// A batch whose transaction fails as a whole (see [`write_batch`]) has
+/// committed nothing; each of its appends then runs on its own, so that
+/// each gets its own outcome.
+async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops: Vec<&Op> = batch.iter().map(|job| &job.op).collect();
+        let results = match write_batch(&pool, &ops).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::debug!(%error, appends = ops.len(), "a batch of appends failed; running them one by one");
+                join_all(ops.iter().map(|op| write(&pool, op))).await
+            }
+        };
+        for (job, result) in batch.drain(..).zip(results) {
+            // A caller that stopped waiting needs no answer.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Runs `ops` side by side in one serial transaction on one connection, and
+/// commits them together: one snapshot taken under the append lock, one
+/// round trip for all their reads, one for all their writes, one `COMMIT`
+/// and one WAL flush.
+///
+/// The rules of each run on the transaction as if alone; where two ops touch
+/// the same stream, command or event id, the server runs their statements in
+/// some order, and either the later sees the earlier's writes and decides on
+/// them, as a serial execution would, or a unique constraint fails. `Err`
+/// means the transaction failed as a whole (an op's statement failed, which
+/// aborts it, or `COMMIT` did) and nothing of it is committed; an op's
+/// refusal, which writes nothing, is its own result.
+async fn write_batch(
+    pool: &Pool,
+    ops: &[&Op],
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    let written_at = rules::now_micros();
+    let client = connection(pool).await?;
+    let mut batch = PgTxn::new(&client, Mode::Serial);
+    let mut members: Vec<PgTxn> = ops.iter().map(|_| PgTxn::member_of(&batch)).collect();
+    let runs = ops
+        .iter()
+        .zip(&mut members)
+        .map(|(op, txn)| op.run(txn, written_at));
+    // `BEGIN` and the lock go first, then every op's reads.
+    let mut results = batch.send(join_all(runs)).await?;
+    let failed = results
+        .iter()
+        .position(|result| matches!(result, Err(StoreError::Backend(_))));
+    if let Some(failed) = failed
+        && let Err(error) = results.swap_remove(failed)
+    {
+        return Err(error);
+    }
+    for member in members {
+        batch.adopt(member);
+    }
+    batch.commit().await?;
+    Ok(results)
 }
 
 impl fmt::Debug for PostgresStore {
@@ -696,8 +822,19 @@ struct PgTxn<'c> {
     /// Whether it added events or outbox rows, which projection
     /// propagation and dispatchers must hear of.
     added: Added,
-    /// A command record not sent yet: `(insert, command id, record)`.
-    held_record: Option<(Statement, String, String)>,
+    /// Command records not sent yet, sent with the next statement.
+    held_records: Option<HeldRecords>,
+    /// Whether this value ends the transaction (commits it, or rolls it
+    /// back when dropped), or runs one op in a batch's transaction and
+    /// hands what it holds to the batch ([`PgTxn::adopt`]).
+    ends: bool,
+}
+
+/// Command records held back by a [`PgTxn`], inserted by one statement.
+struct HeldRecords {
+    insert: Statement,
+    command_ids: Vec<String>,
+    records: Vec<String>,
 }
 
 impl<'c> PgTxn<'c> {
@@ -710,8 +847,35 @@ impl<'c> PgTxn<'c> {
             finished: false,
             locked: mode == Mode::Serial,
             added: Added::default(),
-            held_record: None,
+            held_records: None,
+            ends: true,
         }
+    }
+
+    /// A transaction for one op of `batch`: it sends no `BEGIN` (the batch
+    /// has), holds the append lock (the batch is serial), and leaves the
+    /// end of the transaction to the batch.
+    fn member_of(batch: &PgTxn<'c>) -> Self {
+        let mut member = PgTxn::new(batch.client, Mode::Serial);
+        member.begun = true;
+        member.ends = false;
+        member
+    }
+
+    /// Takes over what `member` holds for the end of the transaction: its
+    /// command records, and what it added.
+    fn adopt(&mut self, mut member: PgTxn<'c>) {
+        if let Some(held) = member.held_records.take() {
+            match &mut self.held_records {
+                Some(mine) => {
+                    mine.command_ids.extend(held.command_ids);
+                    mine.records.extend(held.records);
+                }
+                None => self.held_records = Some(held),
+            }
+        }
+        self.added.events |= member.added.events;
+        self.added.outbox_rows |= member.added.outbox_rows;
     }
 
     /// Sends what the transaction owes the server before its next statement
@@ -734,7 +898,7 @@ impl<'c> PgTxn<'c> {
         // Set before anything is sent, so that a future dropped from here on
         // still rolls the transaction back.
         self.begun = true;
-        let record = self.held_record.take();
+        let records = self.held_records.take();
         let opening = async {
             match begin {
                 Some(begin) => client.batch_execute(begin).await,
@@ -742,10 +906,11 @@ impl<'c> PgTxn<'c> {
             }
         };
         let recording = async {
-            match &record {
-                Some((insert, command_id, json)) => {
-                    client.execute(insert, &[command_id, json]).await.map(drop)
-                }
+            match &records {
+                Some(held) => client
+                    .execute(&held.insert, &[&held.command_ids, &held.records])
+                    .await
+                    .map(drop),
                 None => Ok(()),
             }
         };
@@ -767,7 +932,7 @@ impl<'c> PgTxn<'c> {
     /// `COMMIT` by rolling back. A transaction that sent nothing has nothing
     /// to commit.
     async fn commit(mut self) -> Result<(), StoreError> {
-        if !self.begun && self.held_record.is_none() {
+        if !self.begun && self.held_records.is_none() {
             return Ok(());
         }
         let client = self.client;
@@ -823,7 +988,7 @@ impl Drop for PgTxn<'_> {
     /// tokio-postgres's own `Transaction` does when dropped. After `COMMIT`
     /// was sent but not answered it only draws a warning.
     fn drop(&mut self) {
-        if self.begun && !self.finished {
+        if self.ends && self.begun && !self.finished {
             let rollback = pin!(self.client.batch_execute("ROLLBACK"));
             let _ = rollback.poll(&mut Context::from_waker(Waker::noop()));
         }
@@ -1019,13 +1184,20 @@ impl StoreTxn for PgTxn<'_> {
     /// [`PgTxn::commit`]).
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(StoreError::backend)?;
-        let insert = self.prepare(INSERT_COMMAND).await?;
-        // Two records in a row (which the rules never write) keep their
-        // order: the first goes ahead of the second's holding.
-        if self.held_record.is_some() {
-            self.flush().await?;
+        let command_id = record.command_id().to_owned();
+        match &mut self.held_records {
+            Some(held) => {
+                held.command_ids.push(command_id);
+                held.records.push(json);
+            }
+            None => {
+                self.held_records = Some(HeldRecords {
+                    insert: self.prepare(INSERT_COMMANDS).await?,
+                    command_ids: vec![command_id],
+                    records: vec![json],
+                });
+            }
         }
-        self.held_record = Some((insert, record.command_id().to_owned(), json));
         Ok(())
     }
 
@@ -1330,6 +1502,7 @@ mod tests {
     use super::testing::ScratchSchema;
     use super::*;
     use crate::model::Expectation;
+    use crate::store::Outbox;
     use crate::store::conformance::{
         Fixture, append_n, command, conformance_tests, events, request, stream,
     };
@@ -1599,6 +1772,94 @@ mod tests {
         assert_eq!(isolation, "read committed", "no transaction is open");
         drop(client);
         assert!(store.read_all(0, usize::MAX).await.unwrap().is_empty());
+    }
+
+    /// Appends that queue while a batch commits are committed together:
+    /// several appends to one transaction (one `COMMIT`, one WAL flush),
+    /// each with its own outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn appends_that_wait_together_commit_in_one_transaction() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let store = Arc::new(schema.open().await);
+        let mut appends = JoinSet::new();
+        for n in 0..64 {
+            let store = Arc::clone(&store);
+            appends
+                .spawn(async move { append_n(&*store, &stream(&format!("grouped-{n}")), 2).await });
+        }
+        let outcomes = appends.join_all().await;
+        let mut positions: Vec<u64> = outcomes
+            .iter()
+            .flat_map(|outcome| outcome.events.iter().map(|event| event.position))
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        assert_eq!(
+            positions.len(),
+            128,
+            "every event has a position of its own"
+        );
+        let row = store
+            .client()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM events",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (events, transactions): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(events, 128);
+        assert!(
+            transactions < 64,
+            "64 appends waiting together took {transactions} transactions"
+        );
+    }
+
+    /// A claim dropped without release (a dispatcher round cut short) is
+    /// rolled back, not closed: its connection serves again with no
+    /// transaction open, and the destination is free at once, for this
+    /// store and for another host's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_claim_is_rolled_back_and_its_connection_serves_again() {
+        let Some(schema) = ScratchSchema::new().await else {
+            return;
+        };
+        let options = PostgresOptions {
+            pool_size: 1,
+            ..schema.options()
+        };
+        let store = PostgresStore::open(schema.url(), options.clone())
+            .await
+            .unwrap();
+        let other_host = PostgresStore::open(schema.url(), options).await.unwrap();
+        // The pool's one connection: its backend, and whether it is inside a
+        // transaction that took a row lock (which assigns a transaction id).
+        let backend = async || {
+            let row = store
+                .client()
+                .await
+                .unwrap()
+                .query_one(
+                    "SELECT pg_backend_pid(), txid_current_if_assigned() IS NOT NULL",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i32>(0), row.get::<_, bool>(1))
+        };
+        let (first, _) = backend().await;
+        for round in 0..20 {
+            let claim = store.claim("topic").await.unwrap();
+            drop(claim.unwrap_or_else(|| panic!("round {round}: the dropped claim is free")));
+            assert_eq!(backend().await, (first, false), "round {round}");
+            let claim = other_host.claim("topic").await.unwrap();
+            let claim = claim.unwrap_or_else(|| panic!("round {round}: free for another host"));
+            other_host.release(claim, 1).await.unwrap();
+        }
     }
 
     /// A reader that follows `read_all` from the position after the last

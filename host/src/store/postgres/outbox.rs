@@ -268,29 +268,124 @@ async fn listen_once(
 }
 
 /// The connection of a PostgreSQL [`Claim`]: in a transaction that holds the
-/// destination's checkpoint row. One dropped before its transaction ended
-/// is taken out of the pool and closed, which rolls it back on the server.
+/// destination's checkpoint row.
 #[derive(Debug)]
-pub(crate) struct ClaimConnection(Option<Object>);
+pub(crate) struct ClaimConnection {
+    client: InTransaction,
+    dropped: Arc<DroppedClaims>,
+}
 
 impl ClaimConnection {
     fn client(&self) -> Result<&Object, StoreError> {
-        self.0
+        self.client
+            .0
             .as_ref()
             .ok_or_else(|| StoreError::backend("the claim's connection is gone"))
     }
 
     /// The transaction ended: the connection may go back to the pool.
     fn finished(mut self) {
-        drop(self.0.take());
+        self.client.finished();
     }
 }
 
 impl Drop for ClaimConnection {
+    /// Rolls the claim's transaction back on a task of its own (a drop
+    /// cannot wait), which [`DroppedClaims`] tracks until the server has
+    /// answered, and the connection then goes back to the pool. Outside a
+    /// runtime the connection is closed instead, which the server rolls
+    /// back once it notices.
+    fn drop(&mut self) {
+        let client = std::mem::take(&mut self.client);
+        if client.0.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let rolling_back = self.dropped.begin();
+        runtime.spawn(async move {
+            let _rolling_back = rolling_back;
+            client.roll_back().await;
+        });
+    }
+}
+
+/// A pooled connection inside a transaction. Dropped before
+/// [`InTransaction::finished`], it is taken out of the pool and closed, so
+/// that its transaction can never reach the connection's next user.
+#[derive(Debug, Default)]
+struct InTransaction(Option<Object>);
+
+impl InTransaction {
+    fn finished(&mut self) {
+        drop(self.0.take());
+    }
+
+    /// Ends the transaction with `ROLLBACK`; if that fails or the server
+    /// does not answer within [`ROLLBACK_WAIT`], the connection is closed.
+    async fn roll_back(mut self) {
+        let Some(client) = &self.0 else { return };
+        match tokio::time::timeout(ROLLBACK_WAIT, client.batch_execute("ROLLBACK")).await {
+            Ok(Ok(())) => self.finished(),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %super::flatten(&error), "could not roll back a dropped claim; closing its connection");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the rollback of a dropped claim took too long; closing its connection"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for InTransaction {
     fn drop(&mut self) {
         if let Some(client) = self.0.take() {
             drop(Object::take(client));
         }
+    }
+}
+
+/// How long a dropped claim's `ROLLBACK` may take before its connection is
+/// closed instead, and so the longest a claim waits on [`DroppedClaims`].
+const ROLLBACK_WAIT: Duration = Duration::from_secs(5);
+
+/// The rollbacks of this store's dropped claims that the server has not
+/// answered yet. A claim waits for them first: until its rollback lands, a
+/// dropped claim still holds its row, and `SKIP LOCKED` would pass over it
+/// as if another dispatcher held the destination.
+#[derive(Debug)]
+pub(super) struct DroppedClaims(watch::Sender<usize>);
+
+impl Default for DroppedClaims {
+    fn default() -> Self {
+        DroppedClaims(watch::Sender::new(0))
+    }
+}
+
+impl DroppedClaims {
+    /// Counts one rollback in, until the returned guard is dropped.
+    fn begin(self: &Arc<Self>) -> RollingBack {
+        self.0.send_modify(|pending| *pending += 1);
+        RollingBack(Arc::clone(self))
+    }
+
+    /// Returns once no rollback is on its way.
+    async fn settled(&self) {
+        let mut pending = self.0.subscribe();
+        // Cannot fail: `self` holds the sender.
+        let _ = pending.wait_for(|pending| *pending == 0).await;
+    }
+}
+
+/// One rollback of a dropped claim in flight.
+struct RollingBack(Arc<DroppedClaims>);
+
+impl Drop for RollingBack {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|pending| *pending -= 1);
     }
 }
 
@@ -358,6 +453,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError> {
+        self.dropped_claims.settled().await;
         let client = self.client().await?;
         client
             .execute(
@@ -368,7 +464,10 @@ impl Outbox for PostgresStore {
             .await
             .map_err(pg_error)?;
         client.batch_execute("BEGIN").await.map_err(pg_error)?;
-        let connection = ClaimConnection(Some(client));
+        let connection = ClaimConnection {
+            client: InTransaction(Some(client)),
+            dropped: Arc::clone(&self.dropped_claims),
+        };
         let row = connection
             .client()?
             .query_opt(

@@ -20,70 +20,70 @@
 //! retried append, the recorded command). A refusal writes nothing, so a
 //! decision on one snapshot is always one a serial execution could make.
 //!
-//! The first attempt is optimistic: it takes no lock until it writes events.
-//! A repeat attempt takes the append lock (below) *before* its snapshot, so no
-//! other append can commit between its reads and its writes: it cannot lose
-//! to an append again, only to a concurrent record of the same command id,
-//! after which the record exists and the next attempt returns it. Hot streams
-//! therefore cost one wasted attempt, never a livelock.
+//! A write that appends events takes the append lock (below) *before* its
+//! snapshot, so no other append can commit between its reads and its
+//! writes: it cannot lose to an append, only to a concurrent record of the
+//! same command id, after which the record exists and the next attempt
+//! returns it. Other writes (rejections, documents, checkpoints) are
+//! optimistic: they take the lock only if they write outbox rows, and a
+//! repeat attempt takes it first. So no write loses more than one attempt
+//! to the same race, never a livelock.
 //!
 //! # Group commit
 //!
 //! Appends of events do not each take a transaction: they queue, and one
-//! task of the store commits every append already waiting in one serial
-//! transaction (the append lock taken before its snapshot), their rules run
-//! side by side on its connection, so that a batch costs the round trips and
-//! the WAL flush of one append. Under the lock nothing else appends, so an
-//! append in a batch can only collide with another of the same batch (the
-//! same stream, command or event id): the server runs their statements one
-//! after the other, so either the later one sees the earlier's writes and
-//! decides on them, as a serial execution would, or a unique constraint
-//! fails. Any failed statement aborts the batch's transaction, nothing of it
-//! is acknowledged, and each of its appends then runs in a transaction of
-//! its own as above, to get its own outcome. Other writes (rejections,
-//! documents, checkpoints) always run on their own.
+//! task of the store commits every append already waiting in one
+//! transaction, their rules run side by side on its connection, so that a
+//! batch costs the round trips and the WAL flush of one append. A batch
+//! takes one append per stream; the others wait for the next. Under the
+//! lock nothing else appends, so an append in a batch can only collide with
+//! another of the same batch (the same command or event id), whose writes
+//! it does not see: both write, and a unique constraint fails. Any failed
+//! statement aborts the batch's transaction, nothing of it is acknowledged,
+//! and each of its appends then runs in a transaction of its own, to get
+//! its own outcome.
 //!
 //! # Round trips
 //!
 //! Statements that do not need each other's answers go to the server
-//! together, in one round trip (see `PgTxn`), so an append of events costs
-//! three: `BEGIN` (with the append lock, on a repeat attempt or in a batch)
-//! and the three reads the rules decide on; the append lock, the events and
-//! the move of the stream; the command record, the change signals and
-//! `COMMIT`. A batch costs the same three: every append's reads go in the
-//! first, every append's writes in the second, every command record (one
-//! statement) with `COMMIT` in the third. Raising
-//! notifications adds one, for the outbox rows, which need the events'
-//! positions. A refusal costs the first round trip alone, and its `ROLLBACK`
-//! is not waited for.
+//! together, in one round trip (see `PgTxn`), and writes whose answers
+//! nobody needs are held back and sent with the next statement. So an
+//! append of events costs two round trips: `BEGIN` with the append lock,
+//! the reads the rules decide on, and the last position handed out; then
+//! the events (numbered and placed by the host, which the lock makes safe),
+//! the moves of their streams, their outbox rows, the command record, the
+//! change signals and `COMMIT`. A batch costs the same two: every append's
+//! reads in the first, all their writes, one statement of each kind, with
+//! `COMMIT` in the second. A refusal costs the first round trip alone, and
+//! its `ROLLBACK` is not waited for.
 //!
 //! The server still runs the statements one after another, in the order
 //! sent, and the first that fails aborts the transaction, so sending them
-//! together changes no outcome. In particular a command record that a
-//! concurrent transaction committed first fails the last round trip: the
-//! server answers `COMMIT` by rolling back, and the write is reported as a
-//! lost race (and run again), never acknowledged.
+//! together changes no outcome. In particular events or a command record
+//! that a concurrent transaction committed first fail the last round trip:
+//! the server answers `COMMIT` by rolling back, and the write is reported
+//! as a lost race (and run again), never acknowledged.
 //!
 //! # Positions follow commit order
 //!
-//! Positions come from the `event_position` sequence, but only while the
-//! transaction holds `append_lock` (an empty table locked `EXCLUSIVE`, which
-//! only appends of events take), and the lock is held until `COMMIT`
-//! completes. So position `p + 1` is handed out only after the transaction
-//! holding `p` has committed or rolled back, and a reader that sees `p + 1`
-//! also sees `p` (or `p` never existed): following [`EventStore::read_all`]
-//! from the position after the last event seen never skips one.
+//! Positions are handed out after the last one in the `event_position`
+//! sequence, but only by a transaction that holds `append_lock` (an empty
+//! table locked `EXCLUSIVE`, which only appends of events and outbox writes
+//! take), and the lock is held until `COMMIT` completes. So position `p + 1`
+//! is handed out only after the transaction holding `p` has committed or
+//! rolled back, and a reader that sees `p + 1` also sees `p` (or `p` never
+//! existed): following [`EventStore::read_all`] from the position after the
+//! last event seen never skips one.
 //!
 //! The price is that commits of events are serial across the whole store:
-//! from taking positions to the end of `COMMIT` (one round trip for the
-//! events, one more for outbox rows, and one for the command record and
-//! `COMMIT` with its WAL flush), no other append of events can commit.
-//! Group commit is what makes up for it: the appends that queue meanwhile
-//! share the next transaction. The alternative, a visibility horizon (reading only rows of
-//! transactions older than the oldest one in flight), keeps commits
-//! concurrent but orders events by transaction id rather than by a position
-//! handed out at commit, which the `u64` position of the [`EventStore`]
-//! contract cannot express.
+//! from taking positions to the end of `COMMIT` with its WAL flush, no
+//! other append of events can commit. Group commit is what makes up for it:
+//! the appends that queue meanwhile share the next transaction. The
+//! alternative, a visibility horizon (reading only rows of transactions
+//! older than the oldest one in flight), keeps commits concurrent but
+//! orders events by transaction id rather than by a position handed out at
+//! commit, which the `u64` position of the [`EventStore`] contract cannot
+//! express.
 //!
 //! # The outbox
 //!
@@ -98,19 +98,19 @@
 //! dispatch: whichever host gets it drains the destination, the others skip
 //! it. See [`outbox`].
 //!
-//! Positions are not contiguous: a transaction that rolls back after taking
-//! its positions (one that lost a race on a command id, or lost its
-//! connection) leaves a gap, which a reader simply passes. The sequence is
-//! only moved once the events are in, so a race lost on a stream or an event
-//! id, the common case, leaves none.
+//! Positions are not contiguous: a transaction that rolls back after its
+//! events were sent (one that lost a race on a stream, an event id or a
+//! command id, or lost its connection) may leave a gap, which a reader
+//! simply passes.
 
 mod outbox;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -300,8 +300,8 @@ pub struct PostgresStore {
     schema: String,
     /// Where the database is, without credentials, for messages.
     target: String,
-    feeds: std::sync::Arc<Feeds>,
-    dropped_claims: std::sync::Arc<outbox::DroppedClaims>,
+    feeds: Arc<Feeds>,
+    dropped_claims: Arc<outbox::DroppedClaims>,
     /// Where appends queue for [`commit_appends`], which ends when this
     /// sender is dropped with the store.
     appends: mpsc::Sender<Job>,
@@ -416,7 +416,7 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| open_error(&target, error.into()))?;
-        let feeds = std::sync::Arc::new(Feeds::default());
+        let feeds = Arc::new(Feeds::default());
         let (appends, queued) = mpsc::channel(MAX_BATCH);
         tokio::spawn(commit_appends(pool.clone(), queued));
         let store = PostgresStore {
@@ -465,13 +465,14 @@ impl PostgresStore {
     /// Runs `op`: an append of events through the queue that commits them
     /// in batches, anything else in a transaction of its own.
     async fn write(&self, op: Op) -> Result<Done, StoreError> {
-        if !matches!(&op, Op::Append(request) if !request.events.is_empty()) {
-            return write(&self.pool, &op).await;
-        }
+        let stream = match &op {
+            Op::Append(request) if appends_events(&op) => request.stream.clone(),
+            _ => return write(&self.pool, &op).await,
+        };
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::backend("the store's append queue is gone");
         self.appends
-            .send(Job { op, reply })
+            .send(Job { stream, op, reply })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -495,15 +496,25 @@ impl PostgresStore {
     }
 }
 
+/// Whether `op` appends events: those go through group commit, and take the
+/// append lock before their reads, to hand out positions themselves.
+fn appends_events(op: &Op) -> bool {
+    matches!(op, Op::Append(request) if !request.events.is_empty())
+}
+
 async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
     pool.get().await.map_err(pool_error)
 }
 
 /// Runs `op` in a transaction of its own until it does not lose a race, at
-/// most [`WRITE_ATTEMPTS`] times; the first attempt is optimistic, every
-/// later one serial.
+/// most [`WRITE_ATTEMPTS`] times; every attempt is serial but the first of
+/// a write that appends no events, which is optimistic.
 async fn write(pool: &Pool, op: &Op) -> Result<Done, StoreError> {
-    let mut mode = Mode::Optimistic;
+    let mut mode = if appends_events(op) {
+        Mode::Serial
+    } else {
+        Mode::Optimistic
+    };
     let mut attempt = 1;
     loop {
         match write_once(pool, op, mode).await {
@@ -537,6 +548,8 @@ const MAX_BATCH: usize = 64;
 /// An append waiting for its batch, and where its caller waits for the
 /// answer.
 struct Job {
+    /// The stream appended to.
+    stream: StreamId,
     op: Op,
     reply: oneshot::Sender<Result<Done, StoreError>>,
 }
@@ -544,12 +557,39 @@ struct Job {
 /// Commits the appends queued on `jobs`, every one already waiting
 /// together, a batch at a time, until the store closes the queue.
 ///
-/// A batch whose transaction fails as a whole (see [`write_batch`]) has
-/// committed nothing; each of its appends then runs on its own, so that
-/// each gets its own outcome.
+/// A batch takes one append per stream, in the order they came: two would
+/// read the same head, and the later would fail the batch. The others wait
+/// for the next batch. A batch whose transaction fails as a whole (see
+/// [`write_batch`]) has committed nothing; each of its appends then runs on
+/// its own, so that each gets its own outcome.
 async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut streams: HashSet<StreamId> = HashSet::new();
+    loop {
+        if waiting.is_empty() {
+            let mut queued = Vec::with_capacity(MAX_BATCH);
+            if jobs.recv_many(&mut queued, MAX_BATCH).await == 0 {
+                return;
+            }
+            waiting.extend(queued);
+        }
+        while let Ok(job) = jobs.try_recv() {
+            waiting.push_back(job);
+            if waiting.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        let mut later = VecDeque::new();
+        for job in waiting.drain(..) {
+            if batch.len() < MAX_BATCH && streams.insert(job.stream.clone()) {
+                batch.push(job);
+            } else {
+                later.push_back(job);
+            }
+        }
+        waiting = later;
+        streams.clear();
         let ops: Vec<&Op> = batch.iter().map(|job| &job.op).collect();
         let results = match write_batch(&pool, &ops).await {
             Ok(results) => results,
@@ -570,13 +610,13 @@ async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
 /// round trip for all their reads, one for all their writes, one `COMMIT`
 /// and one WAL flush.
 ///
-/// The rules of each run on the transaction as if alone; where two ops touch
-/// the same stream, command or event id, the server runs their statements in
-/// some order, and either the later sees the earlier's writes and decides on
-/// them, as a serial execution would, or a unique constraint fails. `Err`
-/// means the transaction failed as a whole (an op's statement failed, which
-/// aborts it, or `COMMIT` did) and nothing of it is committed; an op's
-/// refusal, which writes nothing, is its own result.
+/// The rules of each run on the transaction as if alone, and their writes
+/// are held back until `COMMIT`, so none sees another's: two that write to
+/// the same stream, or the same command or event id, both write it, and a
+/// unique constraint fails the batch. `Err` means the transaction failed as
+/// a whole (an op's statement failed, which aborts it, or `COMMIT` did) and
+/// nothing of it is committed; an op's refusal, which writes nothing, is its
+/// own result.
 async fn write_batch(
     pool: &Pool,
     ops: &[&Op],
@@ -790,8 +830,8 @@ fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
 /// How a write transaction takes the append lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// When it first writes events: reads run concurrently with other
-    /// appends, and may lose a race to them.
+    /// When it first writes outbox rows, if it does: for writes that append
+    /// no events, whose reads then run concurrently with appends.
     Optimistic,
     /// Before its snapshot: no other append commits while it runs.
     Serial,
@@ -804,9 +844,10 @@ enum Mode {
 /// sends a request when its future is first polled and `join!` first polls
 /// its futures in the order written, so statements joined go to the server
 /// in that order, in one round trip, and the server runs each only after the
-/// one before. `BEGIN` is sent with the first statement of the transaction
-/// and a command record with the next statement or `COMMIT`, never alone
-/// (see [`PgTxn::send`]). Only prepared statements and simple queries may be
+/// one before. `BEGIN` is sent with the first statement of the transaction,
+/// and the writes whose answers nobody needs (events, outbox rows, command
+/// records: [`Held`]) with the next statement or `COMMIT`, never alone (see
+/// [`PgTxn::send`]). Only prepared statements and simple queries may be
 /// sent this way: a statement prepared on the spot would wait for the
 /// server before being sent, behind the ones that should follow it.
 struct PgTxn<'c> {
@@ -822,19 +863,15 @@ struct PgTxn<'c> {
     /// Whether it added events or outbox rows, which projection
     /// propagation and dispatchers must hear of.
     added: Added,
-    /// Command records not sent yet, sent with the next statement.
-    held_records: Option<HeldRecords>,
+    /// The event positions it hands out (shared with the batch it is a
+    /// member of).
+    positions: Arc<Positions>,
+    /// Writes not sent yet, sent with the next statement.
+    held: Held,
     /// Whether this value ends the transaction (commits it, or rolls it
     /// back when dropped), or runs one op in a batch's transaction and
     /// hands what it holds to the batch ([`PgTxn::adopt`]).
     ends: bool,
-}
-
-/// Command records held back by a [`PgTxn`], inserted by one statement.
-struct HeldRecords {
-    insert: Statement,
-    command_ids: Vec<String>,
-    records: Vec<String>,
 }
 
 impl<'c> PgTxn<'c> {
@@ -847,7 +884,8 @@ impl<'c> PgTxn<'c> {
             finished: false,
             locked: mode == Mode::Serial,
             added: Added::default(),
-            held_records: None,
+            positions: Arc::default(),
+            held: Held::default(),
             ends: true,
         }
     }
@@ -859,29 +897,22 @@ impl<'c> PgTxn<'c> {
         let mut member = PgTxn::new(batch.client, Mode::Serial);
         member.begun = true;
         member.ends = false;
+        member.positions = Arc::clone(&batch.positions);
         member
     }
 
-    /// Takes over what `member` holds for the end of the transaction: its
-    /// command records, and what it added.
+    /// Takes over what `member` holds for the end of the transaction: the
+    /// writes it held back, and what it added.
     fn adopt(&mut self, mut member: PgTxn<'c>) {
-        if let Some(held) = member.held_records.take() {
-            match &mut self.held_records {
-                Some(mine) => {
-                    mine.command_ids.extend(held.command_ids);
-                    mine.records.extend(held.records);
-                }
-                None => self.held_records = Some(held),
-            }
-        }
+        self.held.extend(std::mem::take(&mut member.held));
         self.added.events |= member.added.events;
         self.added.outbox_rows |= member.added.outbox_rows;
     }
 
     /// Sends what the transaction owes the server before its next statement
-    /// (`BEGIN`, with the append lock in serial mode, unless it has begun; a
-    /// held command record), then `statements`, all in one round trip, and
-    /// waits for every answer.
+    /// (`BEGIN`, with the append lock in serial mode, unless it has begun;
+    /// the writes it held back), then `statements`, all in one round trip,
+    /// and waits for every answer.
     ///
     /// `statements` must send its requests when first polled (see the type's
     /// documentation). Its output is returned only when what went before it
@@ -898,25 +929,16 @@ impl<'c> PgTxn<'c> {
         // Set before anything is sent, so that a future dropped from here on
         // still rolls the transaction back.
         self.begun = true;
-        let records = self.held_records.take();
+        let held = std::mem::take(&mut self.held);
         let opening = async {
             match begin {
                 Some(begin) => client.batch_execute(begin).await,
                 None => Ok(()),
             }
         };
-        let recording = async {
-            match &records {
-                Some(held) => client
-                    .execute(&held.insert, &[&held.command_ids, &held.records])
-                    .await
-                    .map(drop),
-                None => Ok(()),
-            }
-        };
-        let (opened, recorded, output) = tokio::join!(opening, recording, statements);
+        let (opened, written, output) = tokio::join!(opening, held.send(client), statements);
         opened.map_err(pg_error)?;
-        recorded.map_err(pg_error)?;
+        written.map_err(pg_error)?;
         Ok(output)
     }
 
@@ -926,13 +948,13 @@ impl<'c> PgTxn<'c> {
         self.send(async {}).await
     }
 
-    /// Commits, in one round trip with a held command record and the outbox
-    /// signal, and fails if any of them failed: a record that a concurrent
-    /// transaction inserted first fails here, and the server then answers
-    /// `COMMIT` by rolling back. A transaction that sent nothing has nothing
-    /// to commit.
+    /// Commits, in one round trip with the writes held back and the change
+    /// signals, and fails if any of them failed: events or a command record
+    /// that a concurrent transaction inserted first fail here, and the
+    /// server then answers `COMMIT` by rolling back. A transaction that sent
+    /// nothing has nothing to commit.
     async fn commit(mut self) -> Result<(), StoreError> {
-        if !self.begun && self.held_records.is_none() {
+        if !self.begun && self.held.is_empty() {
             return Ok(());
         }
         let client = self.client;
@@ -972,8 +994,237 @@ impl<'c> PgTxn<'c> {
         Ok(())
     }
 
+    /// Takes `append_lock` unless the transaction holds it already, and
+    /// reads the last position handed out, in one round trip: for
+    /// [`PgTxn::insert_events`] in a transaction that took no lock before
+    /// its reads.
+    async fn read_last_position(&mut self) -> Result<(), StoreError> {
+        let select = self.prepare(SELECT_LAST_POSITION).await?;
+        let client = self.client;
+        let locked = self.locked;
+        let lock = async {
+            if locked {
+                Ok(())
+            } else {
+                client.batch_execute(LOCK_APPENDS).await
+            }
+        };
+        let (locked, row) = self
+            .send(async { tokio::join!(lock, client.query_one(&select, &[])) })
+            .await?;
+        locked.map_err(pg_error)?;
+        self.locked = true;
+        self.positions.seen(last_position(&row.map_err(pg_error)?)?);
+        Ok(())
+    }
+
     async fn prepare(&self, sql: &str) -> Result<Statement, StoreError> {
         self.client.prepare_cached(sql).await.map_err(pg_error)
+    }
+}
+
+/// The last event position a transaction, with the members of its batch,
+/// has handed out. It starts from the store's, read under the append lock
+/// ([`SELECT_LAST_POSITION`]); since held events are sent only with
+/// `COMMIT`, or with a member's outbox rows, every member reads that one or
+/// a later one, and the larger wins.
+#[derive(Debug, Default)]
+struct Positions(std::sync::Mutex<Option<u64>>);
+
+impl Positions {
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the store's last position was read.
+    fn known(&self) -> bool {
+        self.last().is_some()
+    }
+
+    /// The store had handed out positions up to `last` when read.
+    fn seen(&self, last: u64) {
+        let mut mine = self.last();
+        *mine = Some(mine.map_or(last, |mine| mine.max(last)));
+    }
+
+    /// Hands out `count` positions; returns the first.
+    fn take(&self, count: u64) -> Result<u64, StoreError> {
+        let mut last = self.last();
+        let first = last
+            .ok_or_else(|| StoreError::backend("positions handed out before the last was read"))?
+            + 1;
+        *last = Some(first + count - 1);
+        Ok(first)
+    }
+}
+
+/// The writes a [`PgTxn`] holds back to send with its next statement, one
+/// statement each: events, their outbox rows (which point at them), command
+/// records.
+#[derive(Default)]
+struct Held {
+    events: Option<HeldEvents>,
+    rows: Option<HeldRows>,
+    records: Option<HeldRecords>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.events.is_none() && self.rows.is_none() && self.records.is_none()
+    }
+
+    /// Adds `other`'s writes after these.
+    fn extend(&mut self, other: Held) {
+        fn merge<T>(mine: &mut Option<T>, theirs: Option<T>, extend: impl FnOnce(&mut T, T)) {
+            match (mine.as_mut(), theirs) {
+                (Some(mine), Some(theirs)) => extend(mine, theirs),
+                (None, theirs) => *mine = theirs,
+                (Some(_), None) => {}
+            }
+        }
+        merge(&mut self.events, other.events, HeldEvents::extend);
+        merge(&mut self.rows, other.rows, |mine, theirs| {
+            mine.kinds.extend(theirs.kinds);
+            mine.event_positions.extend(theirs.event_positions);
+        });
+        merge(&mut self.records, other.records, |mine, theirs| {
+            mine.command_ids.extend(theirs.command_ids);
+            mine.records.extend(theirs.records);
+        });
+    }
+
+    /// Sends the statements, in order, when first polled, and returns the
+    /// first error.
+    async fn send(&self, client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
+        let events = async {
+            match &self.events {
+                Some(events) => events.send(client).await,
+                None => Ok(()),
+            }
+        };
+        let rows = async {
+            match &self.rows {
+                Some(rows) => client
+                    .execute(&rows.insert, &[&rows.kinds, &rows.event_positions])
+                    .await
+                    .map(drop),
+                None => Ok(()),
+            }
+        };
+        let records = async {
+            match &self.records {
+                Some(records) => client
+                    .execute(&records.insert, &[&records.command_ids, &records.records])
+                    .await
+                    .map(drop),
+                None => Ok(()),
+            }
+        };
+        let (events, rows, records) = tokio::join!(events, rows, records);
+        events.and(rows).and(records)
+    }
+}
+
+/// Outbox rows for events, held back by a [`PgTxn`]
+/// ([`outbox::INSERT_EVENT_ROWS`]).
+struct HeldRows {
+    insert: Statement,
+    kinds: Vec<&'static str>,
+    event_positions: Vec<i64>,
+}
+
+/// Command records held back by a [`PgTxn`] ([`INSERT_COMMANDS`]).
+struct HeldRecords {
+    insert: Statement,
+    command_ids: Vec<String>,
+    records: Vec<String>,
+}
+
+/// Events held back by a [`PgTxn`], inserted with the moves of their
+/// streams by one statement, [`INSERT_EVENTS`].
+struct HeldEvents {
+    insert: Statement,
+    positions: Vec<i64>,
+    domains: Vec<String>,
+    entity_types: Vec<String>,
+    instance_keys: Vec<String>,
+    sequences: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    payloads: Vec<String>,
+    written_at: Vec<OffsetDateTime>,
+    contexts: Vec<String>,
+}
+
+impl HeldEvents {
+    fn new(insert: Statement) -> Self {
+        HeldEvents {
+            insert,
+            positions: Vec::new(),
+            domains: Vec::new(),
+            entity_types: Vec::new(),
+            instance_keys: Vec::new(),
+            sequences: Vec::new(),
+            event_ids: Vec::new(),
+            event_types: Vec::new(),
+            payloads: Vec::new(),
+            written_at: Vec::new(),
+            contexts: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        stream: &StreamId,
+        sequence: u64,
+        position: u64,
+        event: &NewEvent,
+        written_at: OffsetDateTime,
+        context: &str,
+    ) -> Result<(), StoreError> {
+        self.positions.push(to_sql_int(position)?);
+        self.sequences.push(to_sql_int(sequence)?);
+        self.domains.push(stream.domain().to_owned());
+        self.entity_types.push(stream.entity_type().to_owned());
+        self.instance_keys.push(stream.instance_key().to_owned());
+        self.event_ids.push(event.event_id);
+        self.event_types.push(event.event_type.clone());
+        self.payloads.push(event.payload.get().to_owned());
+        self.written_at.push(written_at);
+        self.contexts.push(context.to_owned());
+        Ok(())
+    }
+
+    fn extend(&mut self, other: HeldEvents) {
+        self.positions.extend(other.positions);
+        self.domains.extend(other.domains);
+        self.entity_types.extend(other.entity_types);
+        self.instance_keys.extend(other.instance_keys);
+        self.sequences.extend(other.sequences);
+        self.event_ids.extend(other.event_ids);
+        self.event_types.extend(other.event_types);
+        self.payloads.extend(other.payloads);
+        self.written_at.extend(other.written_at);
+        self.contexts.extend(other.contexts);
+    }
+
+    /// Sends [`INSERT_EVENTS`] when first polled.
+    async fn send(&self, client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &self.positions,
+            &self.domains,
+            &self.entity_types,
+            &self.instance_keys,
+            &self.sequences,
+            &self.event_ids,
+            &self.event_types,
+            &self.payloads,
+            &self.written_at,
+            &self.contexts,
+        ];
+        client.execute(&self.insert, &params).await.map(drop)
     }
 }
 
@@ -1039,7 +1290,8 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     /// The three reads in one round trip, with `BEGIN` (and in serial mode
-    /// the append lock, which the server takes before it runs them).
+    /// the append lock, which the server takes before it runs them, and the
+    /// last position handed out, which the lock makes final).
     async fn append_reads(
         &mut self,
         command_id: Option<&str>,
@@ -1047,13 +1299,18 @@ impl StoreTxn for PgTxn<'_> {
         event_ids: &[Uuid],
     ) -> Result<AppendReads, StoreError> {
         // Prepared first: one prepared on the spot would be sent late.
-        let (select_command, select_ids, select_sequence) = tokio::join!(
+        let (select_command, select_ids, select_sequence, select_position) = tokio::join!(
             self.prepare(SELECT_COMMAND_RECORD),
             self.prepare(SELECT_EVENT_IDS),
             self.prepare(SELECT_STREAM_SEQUENCE),
+            self.prepare(SELECT_LAST_POSITION),
         );
-        let (select_command, select_ids, select_sequence) =
-            (select_command?, select_ids?, select_sequence?);
+        let (select_command, select_ids, select_sequence, select_position) = (
+            select_command?,
+            select_ids?,
+            select_sequence?,
+            select_position?,
+        );
         let client = self.client;
         let command = async {
             match command_id {
@@ -1074,14 +1331,26 @@ impl StoreTxn for PgTxn<'_> {
             &stream.instance_key(),
         ];
         let sequence = client.query_opt(&select_sequence, &sequence_params);
-        let (command, ids, sequence) = self
-            .send(async { tokio::join!(command, ids, sequence) })
+        let locked = self.locked;
+        let position = async {
+            if locked {
+                client.query_one(&select_position, &[]).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (command, ids, sequence, position) = self
+            .send(async { tokio::join!(command, ids, sequence, position) })
             .await?;
-        let (command, ids, sequence) = (
+        let (command, ids, sequence, position) = (
             command.map_err(pg_error)?,
             ids.map_err(pg_error)?,
             sequence.map_err(pg_error)?,
+            position.map_err(pg_error)?,
         );
+        if let Some(row) = position {
+            self.positions.seen(last_position(&row)?);
+        }
         Ok(AppendReads {
             command: command.map(|row| command_record(&row)).transpose()?,
             event_ids: stored_event_ids(stream, event_ids, &ids)?,
@@ -1089,6 +1358,13 @@ impl StoreTxn for PgTxn<'_> {
         })
     }
 
+    /// Numbers the events and hands out their positions here, and holds
+    /// them back: they are sent with the next statement, which for the
+    /// rules is `COMMIT`. The positions are final because the transaction
+    /// holds the append lock and read the last one handed out under it (with
+    /// its reads, or here, in a round trip of its own, if it took the lock
+    /// late). Events whose stream sequence or id a concurrent transaction
+    /// took first then fail the commit, a lost race like any other.
     async fn insert_events(
         &mut self,
         stream: &StreamId,
@@ -1102,79 +1378,37 @@ impl StoreTxn for PgTxn<'_> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let last_sequence = first_sequence
-            .checked_add(events.len() as u64 - 1)
+        let count = events.len() as u64;
+        first_sequence
+            .checked_add(count - 1)
             .ok_or_else(|| StoreError::backend("the stream's sequence would overflow"))?;
+        if !self.positions.known() {
+            self.read_last_position().await?;
+        }
+        let first_position = self.positions.take(count)?;
         let context = serde_json::to_string(context).map_err(StoreError::backend)?;
-        let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let payloads: Vec<&str> = events.iter().map(|event| event.payload.get()).collect();
-        let (first, last) = (to_sql_int(first_sequence)?, to_sql_int(last_sequence)?);
-        let (domain, entity_type, instance_key) =
-            (stream.domain(), stream.entity_type(), stream.instance_key());
-
         let insert = self.prepare(INSERT_EVENTS).await?;
-        let move_stream = self.prepare(MOVE_STREAM).await?;
-        let client = self.client;
-        let locked = self.locked;
-        let lock = async {
-            if !locked {
-                client.batch_execute(LOCK_APPENDS).await?;
-            }
-            Ok::<_, tokio_postgres::Error>(())
-        };
-        let insert_params: [&(dyn ToSql + Sync); 9] = [
-            &domain,
-            &entity_type,
-            &instance_key,
-            &first,
-            &ids,
-            &types,
-            &payloads,
-            &written_at,
-            &context,
-        ];
-        let move_params: [&(dyn ToSql + Sync); 4] = [&domain, &entity_type, &instance_key, &last];
-        let insert = client.query(&insert, &insert_params);
-        let move_stream = client.execute(&move_stream, &move_params);
-        // One round trip, in this order (see the type's documentation): the
-        // server takes the lock before it inserts.
-        let (locked, rows, moved) = self
-            .send(async { tokio::join!(lock, insert, move_stream) })
-            .await?;
-        locked.map_err(pg_error)?;
-        self.locked = true;
-        self.added.events = true;
-        let rows = rows.map_err(pg_error)?;
-        moved.map_err(pg_error)?;
-
-        let mut landed = rows
+        let held = self
+            .held
+            .events
+            .get_or_insert_with(|| HeldEvents::new(insert));
+        let appended = events
             .iter()
-            .map(|row| {
-                let sequence: i64 = row.try_get(0).map_err(pg_error)?;
-                let position: i64 = row.try_get(1).map_err(pg_error)?;
-                Ok((from_sql_int(sequence)?, from_sql_int(position)?))
+            .zip(first_sequence..)
+            .zip(first_position..)
+            .map(|((event, sequence), position)| {
+                held.push(stream, sequence, position, event, written_at, &context)?;
+                Ok(AppendedEvent {
+                    event_id: event.event_id,
+                    event_type: event.event_type.clone(),
+                    sequence,
+                    position,
+                    written_at: Some(written_at),
+                })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        landed.sort_unstable();
-        if landed.len() != events.len() {
-            return Err(StoreError::backend(format!(
-                "{} events were inserted for a batch of {}",
-                landed.len(),
-                events.len()
-            )));
-        }
-        Ok(events
-            .iter()
-            .zip(landed)
-            .map(|(event, (sequence, position))| AppendedEvent {
-                event_id: event.event_id,
-                event_type: event.event_type.clone(),
-                sequence,
-                position,
-                written_at: Some(written_at),
-            })
-            .collect())
+        self.added.events = true;
+        Ok(appended)
     }
 
     /// Held back and sent with the next statement, which for the rules is
@@ -1185,13 +1419,13 @@ impl StoreTxn for PgTxn<'_> {
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(StoreError::backend)?;
         let command_id = record.command_id().to_owned();
-        match &mut self.held_records {
+        match &mut self.held.records {
             Some(held) => {
                 held.command_ids.push(command_id);
                 held.records.push(json);
             }
             None => {
-                self.held_records = Some(HeldRecords {
+                self.held.records = Some(HeldRecords {
                     insert: self.prepare(INSERT_COMMANDS).await?,
                     command_ids: vec![command_id],
                     records: vec![json],
@@ -1201,9 +1435,22 @@ impl StoreTxn for PgTxn<'_> {
         Ok(())
     }
 
+    /// Held back like events (which take the append lock first), and sent
+    /// after them.
     async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
-        self.lock_appends().await?;
-        outbox::insert_event_rows(self.client, rows).await?;
+        if !self.locked {
+            self.lock_appends().await?;
+        }
+        let insert = self.prepare(outbox::INSERT_EVENT_ROWS).await?;
+        let held = self.held.rows.get_or_insert_with(|| HeldRows {
+            insert,
+            kinds: Vec::new(),
+            event_positions: Vec::new(),
+        });
+        for &(kind, position) in rows {
+            held.kinds.push(kind.as_str());
+            held.event_positions.push(to_sql_int(position)?);
+        }
         self.added.outbox_rows = true;
         Ok(())
     }
@@ -1264,38 +1511,46 @@ impl StoreTxn for PgTxn<'_> {
     }
 }
 
-/// Inserts a batch numbered from `$4`, taking the positions after the last
-/// one handed out, and moves the sequence past them; returns each event's
-/// sequence and position. Run only under `append_lock`.
-///
-/// The sequence is read, not advanced, before the insert and set only after
-/// it, so a batch that fails to insert (a lost race on the stream or an
-/// event id) takes no positions. `last` is materialised: it is read once.
+/// Inserts events, numbered and placed by the caller, moves their streams'
+/// sequences to their last events, and moves the position sequence past
+/// them (never back: a batch whose member sent its events early may send a
+/// lower last position after a higher one). Run only under `append_lock`,
+/// with positions after [`SELECT_LAST_POSITION`]'s. A stream row moved by a
+/// concurrent transaction makes the transaction fail, as do two moves of
+/// one stream in one statement.
 const INSERT_EVENTS: &str = "
-    WITH last AS MATERIALIZED (
-        SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS position FROM event_position
+    WITH batch AS MATERIALIZED (
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                             $6::uuid[], $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+            AS e (position, domain, entity_type, instance_key, sequence, event_id, event_type,
+                  payload, written_at, context)
     ), inserted AS (
         INSERT INTO events (position, domain, entity_type, instance_key, sequence, event_id,
                             event_type, payload, written_at, context)
-        SELECT last.position + batch.n, $1::text, $2::text, $3::text, $4::bigint + batch.n - 1,
-               batch.event_id, batch.event_type, batch.payload::json, $8::timestamptz,
-               $9::text::json
-        FROM last,
-             unnest($5::uuid[], $6::text[], $7::text[])
-                 WITH ORDINALITY AS batch (event_id, event_type, payload, n)
-        RETURNING sequence, position
+        SELECT position, domain, entity_type, instance_key, sequence, event_id, event_type,
+               payload::json, written_at, context::json
+        FROM batch
+    ), moved AS (
+        INSERT INTO streams (domain, entity_type, instance_key, sequence)
+        SELECT domain, entity_type, instance_key, max(sequence) FROM batch
+        GROUP BY domain, entity_type, instance_key
+        ON CONFLICT (domain, entity_type, instance_key) DO UPDATE SET sequence = excluded.sequence
     )
-    SELECT sequence, position, (SELECT setval('event_position', max(position)) FROM inserted)
-    FROM inserted";
+    SELECT setval('event_position', greatest(
+        (SELECT max(position) FROM batch),
+        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_position)))";
 
-/// Moves a stream's last sequence to `$4`, creating its row on its first
-/// events. A concurrent move of the same row makes the transaction fail.
-const MOVE_STREAM: &str = "
-    INSERT INTO streams (domain, entity_type, instance_key, sequence) VALUES ($1, $2, $3, $4)
-    ON CONFLICT (domain, entity_type, instance_key) DO UPDATE SET sequence = excluded.sequence";
+/// The last position handed out; final only under `append_lock`.
+const SELECT_LAST_POSITION: &str =
+    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_position";
 
 const SELECT_STREAM_SEQUENCE: &str =
     "SELECT sequence FROM streams WHERE domain = $1 AND entity_type = $2 AND instance_key = $3";
+
+/// Maps the row of [`SELECT_LAST_POSITION`].
+fn last_position(row: &Row) -> Result<u64, StoreError> {
+    from_sql_int(row.try_get(0).map_err(pg_error)?)
+}
 
 /// Maps a row selected with [`select_events!`].
 fn recorded_event(row: &Row) -> Result<RecordedEvent, StoreError> {

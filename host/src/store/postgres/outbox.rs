@@ -67,14 +67,16 @@ const SELECT_OUTBOX: &str = "
     FROM outbox o LEFT JOIN events e ON e.position = o.event_position
     WHERE o.position >= $1 ORDER BY o.position LIMIT $2";
 
-/// Numbers rows after the last position handed out and moves the sequence
-/// past them, like `INSERT_EVENTS`. Run only under `append_lock`.
-const INSERT_EVENT_ROWS: &str = "
+/// Numbers rows after the last position handed out, in the order of their
+/// events (rows of one event in the order given), and moves the sequence
+/// past them. Run only under `append_lock`.
+pub(super) const INSERT_EVENT_ROWS: &str = "
     WITH last AS MATERIALIZED (
         SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS position FROM outbox_position
     ), inserted AS (
         INSERT INTO outbox (position, kind, event_position)
-        SELECT last.position + row.n, row.kind, row.event_position
+        SELECT last.position + row_number() OVER (ORDER BY row.event_position, row.n),
+               row.kind, row.event_position
         FROM last, unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS row (kind, event_position, n)
         RETURNING position
     )
@@ -94,26 +96,6 @@ const INSERT_DOCUMENTS: &str = "
         RETURNING position
     )
     SELECT count(*), (SELECT setval('outbox_position', max(position)) FROM inserted) FROM inserted";
-
-pub(super) async fn insert_event_rows(
-    client: &ClientWrapper,
-    rows: &[(EventRow, u64)],
-) -> Result<(), StoreError> {
-    let kinds: Vec<&str> = rows.iter().map(|(kind, _)| kind.as_str()).collect();
-    let positions = rows
-        .iter()
-        .map(|&(_, position)| to_sql_int(position))
-        .collect::<Result<Vec<i64>, _>>()?;
-    let insert = client
-        .prepare_cached(INSERT_EVENT_ROWS)
-        .await
-        .map_err(pg_error)?;
-    client
-        .execute(&insert, &[&kinds, &positions])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
-}
 
 pub(super) async fn insert_documents(
     client: &ClientWrapper,

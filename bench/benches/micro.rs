@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 fn component() -> Option<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/components/wasm32-wasip2/release/bank.wasm");
+        .join("../target/components/wasm32-wasip2/component/bank.wasm");
     match std::fs::read(&path) {
         Ok(bytes) => Some(bytes),
         Err(error) => {

@@ -15,7 +15,7 @@ struct Args {
     /// The bank component; the welcome component is read from beside it.
     #[arg(
         long,
-        default_value = "target/components/wasm32-wasip2/release/bank.wasm"
+        default_value = "target/components/wasm32-wasip2/component/bank.wasm"
     )]
     component: PathBuf,
     /// Where results.md and results.json go.

@@ -23,7 +23,8 @@ fn bank_component() -> anyhow::Result<PathBuf> {
         .current_dir(root())
         .args([
             "build",
-            "--release",
+            "--profile",
+            "component",
             "--target",
             "wasm32-wasip2",
             "--target-dir",
@@ -35,7 +36,7 @@ fn bank_component() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building the bank component failed: {status}");
     }
-    Ok(target.join("wasm32-wasip2/release/bank.wasm"))
+    Ok(target.join("wasm32-wasip2/component/bank.wasm"))
 }
 
 #[test]

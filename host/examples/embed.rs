@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo xtask components
-//! cargo run -p cqrs-wasi-host --example embed -- target/components/wasm32-wasip2/release/bank.wasm
+//! cargo run -p cqrs-wasi-host --example embed -- target/components/wasm32-wasip2/component/bank.wasm
 //! ```
 
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,7 @@ impl NotificationSink for Recorder {
 async fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "target/components/wasm32-wasip2/release/bank.wasm".to_owned());
+        .unwrap_or_else(|| "target/components/wasm32-wasip2/component/bank.wasm".to_owned());
     let bank = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
     let (balance, notifications) = run(bank).await?;
     println!("balance: {balance}");

@@ -26,7 +26,7 @@ use crate::store::{
 };
 
 /// Where the example bank component is built by `cargo xtask`.
-pub const EXAMPLE_COMPONENT: &str = "target/components/wasm32-wasip2/release/bank.wasm";
+pub const EXAMPLE_COMPONENT: &str = "target/components/wasm32-wasip2/component/bank.wasm";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -76,7 +76,7 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
     // The working directory of a fresh clone after `cargo xtask serve` built
     // the example component.
     let dir = tempfile::tempdir()?;
-    let components = dir.path().join("target/components/wasm32-wasip2/release");
+    let components = dir.path().join("target/components/wasm32-wasip2/component");
     std::fs::create_dir_all(&components)?;
     std::fs::write(components.join("bank.wasm"), support::component("bank"))?;
 

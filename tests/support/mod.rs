@@ -67,7 +67,8 @@ fn build_components() -> anyhow::Result<PathBuf> {
         .current_dir(root())
         .args([
             "build",
-            "--release",
+            "--profile",
+            "component",
             "--target",
             "wasm32-wasip2",
             "--target-dir",
@@ -79,7 +80,7 @@ fn build_components() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build of the components failed: {status}");
     }
-    Ok(target.join("wasm32-wasip2/release"))
+    Ok(target.join("wasm32-wasip2/component"))
 }
 
 /// `bytes` (a component) with a custom section appended: the same

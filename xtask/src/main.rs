@@ -202,7 +202,8 @@ fn components() -> anyhow::Result<()> {
     let mut build = cargo();
     build.args([
         "build",
-        "--release",
+        "--profile",
+        "component",
         "--target",
         WASM_TARGET,
         "--target-dir",

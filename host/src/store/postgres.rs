@@ -368,6 +368,11 @@ impl PostgresStore {
     /// a newer version of this code, and with [`StoreError::Backend`] naming
     /// the schema and the server (never the password) when the URL or the
     /// options are invalid or the server cannot be reached.
+    ///
+    /// The store's tasks (the one that commits appends, the one that
+    /// listens for other hosts' changes) run on the runtime this is called
+    /// on, so use the store while that runtime runs: once it has shut down,
+    /// appends fail.
     pub async fn open(url: &str, options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let open_error = |target: &str, cause: Box<dyn std::error::Error + Send + Sync>| {
             StoreError::backend(OpenError {

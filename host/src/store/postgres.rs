@@ -644,8 +644,12 @@ async fn write_batch(
     {
         return Err(error);
     }
-    for member in members {
-        batch.adopt(member);
+    // A refusal comes before any write, but were a write held by an op
+    // that then failed, it must not commit.
+    for (member, result) in members.into_iter().zip(&results) {
+        if result.is_ok() {
+            batch.adopt(member);
+        }
     }
     batch.commit().await?;
     Ok(results)
@@ -981,10 +985,10 @@ impl<'c> PgTxn<'c> {
         committed?
     }
 
-    /// Takes `append_lock` unless the transaction holds it already, and
-    /// sends what the transaction owes the server: for the statements that
-    /// need the lock and are not sent through [`PgTxn::send`].
-    async fn lock_appends(&mut self) -> Result<(), StoreError> {
+    /// Takes `append_lock` unless the transaction holds it already, then
+    /// sends `statements`, in one round trip with what the transaction owes
+    /// the server (see [`PgTxn::send`]).
+    async fn with_lock<F: Future>(&mut self, statements: F) -> Result<F::Output, StoreError> {
         let client = self.client;
         let locked = self.locked;
         let lock = async {
@@ -994,9 +998,17 @@ impl<'c> PgTxn<'c> {
                 client.batch_execute(LOCK_APPENDS).await
             }
         };
-        self.send(lock).await?.map_err(pg_error)?;
+        let (locked, output) = self.send(async { tokio::join!(lock, statements) }).await?;
+        locked.map_err(pg_error)?;
         self.locked = true;
-        Ok(())
+        Ok(output)
+    }
+
+    /// Takes `append_lock` unless the transaction holds it already, and
+    /// sends what the transaction owes the server: for the statements that
+    /// need the lock and are not sent through [`PgTxn::send`].
+    async fn lock_appends(&mut self) -> Result<(), StoreError> {
+        self.with_lock(async {}).await
     }
 
     /// Takes `append_lock` unless the transaction holds it already, and
@@ -1006,19 +1018,7 @@ impl<'c> PgTxn<'c> {
     async fn read_last_position(&mut self) -> Result<(), StoreError> {
         let select = self.prepare(SELECT_LAST_POSITION).await?;
         let client = self.client;
-        let locked = self.locked;
-        let lock = async {
-            if locked {
-                Ok(())
-            } else {
-                client.batch_execute(LOCK_APPENDS).await
-            }
-        };
-        let (locked, row) = self
-            .send(async { tokio::join!(lock, client.query_one(&select, &[])) })
-            .await?;
-        locked.map_err(pg_error)?;
-        self.locked = true;
+        let row = self.with_lock(client.query_one(&select, &[])).await?;
         self.positions.seen(last_position(&row.map_err(pg_error)?)?);
         Ok(())
     }
@@ -1071,8 +1071,11 @@ impl Positions {
 #[derive(Default)]
 struct Held {
     events: Option<HeldEvents>,
-    rows: Option<HeldRows>,
-    records: Option<HeldRecords>,
+    /// Outbox rows for events: kind and event position
+    /// ([`outbox::INSERT_EVENT_ROWS`]).
+    rows: Option<HeldPairs<&'static str, i64>>,
+    /// Command records: command id and record ([`INSERT_COMMANDS`]).
+    records: Option<HeldPairs<String, String>>,
 }
 
 impl Held {
@@ -1082,69 +1085,86 @@ impl Held {
 
     /// Adds `other`'s writes after these.
     fn extend(&mut self, other: Held) {
-        fn merge<T>(mine: &mut Option<T>, theirs: Option<T>, extend: impl FnOnce(&mut T, T)) {
+        fn merge<T: HeldStatement>(mine: &mut Option<T>, theirs: Option<T>) {
             match (mine.as_mut(), theirs) {
-                (Some(mine), Some(theirs)) => extend(mine, theirs),
+                (Some(mine), Some(theirs)) => mine.extend(theirs),
                 (None, theirs) => *mine = theirs,
                 (Some(_), None) => {}
             }
         }
-        merge(&mut self.events, other.events, HeldEvents::extend);
-        merge(&mut self.rows, other.rows, |mine, theirs| {
-            mine.kinds.extend(theirs.kinds);
-            mine.event_positions.extend(theirs.event_positions);
-        });
-        merge(&mut self.records, other.records, |mine, theirs| {
-            mine.command_ids.extend(theirs.command_ids);
-            mine.records.extend(theirs.records);
-        });
+        merge(&mut self.events, other.events);
+        merge(&mut self.rows, other.rows);
+        merge(&mut self.records, other.records);
     }
 
     /// Sends the statements, in order, when first polled, and returns the
     /// first error.
     async fn send(&self, client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
-        let events = async {
-            match &self.events {
-                Some(events) => events.send(client).await,
-                None => Ok(()),
-            }
-        };
-        let rows = async {
-            match &self.rows {
-                Some(rows) => client
-                    .execute(&rows.insert, &[&rows.kinds, &rows.event_positions])
+        async fn execute(
+            client: &ClientWrapper,
+            held: Option<&impl HeldStatement>,
+        ) -> Result<(), tokio_postgres::Error> {
+            match held {
+                Some(held) => client
+                    .execute(held.statement(), &held.params())
                     .await
                     .map(drop),
                 None => Ok(()),
             }
-        };
-        let records = async {
-            match &self.records {
-                Some(records) => client
-                    .execute(&records.insert, &[&records.command_ids, &records.records])
-                    .await
-                    .map(drop),
-                None => Ok(()),
-            }
-        };
-        let (events, rows, records) = tokio::join!(events, rows, records);
+        }
+        let (events, rows, records) = tokio::join!(
+            execute(client, self.events.as_ref()),
+            execute(client, self.rows.as_ref()),
+            execute(client, self.records.as_ref()),
+        );
         events.and(rows).and(records)
     }
 }
 
-/// Outbox rows for events, held back by a [`PgTxn`]
-/// ([`outbox::INSERT_EVENT_ROWS`]).
-struct HeldRows {
-    insert: Statement,
-    kinds: Vec<&'static str>,
-    event_positions: Vec<i64>,
+/// One statement of [`Held`]: its rows, as arrays, grow with every write it
+/// holds, and one execution inserts them all.
+trait HeldStatement {
+    fn statement(&self) -> &Statement;
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)>;
+    /// Adds `other`'s rows after these.
+    fn extend(&mut self, other: Self);
 }
 
-/// Command records held back by a [`PgTxn`] ([`INSERT_COMMANDS`]).
-struct HeldRecords {
+/// A statement of [`Held`] that inserts pairs, as two arrays.
+struct HeldPairs<A, B> {
     insert: Statement,
-    command_ids: Vec<String>,
-    records: Vec<String>,
+    firsts: Vec<A>,
+    seconds: Vec<B>,
+}
+
+impl<A, B> HeldPairs<A, B> {
+    fn new(insert: Statement) -> Self {
+        HeldPairs {
+            insert,
+            firsts: Vec::new(),
+            seconds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, first: A, second: B) {
+        self.firsts.push(first);
+        self.seconds.push(second);
+    }
+}
+
+impl<A: ToSql + Sync, B: ToSql + Sync> HeldStatement for HeldPairs<A, B> {
+    fn statement(&self) -> &Statement {
+        &self.insert
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![&self.firsts, &self.seconds]
+    }
+
+    fn extend(&mut self, other: Self) {
+        self.firsts.extend(other.firsts);
+        self.seconds.extend(other.seconds);
+    }
 }
 
 /// Events held back by a [`PgTxn`], inserted with the moves of their
@@ -1201,23 +1221,15 @@ impl HeldEvents {
         self.contexts.push(context.to_owned());
         Ok(())
     }
+}
 
-    fn extend(&mut self, other: HeldEvents) {
-        self.positions.extend(other.positions);
-        self.domains.extend(other.domains);
-        self.entity_types.extend(other.entity_types);
-        self.instance_keys.extend(other.instance_keys);
-        self.sequences.extend(other.sequences);
-        self.event_ids.extend(other.event_ids);
-        self.event_types.extend(other.event_types);
-        self.payloads.extend(other.payloads);
-        self.written_at.extend(other.written_at);
-        self.contexts.extend(other.contexts);
+impl HeldStatement for HeldEvents {
+    fn statement(&self) -> &Statement {
+        &self.insert
     }
 
-    /// Sends [`INSERT_EVENTS`] when first polled.
-    async fn send(&self, client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
-        let params: [&(dyn ToSql + Sync); 10] = [
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
             &self.positions,
             &self.domains,
             &self.entity_types,
@@ -1228,8 +1240,20 @@ impl HeldEvents {
             &self.payloads,
             &self.written_at,
             &self.contexts,
-        ];
-        client.execute(&self.insert, &params).await.map(drop)
+        ]
+    }
+
+    fn extend(&mut self, other: Self) {
+        self.positions.extend(other.positions);
+        self.domains.extend(other.domains);
+        self.entity_types.extend(other.entity_types);
+        self.instance_keys.extend(other.instance_keys);
+        self.sequences.extend(other.sequences);
+        self.event_ids.extend(other.event_ids);
+        self.event_types.extend(other.event_types);
+        self.payloads.extend(other.payloads);
+        self.written_at.extend(other.written_at);
+        self.contexts.extend(other.contexts);
     }
 }
 
@@ -1423,20 +1447,11 @@ impl StoreTxn for PgTxn<'_> {
     /// [`PgTxn::commit`]).
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(StoreError::backend)?;
-        let command_id = record.command_id().to_owned();
-        match &mut self.held.records {
-            Some(held) => {
-                held.command_ids.push(command_id);
-                held.records.push(json);
-            }
-            None => {
-                self.held.records = Some(HeldRecords {
-                    insert: self.prepare(INSERT_COMMANDS).await?,
-                    command_ids: vec![command_id],
-                    records: vec![json],
-                });
-            }
-        }
+        let insert = self.prepare(INSERT_COMMANDS).await?;
+        self.held
+            .records
+            .get_or_insert_with(|| HeldPairs::new(insert))
+            .push(record.command_id().to_owned(), json);
         Ok(())
     }
 
@@ -1447,14 +1462,9 @@ impl StoreTxn for PgTxn<'_> {
             self.lock_appends().await?;
         }
         let insert = self.prepare(outbox::INSERT_EVENT_ROWS).await?;
-        let held = self.held.rows.get_or_insert_with(|| HeldRows {
-            insert,
-            kinds: Vec::new(),
-            event_positions: Vec::new(),
-        });
+        let held = self.held.rows.get_or_insert_with(|| HeldPairs::new(insert));
         for &(kind, position) in rows {
-            held.kinds.push(kind.as_str());
-            held.event_positions.push(to_sql_int(position)?);
+            held.push(kind.as_str(), to_sql_int(position)?);
         }
         self.added.outbox_rows = true;
         Ok(())

@@ -283,6 +283,7 @@ impl Drop for ClaimConnection {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // `client`, dropped here, closes the connection.
             return;
         };
         let rolling_back = self.dropped.begin();

@@ -1030,9 +1030,10 @@ impl<'c> PgTxn<'c> {
 
 /// The last event position a transaction, with the members of its batch,
 /// has handed out. It starts from the store's, read under the append lock
-/// ([`SELECT_LAST_POSITION`]); since held events are sent only with
-/// `COMMIT`, or with a member's outbox rows, every member reads that one or
-/// a later one, and the larger wins.
+/// ([`SELECT_LAST_POSITION`]). Held events go to the server only with the
+/// next statement, which for an append is `COMMIT`, so every member reads
+/// the same one (or a later one, were a member to send its events early),
+/// and the larger wins.
 #[derive(Debug, Default)]
 struct Positions(std::sync::Mutex<Option<u64>>);
 

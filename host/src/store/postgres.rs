@@ -470,14 +470,14 @@ impl PostgresStore {
     /// Runs `op`: an append of events through the queue that commits them
     /// in batches, anything else in a transaction of its own.
     async fn write(&self, op: Op) -> Result<Done, StoreError> {
-        let stream = match &op {
-            Op::Append(request) if appends_events(&op) => request.stream.clone(),
-            _ => return write(&self.pool, &op).await,
+        let request = match op {
+            Op::Append(request) if !request.events.is_empty() => request,
+            op => return write(&self.pool, &op).await,
         };
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::backend("the store's append queue is gone");
         self.appends
-            .send(Job { stream, op, reply })
+            .send(Job { request, reply })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -553,9 +553,7 @@ const MAX_BATCH: usize = 64;
 /// An append waiting for its batch, and where its caller waits for the
 /// answer.
 struct Job {
-    /// The stream appended to.
-    stream: StreamId,
-    op: Op,
+    request: AppendRequest,
     reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
@@ -569,33 +567,28 @@ struct Job {
 /// its own, so that each gets its own outcome.
 async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
     let mut waiting: VecDeque<Job> = VecDeque::new();
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut streams: HashSet<StreamId> = HashSet::new();
     loop {
         if waiting.is_empty() {
-            let mut queued = Vec::with_capacity(MAX_BATCH);
-            if jobs.recv_many(&mut queued, MAX_BATCH).await == 0 {
-                return;
+            match jobs.recv().await {
+                Some(job) => waiting.push_back(job),
+                None => return,
             }
-            waiting.extend(queued);
         }
-        while let Ok(job) = jobs.try_recv() {
+        while waiting.len() < MAX_BATCH
+            && let Ok(job) = jobs.try_recv()
+        {
             waiting.push_back(job);
-            if waiting.len() >= MAX_BATCH {
-                break;
-            }
         }
-        let mut later = VecDeque::new();
-        for job in waiting.drain(..) {
-            if batch.len() < MAX_BATCH && streams.insert(job.stream.clone()) {
-                batch.push(job);
+        let mut streams = HashSet::new();
+        let (mut ops, mut replies) = (Vec::new(), Vec::new());
+        for job in std::mem::take(&mut waiting) {
+            if ops.len() < MAX_BATCH && streams.insert(job.request.stream.clone()) {
+                ops.push(Op::Append(job.request));
+                replies.push(job.reply);
             } else {
-                later.push_back(job);
+                waiting.push_back(job);
             }
         }
-        waiting = later;
-        streams.clear();
-        let ops: Vec<&Op> = batch.iter().map(|job| &job.op).collect();
         let results = match write_batch(&pool, &ops).await {
             Ok(results) => results,
             Err(error) => {
@@ -603,9 +596,9 @@ async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
                 join_all(ops.iter().map(|op| write(&pool, op))).await
             }
         };
-        for (job, result) in batch.drain(..).zip(results) {
+        for (reply, result) in replies.into_iter().zip(results) {
             // A caller that stopped waiting needs no answer.
-            let _ = job.reply.send(result);
+            let _ = reply.send(result);
         }
     }
 }
@@ -622,10 +615,7 @@ async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
 /// a whole (an op's statement failed, which aborts it, or `COMMIT` did) and
 /// nothing of it is committed; an op's refusal, which writes nothing, is its
 /// own result.
-async fn write_batch(
-    pool: &Pool,
-    ops: &[&Op],
-) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+async fn write_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let written_at = rules::now_micros();
     let client = connection(pool).await?;
     let mut batch = PgTxn::new(&client, Mode::Serial);

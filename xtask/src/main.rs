@@ -52,9 +52,16 @@ fn main() -> anyhow::Result<()> {
                 ])
                 .args(&rest))
         }
-        "test" => test(&rest),
+        "test" => test(cargo(), &rest),
         "bench" => bench(&rest),
         "ci" => {
+            // CI builds a fresh clone once: incremental caches would only
+            // take disk (gigabytes of it).
+            let cargo = || {
+                let mut cargo = cargo();
+                cargo.env("CARGO_INCREMENTAL", "0");
+                cargo
+            };
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
                 "clippy",
@@ -64,7 +71,7 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ]))?;
-            test(&rest)
+            test(cargo(), &rest)
         }
         _ => bail!(
             "usage: cargo xtask <task>\n\ntasks:\n  components  build the example components\n  serve       build them and run the example host\n  test        run the whole test suite\n  ci          check formatting and lints, then test\n  bench       run the benchmark suite (results in target/bench)"
@@ -80,9 +87,10 @@ const POSTGRES: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
 /// connections.
 const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn test(extra: &[String]) -> anyhow::Result<()> {
+/// Runs the suite with `cargo`, which may carry settings of its own.
+fn test(mut cargo: Command, extra: &[String]) -> anyhow::Result<()> {
     ensure_postgres()?;
-    run(cargo()
+    run(cargo
         .args(["test", "--workspace"])
         .args(extra)
         // Here the PostgreSQL tests must run: an unreachable server fails

@@ -119,11 +119,11 @@ pub(super) async fn execute(
     context.handler_version = Some(component.digest().to_owned());
 
     let command = wit::Command {
-        command_type: key.command_type.clone(),
-        stream: crate::runtime::stream_to_wit(&stream),
-        payload: request.payload.get().as_bytes().to_vec(),
-        command_id: key.command_id.clone(),
-        context: crate::runtime::context_to_wit(&context),
+        command_type: &key.command_type,
+        stream: crate::runtime::stream_param(&stream),
+        payload: request.payload.get().as_bytes(),
+        command_id: &key.command_id,
+        context: crate::runtime::context_param(&context),
     };
 
     let attempts = inner.options.command_attempts.max(1);

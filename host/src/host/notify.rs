@@ -79,11 +79,11 @@ async fn deliver_once(
 ) -> (Vec<Delivery>, Vec<(String, String)>) {
     let routes = inner.registry.routes();
     let guest_notification = wit::Notification {
-        id: notification.id.clone(),
-        event_type: notification.event_type.clone(),
-        subject: notification.subject.clone(),
-        data: notification.data.get().as_bytes().to_vec(),
-        time: notification.time.clone(),
+        id: &notification.id,
+        event_type: &notification.event_type,
+        subject: &notification.subject,
+        data: notification.data.get().as_bytes(),
+        time: &notification.time,
     };
     let mut deliveries = Vec::new();
     let mut completions = Vec::new();

@@ -14,9 +14,7 @@ use serde_json::value::RawValue;
 use super::cache::Lru;
 use super::{HostError, Inner, parse_json};
 use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
-use crate::runtime::{
-    CallSlot, LoadedComponent, ProjectionId, ProjectionRoute, Projector, Spent, event_to_wit, wit,
-};
+use crate::runtime::{CallSlot, LoadedComponent, ProjectionRoute, Projector, Spent, wit};
 use crate::store::AppendOutcome;
 
 /// A projection's state at one point of its stream.
@@ -132,7 +130,6 @@ pub(super) async fn fold(
         None => (0, None),
     };
 
-    let id = projection_id(route);
     let batch = inner.options.projection_batch.max(1);
     // An instance is started the first time one is needed: a run served
     // from its snapshot needs none, and no call slot either.
@@ -143,11 +140,7 @@ pub(super) async fn fold(
         events.retain(|e| e.sequence <= as_of);
         let Some(last) = events.last() else { break };
         sequence = last.sequence;
-        let declared: Vec<wit::Event> = events
-            .iter()
-            .filter(|e| route.event_types.contains(&e.event_type))
-            .map(event_to_wit)
-            .collect();
+        let declared = declared_by(route, &events);
         if !declared.is_empty() {
             let instance = match &mut instance {
                 Some(instance) => instance,
@@ -157,7 +150,7 @@ pub(super) async fn fold(
                 inner,
                 component,
                 &mut instance.projector,
-                &id,
+                route,
                 state.as_deref(),
                 &declared,
             )
@@ -177,7 +170,7 @@ pub(super) async fn fold(
                 Some(instance) => instance,
                 None => Instance::start(inner, component, slot).await?,
             };
-            apply(inner, component, &mut instance.projector, &id, None, &[]).await?
+            apply(inner, component, &mut instance.projector, route, None, &[]).await?
         }
     };
     if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
@@ -287,17 +280,12 @@ pub(super) async fn advance(
         if events.first().map(|e| e.sequence) != Some(projected.sequence + 1) {
             continue;
         }
-        let declared: Vec<wit::Event> = events
-            .iter()
-            .filter(|e| route.event_types.contains(&e.event_type))
-            .map(event_to_wit)
-            .collect();
+        let declared = declared_by(route, &events);
         let state = if declared.is_empty() {
             projected.state
         } else {
-            let id = projection_id(route);
             let state = Some(&*projected.state);
-            match apply(inner, component, &mut projector, &id, state, &declared).await {
+            match apply(inner, component, &mut projector, route, state, &declared).await {
                 Ok(state) => state,
                 Err(error) => {
                     tracing::warn!(%stream, projection = route.projection_type, "folding a command's events failed: {error}");
@@ -320,12 +308,12 @@ pub(super) async fn advance(
     }
 }
 
-fn projection_id(route: &ProjectionRoute) -> ProjectionId {
-    ProjectionId {
-        domain: route.domain.clone(),
-        entity_type: route.entity_type.clone(),
-        projection_type: route.projection_type.clone(),
-    }
+/// The events of `events` that `route`'s projection folds.
+fn declared_by<'a>(route: &ProjectionRoute, events: &'a [RecordedEvent]) -> Vec<&'a RecordedEvent> {
+    events
+        .iter()
+        .filter(|e| route.event_types.contains(&e.event_type))
+        .collect()
 }
 
 /// `projection.apply` through `projector`, and the state it returned,
@@ -334,12 +322,12 @@ async fn apply(
     inner: &Inner,
     component: &LoadedComponent,
     projector: &mut Projector,
-    id: &ProjectionId,
+    route: &ProjectionRoute,
     state: Option<&RawValue>,
-    events: &[wit::Event],
+    events: &[&RecordedEvent],
 ) -> Result<Arc<RawValue>, HostError> {
     let folded = projector
-        .apply(id, state.map(|s| s.get().as_bytes()), events)
+        .apply(route, state.map(|s| s.get().as_bytes()), events)
         .await?
         .map_err(|e| guest_error(component.name(), e))?;
     checked_state(inner, component.name(), folded)

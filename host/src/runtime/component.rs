@@ -13,8 +13,9 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{command_handler, notification_handler, projection, wit};
+use super::convert::{EventIdText, event_param};
 use super::{CallState, GuestFault, GuestServices, ParkedSlot, Runtime, fault};
-use crate::model::{NameError, NameKind, validate_name};
+use crate::model::{NameError, NameKind, RecordedEvent, validate_name};
 
 /// The interface names a handler component may export.
 const COMMAND_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/command-handler@0.1.0";
@@ -407,7 +408,7 @@ impl LoadedComponent {
         &self,
         runtime: &Runtime,
         services: Arc<dyn GuestServices>,
-        command: &wit::Command,
+        command: &wit::Command<'_>,
     ) -> Result<(Result<Vec<wit::NewEvent>, wit::CommandError>, Spent), GuestFault> {
         let Some(indices) = &self.command_handler else {
             return Err(GuestFault::Instantiation {
@@ -420,7 +421,7 @@ impl LoadedComponent {
             .load(&mut store, &instance)
             .map_err(|e| self.fault(runtime, &store, e))?;
         let answer = guest
-            .call_handle(&mut store, command)
+            .call_handle(&mut store, command.clone())
             .await
             .map_err(|e| self.fault(runtime, &store, e))?;
         let spent = Spent {
@@ -438,7 +439,7 @@ impl LoadedComponent {
         runtime: &Runtime,
         services: Arc<dyn GuestServices>,
         subscription: &str,
-        notification: &wit::Notification,
+        notification: &wit::Notification<'_>,
     ) -> Result<Result<(), String>, GuestFault> {
         let Some(indices) = &self.notification_handler else {
             return Err(GuestFault::Instantiation {
@@ -451,7 +452,7 @@ impl LoadedComponent {
             .load(&mut store, &instance)
             .map_err(|e| self.fault(runtime, &store, e))?;
         let answer = guest
-            .call_handle(&mut store, subscription, notification)
+            .call_handle(&mut store, subscription, notification.clone())
             .await;
         answer.map_err(|e| self.fault(runtime, &store, e))
     }
@@ -524,16 +525,28 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// `projection.apply`: folds `events` into `state`.
+    /// `projection.apply` of `route`'s projection: folds `events` into
+    /// `state`.
     pub(crate) async fn apply(
         &mut self,
-        id: &projection::ProjectionId,
+        route: &ProjectionRoute,
         state: Option<&[u8]>,
-        events: &[wit::Event],
+        events: &[&RecordedEvent],
     ) -> Result<Result<Vec<u8>, wit::ProjectionError>, GuestFault> {
+        let id = projection::ProjectionIdParam {
+            domain: &route.domain,
+            entity_type: &route.entity_type,
+            projection_type: &route.projection_type,
+        };
+        let mut ids: Vec<EventIdText> = vec![[0; _]; events.len()];
+        let events: Vec<wit::EventParam<'_>> = events
+            .iter()
+            .zip(&mut ids)
+            .map(|(event, id)| event_param(event, id))
+            .collect();
         let answer = self
             .guest
-            .call_apply(&mut self.store, id, state, events)
+            .call_apply(&mut self.store, id, state, &events)
             .await;
         answer.map_err(|e| fault(&self.component, self.timeout, &self.store, e))
     }

@@ -35,14 +35,13 @@ pub use bindings::cqrs_wasi::handlers::commands::{
     CommandOutcome as SendOutcome, CommandRequest as SendRequest,
 };
 pub use bindings::notification_handler::Subscription;
-pub use bindings::projection::ProjectionId;
 pub use bindings::wit;
 pub(crate) use component::Spent;
 pub use component::{
     CommandRoute, LoadError, LoadedComponent, ProjectionRoute, Projector, SubscriptionRoute,
     digest_of,
 };
-pub(crate) use convert::{context_to_wit, event_to_wit, stream_from_wit, stream_to_wit};
+pub(crate) use convert::{context_param, stream_from_wit, stream_param};
 
 use crate::model::{RecordedEvent, StreamId};
 use crate::store::InstancePage;

@@ -3,7 +3,7 @@
 //!
 //! Components of a single-role world are handled through the per-interface
 //! `GuestIndices`, so one set of bindings serves every world.
-
+//!
 //! What the host passes to a guest's exports is borrowed (`EventParam<'a>`
 //! and the like): lowering copies it into guest memory anyway, so a fold or
 //! a command lowers the host's own strings instead of clones of them. A

@@ -17,26 +17,18 @@ fn root() -> PathBuf {
 /// Builds the bank component into `target/components` (its own target
 /// directory, so this never waits on the lock of the `cargo test` running us).
 fn bank_component() -> anyhow::Result<PathBuf> {
-    let target = root().join("target/components");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // The alias (`.cargo/config.toml`) says how components are built.
     let status = Command::new(cargo)
         .current_dir(root())
-        .args([
-            "build",
-            "--profile",
-            "component",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target)
+        .arg("build-components")
         .args(["--package", "bank", "--package", "welcome"])
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
         bail!("building the bank component failed: {status}");
     }
-    Ok(target.join("wasm32-wasip2/component/bank.wasm"))
+    Ok(root().join("target/components/wasm32-wasip2/component/bank.wasm"))
 }
 
 #[test]

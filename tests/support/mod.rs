@@ -61,26 +61,18 @@ pub fn component(name: &str) -> Vec<u8> {
 }
 
 fn build_components() -> anyhow::Result<PathBuf> {
-    let target = root().join("target/components");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // The alias (`.cargo/config.toml`) says how components are built.
     let status = Command::new(cargo)
         .current_dir(root())
-        .args([
-            "build",
-            "--profile",
-            "component",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target)
+        .arg("build-components")
         .args(COMPONENTS.iter().flat_map(|name| ["--package", name]))
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
         bail!("cargo build of the components failed: {status}");
     }
-    Ok(target.join("wasm32-wasip2/component"))
+    Ok(root().join("target/components/wasm32-wasip2/component"))
 }
 
 /// `bytes` (a component) with a custom section appended: the same

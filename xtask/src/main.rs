@@ -206,17 +206,11 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     })
 }
 
+/// Builds the example components with the `build-components` alias of
+/// `.cargo/config.toml`, which says how every component is built.
 fn components() -> anyhow::Result<()> {
     let mut build = cargo();
-    build.args([
-        "build",
-        "--profile",
-        "component",
-        "--target",
-        WASM_TARGET,
-        "--target-dir",
-        "target/components",
-    ]);
+    build.arg("build-components");
     for name in EXAMPLES {
         build.args(["--package", name]);
     }

@@ -11,7 +11,7 @@ use cqrs_es::CqrsFramework;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_wasi_host::api::{self, ApiConfig};
-use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
+use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::{
@@ -21,7 +21,7 @@ use cqrs_wasi_host::store::{
 use cqrs_wasi_host::{Host, HostOptions};
 use serde_json::value::RawValue;
 
-use crate::load::{self, Budget, LoadResult};
+use crate::load::{self, Budget, LoadResult, Op};
 use crate::native::NativeHost;
 use crate::peers::{BankAccount, MemRepository};
 use crate::report::{Measure, Row};
@@ -29,6 +29,11 @@ use crate::systems::{Bank, Command, CqrsBank, HttpBank, NativeBank, WasmBank, ac
 
 /// Accounts of the bank workload.
 pub const ACCOUNTS: usize = 100;
+
+/// Turns each system takes in a figure that compares systems (see
+/// [`load::alternate`]): enough that a slow spell of the machine lands on
+/// both sides, few enough that each slice outlasts its warm caches' effect.
+const ROUNDS: u32 = 4;
 
 /// How a run is set up.
 #[derive(Debug, Clone)]
@@ -182,8 +187,8 @@ async fn open_accounts(bank: &dyn Bank) -> anyhow::Result<()> {
 
 /// Deposits round-robin over the accounts; client `c` of `clients` owns the
 /// accounts `c, c + clients, ...`, so clients never contend for a stream.
-async fn deposits(bank: Arc<dyn Bank>, clients: usize, budget: Budget) -> LoadResult {
-    load::run(clients, budget, move |client, i| {
+fn deposits(bank: Arc<dyn Bank>, clients: usize) -> Op {
+    load::op(move |client, i| {
         let bank = bank.clone();
         async move {
             let owned = (ACCOUNTS - client).div_ceil(clients) as u64;
@@ -191,19 +196,32 @@ async fn deposits(bank: Arc<dyn Bank>, clients: usize, budget: Budget) -> LoadRe
             bank.run(index, Command::Deposit).await
         }
     })
-    .await
 }
 
-/// Opens the accounts and runs the deposit workload.
-async fn workload(
-    bank: Arc<dyn Bank>,
+/// Runs the deposit workload on `banks` in turns, their accounts opened
+/// first (unless `opened`); one result per bank, each checked.
+async fn compare(
+    banks: &[Arc<dyn Bank>],
+    opened: bool,
     clients: usize,
     budget: Budget,
-) -> anyhow::Result<LoadResult> {
-    open_accounts(bank.as_ref()).await?;
-    let result = deposits(bank, clients, budget).await;
-    check(&result)?;
-    Ok(result)
+) -> anyhow::Result<Vec<LoadResult>> {
+    if !opened {
+        for bank in banks {
+            open_accounts(bank.as_ref()).await?;
+        }
+    }
+    let ops: Vec<Op> = banks
+        .iter()
+        .map(|bank| deposits(bank.clone(), clients))
+        .collect();
+    checked(load::alternate(clients, budget, ROUNDS, &ops).await)
+}
+
+/// Every result [`check`]ed.
+fn checked(results: Vec<LoadResult>) -> anyhow::Result<Vec<LoadResult>> {
+    results.iter().try_for_each(check)?;
+    Ok(results)
 }
 
 /// A run in which every command failed says nothing; stop there.
@@ -215,6 +233,35 @@ fn check(result: &LoadResult) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The results of a comparison of `N` systems, one each.
+fn per_system<const N: usize>(results: Vec<LoadResult>) -> anyhow::Result<[LoadResult; N]> {
+    <[LoadResult; N]>::try_from(results).map_err(|_| anyhow::anyhow!("one result per system"))
+}
+
+/// `Balance` over `stream` by the wasm host and by the native baseline,
+/// as operations to alternate.
+fn projections(host: Host, native: Arc<NativeHost>, stream: StreamId) -> [Op; 2] {
+    let stream = Arc::new(stream);
+    let wasm = {
+        let stream = stream.clone();
+        load::op(move |_, _| {
+            let (host, stream) = (host.clone(), stream.clone());
+            async move {
+                host.project(&stream, "Balance", None).await?;
+                Ok(())
+            }
+        })
+    };
+    let native = load::op(move |_, _| {
+        let (native, stream) = (native.clone(), stream.clone());
+        async move {
+            native.project(&stream, None).await?;
+            Ok(())
+        }
+    });
+    [wasm, native]
 }
 
 /// Microseconds per command implied by a throughput.
@@ -238,9 +285,10 @@ async fn command_path(config: &Config) -> anyhow::Result<Vec<Row>> {
                 budget.duration = Duration::from_secs(5);
             }
             let host = wasm_host(config, open_store(config, kind)?, bench_options()).await?;
-            let wasm = workload(Arc::new(WasmBank(host)), clients, budget).await?;
             let native = Arc::new(NativeHost::new(open_store(config, kind)?));
-            let native = workload(Arc::new(NativeBank(native)), clients, budget).await?;
+            let banks: [Arc<dyn Bank>; 2] =
+                [Arc::new(WasmBank(host)), Arc::new(NativeBank(native))];
+            let [wasm, native] = per_system(compare(&banks, false, clients, budget).await?)?;
             let added = micros_per(&wasm) - micros_per(&native);
             let row = Row::measured(
                 1,
@@ -310,32 +358,20 @@ async fn peers(config: &Config) -> anyhow::Result<Vec<Row>> {
             prefill(store.as_ref(), index, length - 1).await?;
         }
         let host = wasm_host(config, store, bench_options()).await?;
-        let wasm = deposits(Arc::new(WasmBank(host)), clients, budget).await;
-        check(&wasm)?;
-
         let mem_store = MemStore::<BankAccount>::default();
         for index in 0..ACCOUNTS {
             crate::systems::prefill_cqrs(&mem_store, index, length - 1).await?;
         }
-        let mem = deposits(
-            Arc::new(CqrsBank(CqrsFramework::new(mem_store, vec![], ()))),
-            clients,
-            budget,
-        )
-        .await;
-        check(&mem)?;
-
         let aggregate_store = PersistedEventStore::new_aggregate_store(MemRepository::default());
         for index in 0..ACCOUNTS {
             crate::systems::prefill_cqrs(&aggregate_store, index, length - 1).await?;
         }
-        let aggregate = deposits(
+        let banks: [Arc<dyn Bank>; 3] = [
+            Arc::new(WasmBank(host)),
+            Arc::new(CqrsBank(CqrsFramework::new(mem_store, vec![], ()))),
             Arc::new(CqrsBank(CqrsFramework::new(aggregate_store, vec![], ()))),
-            clients,
-            budget,
-        )
-        .await;
-        check(&aggregate)?;
+        ];
+        let [wasm, mem, aggregate] = per_system(compare(&banks, true, clients, budget).await?)?;
 
         let subject = Measure::throughput("wasm handler, in-memory store", "commands/s", &wasm);
         let row = Row::measured(
@@ -387,11 +423,10 @@ async fn postgres(config: &Config) -> anyhow::Result<Vec<Row>> {
         )
         .await?;
         let host = wasm_host(config, Arc::new(store), bench_options()).await?;
-        let ours = workload(Arc::new(WasmBank(host)), clients, budget).await?;
-
         setup.reset_postgres_es().await?;
         let peer = crate::pg::postgres_es(url).await?;
-        let theirs = workload(Arc::new(CqrsBank(peer)), clients, budget).await?;
+        let banks: [Arc<dyn Bank>; 2] = [Arc::new(WasmBank(host)), Arc::new(CqrsBank(peer))];
+        let [ours, theirs] = per_system(compare(&banks, false, clients, budget).await?)?;
         let row = Row::measured(
             2,
             name(clients),
@@ -428,25 +463,10 @@ async fn projection_fold(config: &Config) -> anyhow::Result<Vec<Row>> {
             ..bench_options()
         };
         let host = wasm_host(config, store.clone(), options).await?;
-        let wasm = load::run(1, budget, move |_, _| {
-            let host = host.clone();
-            async move {
-                host.project(&account(0), "Balance", None).await?;
-                Ok(())
-            }
-        })
-        .await;
-        check(&wasm)?;
         let native = Arc::new(NativeHost::with_snapshots(store, 0));
-        let native = load::run(1, budget, move |_, _| {
-            let native = native.clone();
-            async move {
-                native.project(&account(0), None).await?;
-                Ok(())
-            }
-        })
-        .await;
-        check(&native)?;
+        let [wasm, native] = per_system(checked(
+            load::alternate(1, budget, ROUNDS, &projections(host, native, account(0))).await,
+        )?)?;
         let events = |run: &LoadResult| run.per_second * length as f64;
         let row = Row::measured(
             3,
@@ -477,29 +497,10 @@ async fn instantiate(config: &Config) -> anyhow::Result<Vec<Row>> {
         duration: Duration::from_secs(if config.quick { 5 } else { 2 }),
         max_ops: config.quick.then_some(20),
     };
-    let empty = Arc::new(account(99));
-    let stream = empty.clone();
-    let wasm = load::run(1, budget, move |_, _| {
-        let host = host.clone();
-        let stream = stream.clone();
-        async move {
-            host.project(&stream, "Balance", None).await?;
-            Ok(())
-        }
-    })
-    .await;
-    check(&wasm)?;
     let native = Arc::new(NativeHost::with_snapshots(store, 0));
-    let native = load::run(1, budget, move |_, _| {
-        let native = native.clone();
-        let stream = empty.clone();
-        async move {
-            native.project(&stream, None).await?;
-            Ok(())
-        }
-    })
-    .await;
-    check(&native)?;
+    let [wasm, native] = per_system(checked(
+        load::alternate(1, budget, ROUNDS, &projections(host, native, account(99))).await,
+    )?)?;
     let row = Row::measured(
         4,
         "Instantiate + call (pooling allocator), p50",
@@ -650,8 +651,10 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
     }
     drop(idle);
 
-    let steady = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
-    let steady = workload(Arc::new(WasmBank(steady)), clients, budget).await?;
+    let steady: Arc<dyn Bank> = Arc::new(WasmBank(
+        wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?,
+    ));
+    let [steady] = per_system(compare(&[steady], false, clients, budget).await?)?;
 
     let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
     let bank = Arc::new(WasmBank(host.clone()));
@@ -677,7 +680,8 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
         max_ops: config.quick.then_some(200),
         ..budget
     };
-    let under_load = deposits(bank.clone(), clients, budget).await;
+    let [under_load] =
+        per_system(load::alternate(clients, budget, 1, &[deposits(bank.clone(), clients)]).await)?;
     let took = swapper.await.context("the swapping task")??;
     check(&under_load)?;
     let millis = |d: &[Duration]| -> (f64, f64) {
@@ -729,20 +733,17 @@ async fn http(config: &Config) -> anyhow::Result<Vec<Row>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
-    let over_http = workload(
+    let in_process = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
+    let banks: [Arc<dyn Bank>; 2] = [
         Arc::new(HttpBank {
             client,
             base: format!("http://{address}"),
         }),
-        clients,
-        budget,
-    )
-    .await;
+        Arc::new(WasmBank(in_process)),
+    ];
+    let compared = compare(&banks, false, clients, budget).await;
     server.abort();
-    let over_http = over_http?;
-
-    let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
-    let in_process = workload(Arc::new(WasmBank(host)), clients, budget).await?;
+    let [over_http, in_process] = per_system(compared?)?;
     Ok(vec![
         Row::measured(
             8,
@@ -768,26 +769,25 @@ async fn stream_growth(config: &Config) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for kind in [StoreKind::Memory, StoreKind::SqliteDurable] {
         config.say(&format!("stream growth, {}", kind.name()));
-        let mut results = Vec::new();
+        let mut ops = Vec::new();
         for length in [long, 10] {
             let store = open_store(config, kind)?;
             prefill(store.as_ref(), 0, length - 1).await?;
-            let host = wasm_host(config, store, bench_options()).await?;
-            let bank: Arc<dyn Bank> = Arc::new(WasmBank(host));
+            let bank = Arc::new(WasmBank(wasm_host(config, store, bench_options()).await?));
             // Warm-up: the first command folds the stream into a snapshot.
-            let result = load::run(1, config.budget(ACCOUNTS), move |_, _| {
+            ops.push(load::op(move |_, _| {
                 let bank = bank.clone();
                 async move { bank.run(0, Command::Deposit).await }
-            })
-            .await;
-            check(&result)?;
-            results.push(result);
+            }));
         }
+        let [long_stream, short_stream] = per_system(checked(
+            load::alternate(1, config.budget(ACCOUNTS), ROUNDS, &ops).await,
+        )?)?;
         let row = Row::measured(
             9,
             format!("One stream of {long} vs 10 events, {}", kind.name()),
-            Measure::throughput(format!("{long}-event stream"), "commands/s", &results[0]),
-            Measure::throughput("10-event stream", "commands/s", &results[1]),
+            Measure::throughput(format!("{long}-event stream"), "commands/s", &long_stream),
+            Measure::throughput("10-event stream", "commands/s", &short_stream),
         );
         let met = row.ratio.is_some_and(|r| r >= 0.8);
         rows.push(row.target("≥ 0.8×", met));

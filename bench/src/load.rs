@@ -66,14 +66,11 @@ where
     Arc::new(move |client, i| Box::pin(op(client, i)))
 }
 
-/// Runs `clients` clients; client `c` runs `op(c, i)` for i = 0, 1, 2, ...
-/// First `warmup_ops` per client unmeasured, then until the budget is spent.
-pub async fn run<F, Fut>(clients: usize, budget: Budget, op: F) -> LoadResult
-where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let mut results = alternate(clients, budget, 1, &[self::op(op)]).await;
+/// Runs one system alone: `clients` clients, client `c` running `op(c, i)`
+/// for i = 0, 1, 2, ...; first `warmup_ops` per client unmeasured, then
+/// until the budget is spent.
+pub async fn run(clients: usize, budget: Budget, op: &Op) -> LoadResult {
+    let mut results = alternate(clients, budget, 1, std::slice::from_ref(op)).await;
     results
         .pop()
         .unwrap_or_else(|| unreachable!("one result per system"))

@@ -177,10 +177,12 @@ async fn wasm_host(
     Ok(host)
 }
 
-/// Opens every account, unmeasured.
-async fn open_accounts(bank: &dyn Bank) -> anyhow::Result<()> {
-    for index in 0..ACCOUNTS {
-        bank.run(index, Command::Open).await?;
+/// Opens every account of every bank, unmeasured.
+async fn open_accounts(banks: &[Arc<dyn Bank>]) -> anyhow::Result<()> {
+    for bank in banks {
+        for index in 0..ACCOUNTS {
+            bank.run(index, Command::Open).await?;
+        }
     }
     Ok(())
 }
@@ -198,19 +200,13 @@ fn deposits(bank: Arc<dyn Bank>, clients: usize) -> Op {
     })
 }
 
-/// Runs the deposit workload on `banks` in turns, their accounts opened
-/// first (unless `opened`); one result per bank, each checked.
+/// Runs the deposit workload on `banks` in turns; one result per bank,
+/// each checked.
 async fn compare(
     banks: &[Arc<dyn Bank>],
-    opened: bool,
     clients: usize,
     budget: Budget,
 ) -> anyhow::Result<Vec<LoadResult>> {
-    if !opened {
-        for bank in banks {
-            open_accounts(bank.as_ref()).await?;
-        }
-    }
     let ops: Vec<Op> = banks
         .iter()
         .map(|bank| deposits(bank.clone(), clients))
@@ -288,7 +284,8 @@ async fn command_path(config: &Config) -> anyhow::Result<Vec<Row>> {
             let native = Arc::new(NativeHost::new(open_store(config, kind)?));
             let banks: [Arc<dyn Bank>; 2] =
                 [Arc::new(WasmBank(host)), Arc::new(NativeBank(native))];
-            let [wasm, native] = per_system(compare(&banks, false, clients, budget).await?)?;
+            open_accounts(&banks).await?;
+            let [wasm, native] = per_system(compare(&banks, clients, budget).await?)?;
             let added = micros_per(&wasm) - micros_per(&native);
             let row = Row::measured(
                 1,
@@ -371,7 +368,7 @@ async fn peers(config: &Config) -> anyhow::Result<Vec<Row>> {
             Arc::new(CqrsBank(CqrsFramework::new(mem_store, vec![], ()))),
             Arc::new(CqrsBank(CqrsFramework::new(aggregate_store, vec![], ()))),
         ];
-        let [wasm, mem, aggregate] = per_system(compare(&banks, true, clients, budget).await?)?;
+        let [wasm, mem, aggregate] = per_system(compare(&banks, clients, budget).await?)?;
 
         let subject = Measure::throughput("wasm handler, in-memory store", "commands/s", &wasm);
         let row = Row::measured(
@@ -426,7 +423,8 @@ async fn postgres(config: &Config) -> anyhow::Result<Vec<Row>> {
         setup.reset_postgres_es().await?;
         let peer = crate::pg::postgres_es(url).await?;
         let banks: [Arc<dyn Bank>; 2] = [Arc::new(WasmBank(host)), Arc::new(CqrsBank(peer))];
-        let [ours, theirs] = per_system(compare(&banks, false, clients, budget).await?)?;
+        open_accounts(&banks).await?;
+        let [ours, theirs] = per_system(compare(&banks, clients, budget).await?)?;
         let row = Row::measured(
             2,
             name(clients),
@@ -656,14 +654,15 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
     }
     drop(idle);
 
-    let steady: Arc<dyn Bank> = Arc::new(WasmBank(
+    let steady: [Arc<dyn Bank>; 1] = [Arc::new(WasmBank(
         wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?,
-    ));
-    let [steady] = per_system(compare(&[steady], false, clients, budget).await?)?;
+    ))];
+    open_accounts(&steady).await?;
+    let [steady] = per_system(compare(&steady, clients, budget).await?)?;
 
     let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
-    let bank = Arc::new(WasmBank(host.clone()));
-    open_accounts(bank.as_ref()).await?;
+    let bank: Arc<dyn Bank> = Arc::new(WasmBank(host.clone()));
+    open_accounts(std::slice::from_ref(&bank)).await?;
     let swapper = {
         let component = config.component.clone();
         let quick = config.quick;
@@ -685,8 +684,7 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
         max_ops: config.quick.then_some(200),
         ..budget
     };
-    let [under_load] =
-        per_system(load::alternate(clients, budget, 1, &[deposits(bank.clone(), clients)]).await)?;
+    let under_load = load::run(clients, budget, &deposits(bank.clone(), clients)).await;
     let took = swapper.await.context("the swapping task")??;
     check(&under_load)?;
     let millis = |d: &[Duration]| -> (f64, f64) {
@@ -746,7 +744,11 @@ async fn http(config: &Config) -> anyhow::Result<Vec<Row>> {
         }),
         Arc::new(WasmBank(in_process)),
     ];
-    let compared = compare(&banks, false, clients, budget).await;
+    let compared = async {
+        open_accounts(&banks).await?;
+        compare(&banks, clients, budget).await
+    }
+    .await;
     server.abort();
     let [over_http, in_process] = per_system(compared?)?;
     Ok(vec![

@@ -32,7 +32,8 @@ pub const ACCOUNTS: usize = 100;
 
 /// Turns each system takes in a figure that compares systems (see
 /// [`load::alternate`]): enough that a slow spell of the machine lands on
-/// both sides, few enough that each slice outlasts its warm caches' effect.
+/// both sides, few enough that each slice is long next to the cold caches
+/// a switch of systems leaves behind.
 const ROUNDS: u32 = 4;
 
 /// How a run is set up.

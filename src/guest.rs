@@ -29,8 +29,8 @@ use bindings::exports::cqrs_wasi::handlers::{command_handler, notification_handl
 
 pub use command_handler::CommandRoutes;
 pub use notification_handler::Subscription;
-pub use projection::{ProjectionId, ProjectionInfo};
-pub use wit::{Command, CommandError, Event, NewEvent, Notification, ProjectionError};
+pub use projection::{EventBatch, ProjectionId, ProjectionInfo};
+pub use wit::{Command, CommandError, NewEvent, Notification, ProjectionError};
 
 /// What [`export_component!`](crate::export_component) implements: the
 /// component's routing tables and dispatch.
@@ -45,7 +45,7 @@ pub trait Component {
     fn apply(
         projection: ProjectionId,
         state: Option<Vec<u8>>,
-        events: Vec<Event>,
+        batch: EventBatch,
     ) -> Result<Vec<u8>, ProjectionError>;
     /// `notification-handler.describe`.
     fn subscriptions() -> Vec<Subscription>;
@@ -81,9 +81,9 @@ impl<T: Component> projection::Guest for T {
     fn apply(
         projection: ProjectionId,
         state: Option<Vec<u8>>,
-        events: Vec<Event>,
+        batch: EventBatch,
     ) -> Result<Vec<u8>, ProjectionError> {
-        T::apply(projection, state, events)
+        T::apply(projection, state, batch)
     }
 }
 
@@ -162,16 +162,56 @@ pub fn is<P: Projection>(id: &ProjectionId) -> bool {
 /// Folds a batch of events into `state` with `P`.
 pub fn apply<P: Projection>(
     state: Option<Vec<u8>>,
-    events: Vec<Event>,
+    batch: EventBatch,
 ) -> Result<Vec<u8>, ProjectionError> {
     let mut state: P::State = match state {
         None => P::State::default(),
         Some(json) => serde_json::from_slice(&json)
             .map_err(|e| ProjectionError::InvalidState(e.to_string()))?,
     };
-    let events: Vec<RecordedEvent> = events.into_iter().map(event_from_wit).collect();
-    crate::fold::<P>(&mut state, &events)
-        .map_err(|e| ProjectionError::InvalidEvent(e.to_string()))?;
+    let mut contexts: Vec<crate::EventContext> =
+        batch.contexts.into_iter().map(context_from_wit).collect();
+    // One event at a time, in one `RecordedEvent` that each event's fields
+    // move into. The stream is the batch's; a context is swapped in from
+    // `contexts` (and the one it replaces back) when the next event carries
+    // another, so none is copied.
+    let mut recorded = RecordedEvent {
+        stream: stream_from_wit(batch.stream),
+        event_type: String::new(),
+        payload: Vec::new(),
+        sequence: 0,
+        position: 0,
+        event_id: String::new(),
+        written_at: 0,
+        context: crate::EventContext::default(),
+    };
+    let declared = codec::variant_names::<P::Event>();
+    let mut held: Option<usize> = None;
+    for event in batch.events {
+        let wanted = event.context as usize;
+        if held != Some(wanted) {
+            if wanted >= contexts.len() {
+                return Err(ProjectionError::InvalidEvent(format!(
+                    "event {} names context {wanted}, but the batch gives {}",
+                    event.sequence,
+                    contexts.len()
+                )));
+            }
+            if let Some(held) = held {
+                std::mem::swap(&mut recorded.context, &mut contexts[held]);
+            }
+            std::mem::swap(&mut recorded.context, &mut contexts[wanted]);
+            held = Some(wanted);
+        }
+        recorded.event_type = event.event_type;
+        recorded.payload = event.payload;
+        recorded.sequence = event.sequence;
+        recorded.position = event.position;
+        recorded.event_id = event.event_id;
+        recorded.written_at = event.written_at;
+        crate::fold_declared::<P>(&mut state, &recorded, declared)
+            .map_err(|e| ProjectionError::InvalidEvent(e.to_string()))?;
+    }
     serde_json::to_vec(&state).map_err(|e| ProjectionError::Other(e.to_string()))
 }
 
@@ -308,7 +348,7 @@ fn context_from_wit(context: wit::EventContext) -> crate::EventContext {
     }
 }
 
-fn event_from_wit(event: Event) -> RecordedEvent {
+fn event_from_wit(event: wit::Event) -> RecordedEvent {
     RecordedEvent {
         stream: stream_from_wit(event.stream),
         event_type: event.event_type,

@@ -268,10 +268,20 @@ pub fn fold<P: Projection>(
     events: &[RecordedEvent],
 ) -> serde_json::Result<()> {
     let declared = variant_names::<P::Event>();
-    for recorded in events {
-        if declared.contains(&recorded.event_type.as_str()) {
-            P::apply(state, recorded.decode()?, recorded);
-        }
+    events
+        .iter()
+        .try_for_each(|recorded| fold_declared::<P>(state, recorded, declared))
+}
+
+/// Folds `recorded` into `state` with projection `P` if its type is one of
+/// `declared`, `P`'s event types.
+fn fold_declared<P: Projection>(
+    state: &mut P::State,
+    recorded: &RecordedEvent,
+    declared: &[&str],
+) -> serde_json::Result<()> {
+    if declared.contains(&recorded.event_type.as_str()) {
+        P::apply(state, recorded.decode()?, recorded);
     }
     Ok(())
 }
@@ -326,11 +336,11 @@ macro_rules! export_component {
                 fn apply(
                     projection: $crate::__private::ProjectionId,
                     state: ::std::option::Option<::std::vec::Vec<u8>>,
-                    events: ::std::vec::Vec<$crate::__private::Event>,
+                    batch: $crate::__private::EventBatch,
                 ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::__private::ProjectionError> {
                     $($(
                         if $crate::__private::is::<$projection>(&projection) {
-                            return $crate::__private::apply::<$projection>(state, events);
+                            return $crate::__private::apply::<$projection>(state, batch);
                         }
                     )*)?
                     ::std::result::Result::Err($crate::__private::unknown_projection(&projection))

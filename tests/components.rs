@@ -24,7 +24,7 @@ async fn a_component_without_handler_exports_is_refused_naming_what_is_missing()
     assert_eq!(error.code(), "invalid_component");
     let message = error.to_string();
     assert!(
-        message.contains("exports none of `cqrs-wasi:handlers/command-handler@0.1.0`, `cqrs-wasi:handlers/projection@0.1.0`, `cqrs-wasi:handlers/notification-handler@0.1.0`"),
+        message.contains("exports none of `cqrs-wasi:handlers/command-handler@0.2.0`, `cqrs-wasi:handlers/projection@0.2.0`, `cqrs-wasi:handlers/notification-handler@0.2.0`"),
         "{message}"
     );
     assert!(

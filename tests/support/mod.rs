@@ -39,6 +39,7 @@ const COMPONENTS: &[&str] = &[
     "garbage",
     "no-handler",
     "odd-import",
+    "trail",
     "welcome",
 ];
 

@@ -152,6 +152,7 @@ pub(super) async fn fold(
                 &mut instance.projector,
                 route,
                 state.as_deref(),
+                stream,
                 &declared,
             )
             .await?;
@@ -170,7 +171,16 @@ pub(super) async fn fold(
                 Some(instance) => instance,
                 None => Instance::start(inner, component, slot).await?,
             };
-            apply(inner, component, &mut instance.projector, route, None, &[]).await?
+            apply(
+                inner,
+                component,
+                &mut instance.projector,
+                route,
+                None,
+                stream,
+                &[],
+            )
+            .await?
         }
     };
     if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
@@ -285,7 +295,17 @@ pub(super) async fn advance(
             projected.state
         } else {
             let state = Some(&*projected.state);
-            match apply(inner, component, &mut projector, route, state, &declared).await {
+            match apply(
+                inner,
+                component,
+                &mut projector,
+                route,
+                state,
+                stream,
+                &declared,
+            )
+            .await
+            {
                 Ok(state) => state,
                 Err(error) => {
                     tracing::warn!(%stream, projection = route.projection_type, "folding a command's events failed: {error}");
@@ -324,10 +344,11 @@ async fn apply(
     projector: &mut Projector,
     route: &ProjectionRoute,
     state: Option<&RawValue>,
+    stream: &StreamId,
     events: &[&RecordedEvent],
 ) -> Result<Arc<RawValue>, HostError> {
     let folded = projector
-        .apply(route, state.map(|s| s.get().as_bytes()), events)
+        .apply(route, state.map(|s| s.get().as_bytes()), stream, events)
         .await?
         .map_err(|e| guest_error(component.name(), e))?;
     checked_state(inner, component.name(), folded)

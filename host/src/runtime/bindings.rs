@@ -4,11 +4,11 @@
 //! Components of a single-role world are handled through the per-interface
 //! `GuestIndices`, so one set of bindings serves every world.
 //!
-//! What the host passes to a guest's exports is borrowed (`EventParam<'a>`
+//! What the host passes to a guest's exports is borrowed (`BatchEvent<'a>`
 //! and the like): lowering copies it into guest memory anyway, so a fold or
 //! a command lowers the host's own strings instead of clones of them. A
-//! type that also crosses the other way keeps an owned form (`EventResult`),
-//! which [`wit`] names as the WIT does.
+//! type that also crosses the other way keeps an owned form
+//! (`StreamIdResult`), which [`wit`] names as the WIT does.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -24,6 +24,6 @@ pub use exports::cqrs_wasi::handlers::{command_handler, notification_handler, pr
 pub mod wit {
     pub use super::cqrs_wasi::handlers::types::*;
     pub use super::cqrs_wasi::handlers::types::{
-        EventContextResult as EventContext, EventResult as Event, StreamIdResult as StreamId,
+        EventContextResult as EventContext, StreamIdResult as StreamId,
     };
 }

@@ -13,14 +13,14 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{command_handler, notification_handler, projection, wit};
-use super::convert::{EventIdText, event_param};
+use super::convert::{EventIdText, batch_events, stream_param};
 use super::{CallState, GuestFault, GuestServices, ParkedSlot, Runtime, fault};
-use crate::model::{NameError, NameKind, RecordedEvent, validate_name};
+use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
 
 /// The interface names a handler component may export.
-const COMMAND_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/command-handler@0.1.0";
-const PROJECTION_EXPORT: &str = "cqrs-wasi:handlers/projection@0.1.0";
-const NOTIFICATION_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/notification-handler@0.1.0";
+const COMMAND_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/command-handler@0.2.0";
+const PROJECTION_EXPORT: &str = "cqrs-wasi:handlers/projection@0.2.0";
+const NOTIFICATION_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/notification-handler@0.2.0";
 
 /// Why a component was refused. The reason is meant for the person who
 /// built it.
@@ -525,12 +525,13 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// `projection.apply` of `route`'s projection: folds `events` into
-    /// `state`.
+    /// `projection.apply` of `route`'s projection: folds `events`, of
+    /// `stream`, into `state`.
     pub(crate) async fn apply(
         &mut self,
         route: &ProjectionRoute,
         state: Option<&[u8]>,
+        stream: &StreamId,
         events: &[&RecordedEvent],
     ) -> Result<Result<Vec<u8>, wit::ProjectionError>, GuestFault> {
         let id = projection::ProjectionIdParam {
@@ -539,14 +540,16 @@ impl Projector {
             projection_type: &route.projection_type,
         };
         let mut ids: Vec<EventIdText> = vec![[0; _]; events.len()];
-        let events: Vec<wit::EventParam<'_>> = events
-            .iter()
-            .zip(&mut ids)
-            .map(|(event, id)| event_param(event, id))
-            .collect();
+        let mut contexts = Vec::new();
+        let events = batch_events(events, &mut ids, &mut contexts);
+        let batch = projection::EventBatch {
+            stream: stream_param(stream),
+            contexts: &contexts,
+            events: &events,
+        };
         let answer = self
             .guest
-            .call_apply(&mut self.store, id, state, &events)
+            .call_apply(&mut self.store, id, state, batch)
             .await;
         answer.map_err(|e| fault(&self.component, self.timeout, &self.store, e))
     }

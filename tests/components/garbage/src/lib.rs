@@ -10,11 +10,13 @@ mod component {
     });
 
     use cqrs_wasi::handlers::types::{
-        Command, CommandError, Event, NewEvent, Notification, ProjectionError,
+        Command, CommandError, NewEvent, Notification, ProjectionError,
     };
     use exports::cqrs_wasi::handlers::command_handler::{self, CommandRoutes};
     use exports::cqrs_wasi::handlers::notification_handler::{self, Subscription};
-    use exports::cqrs_wasi::handlers::projection::{self, ProjectionId, ProjectionInfo};
+    use exports::cqrs_wasi::handlers::projection::{
+        self, EventBatch, ProjectionId, ProjectionInfo,
+    };
 
     struct Garbage;
 
@@ -54,7 +56,7 @@ mod component {
         fn apply(
             _: ProjectionId,
             _: Option<Vec<u8>>,
-            _: Vec<Event>,
+            _: EventBatch,
         ) -> Result<Vec<u8>, ProjectionError> {
             Ok(vec![0xff, 0xfe, b'{'])
         }

@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ]))?;
+            run(cargo().args(["clippy-components", "--", "-D", "warnings"]))?;
             test(cargo(), &rest)
         }
         _ => bail!(

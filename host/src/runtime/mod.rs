@@ -309,12 +309,9 @@ impl Runtime {
         component: &Arc<str>,
         services: Option<Arc<dyn GuestServices>>,
     ) -> Store<CallState> {
-        let (stdout, stderr) = guest_log::GuestLog::for_call(component.clone());
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdout).stderr(stderr.clone());
         let state = CallState {
-            wasi: wasi.build(),
-            stderr,
+            component: component.clone(),
+            wasi: None,
             table: ResourceTable::new(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(self.config.max_memory_bytes)
@@ -405,18 +402,44 @@ struct DeadlineExceeded;
 
 /// Everything one call's [`Store`] holds.
 pub(crate) struct CallState {
-    wasi: WasiCtx,
-    stderr: guest_log::GuestLog,
+    component: Arc<str>,
+    /// Built on the guest's first WASI call, as most calls make none (a
+    /// handler that neither logs nor reads the clock). Building one seeds
+    /// its random number generators twice, as the builder leaves a fresh
+    /// spare behind: 0.5 µs of the 8 µs an instance and a call take
+    /// (figure 4 of BENCHMARKS.md).
+    wasi: Option<CallWasi>,
     table: ResourceTable,
     limits: wasmtime::StoreLimits,
     services: Option<Arc<dyn GuestServices>>,
     deadline: Instant,
 }
 
+/// A call's WASI context and the stderr it writes to.
+struct CallWasi {
+    ctx: WasiCtx,
+    stderr: guest_log::GuestLog,
+}
+
+impl CallWasi {
+    fn new(component: &Arc<str>) -> Self {
+        let (stdout, stderr) = guest_log::GuestLog::for_call(component.clone());
+        let mut builder = WasiCtx::builder();
+        builder.stdout(stdout).stderr(stderr.clone());
+        CallWasi {
+            ctx: builder.build(),
+            stderr,
+        }
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self
+            .wasi
+            .get_or_insert_with(|| CallWasi::new(&self.component));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut wasi.ctx,
             table: &mut self.table,
         }
     }
@@ -443,7 +466,7 @@ fn fault(
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
-    if let Some(said) = store.data().stderr.last_lines() {
+    if let Some(said) = (store.data().wasi.as_ref()).and_then(|wasi| wasi.stderr.last_lines()) {
         message = format!("{message}; its stderr said: {said}");
     }
     GuestFault::Trapped {

@@ -126,7 +126,7 @@ impl NativeHost {
         payload: &RawValue,
     ) -> Result<AppendOutcome, NativeError> {
         validate_name(NameKind::CommandType, command_type).context("command type")?;
-        let command_id = uuid::Uuid::new_v4().to_string();
+        let command_id = cqrs_wasi_host::model::new_id().to_string();
         let key = CommandKey {
             command_id: command_id.clone(),
             command_type: command_type.to_owned(),

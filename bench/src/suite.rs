@@ -551,7 +551,7 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
                         )?],
                         context: EventContext::default(),
                         command: Some(CommandKey {
-                            command_id: uuid::Uuid::new_v4().to_string(),
+                            command_id: cqrs_wasi_host::model::new_id().to_string(),
                             command_type: "Deposit".to_owned(),
                         }),
                         raise: Raise::NONE,

@@ -302,13 +302,26 @@ pub struct NewEvent {
     pub payload: Box<RawValue>,
 }
 
+/// A fresh id for an event or a command: a UUID v7, which begins with the
+/// time it was made.
+///
+/// The stores keep a unique index on event ids and command ids. Random ids
+/// (v4) land on a random leaf of those indexes, so every append dirties
+/// leaves of its own, and as the indexes outgrow the cache, reads them back
+/// too. Ids that grow with time land at the indexes' right edge, where the
+/// appends of a group commit share pages: on SQLite, figure 5 of
+/// BENCHMARKS.md went from 14k to 33k appends/s.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 impl NewEvent {
-    /// An event with a fresh id, after validating its type name.
+    /// An event with a fresh id ([`new_id`]), after validating its type name.
     pub fn new(event_type: impl Into<String>, payload: Box<RawValue>) -> Result<Self, NameError> {
         let event_type = event_type.into();
         validate_name(NameKind::EventType, &event_type)?;
         Ok(NewEvent {
-            event_id: Uuid::new_v4(),
+            event_id: new_id(),
             event_type,
             payload,
         })
@@ -378,6 +391,13 @@ impl fmt::Display for Expectation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ids_sort_in_the_order_they_were_made() {
+        // As the stores index them: as text.
+        let ids: Vec<String> = (0..10_000).map(|_| new_id().to_string()).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+    }
 
     #[test]
     fn stream_names_follow_the_design_rules() {

@@ -27,7 +27,7 @@ pub struct CommandRequest {
     pub payload: Box<RawValue>,
     /// The idempotency key. A command id that already ran returns the
     /// recorded outcome without running the handler again. `None`: a fresh
-    /// UUID.
+    /// one ([`new_id`](crate::model::new_id)).
     pub command_id: Option<String>,
     /// Context carried onto the events. The correlation id defaults to the
     /// command id, the causation id is always the command id, and the
@@ -80,7 +80,7 @@ pub(super) async fn execute(
             validate_name(NameKind::CommandId, &id)?;
             id
         }
-        None => uuid::Uuid::new_v4().to_string(),
+        None => crate::model::new_id().to_string(),
     };
     let key = CommandKey {
         command_id,

@@ -307,10 +307,10 @@ pub struct NewEvent {
 ///
 /// The stores keep a unique index on event ids and command ids. Random ids
 /// (v4) land on a random leaf of those indexes, so every append dirties
-/// leaves of its own, and as the indexes outgrow the cache, reads them back
-/// too. Ids that grow with time land at the indexes' right edge, where the
+/// leaves of its own, which a commit then writes, syncs and checkpoints.
+/// Ids that grow with time land at the indexes' right edge, where the
 /// appends of a group commit share pages: on SQLite, figure 5 of
-/// BENCHMARKS.md went from 14k to 33k appends/s.
+/// BENCHMARKS.md went from 14k to 30-33k appends/s.
 pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }

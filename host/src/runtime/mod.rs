@@ -466,7 +466,12 @@ fn fault(
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
-    if let Some(said) = (store.data().wasi.as_ref()).and_then(|wasi| wasi.stderr.last_lines()) {
+    if let Some(said) = store
+        .data()
+        .wasi
+        .as_ref()
+        .and_then(|wasi| wasi.stderr.last_lines())
+    {
         message = format!("{message}; its stderr said: {said}");
     }
     GuestFault::Trapped {

@@ -65,6 +65,7 @@
 pub mod api;
 mod atomic_file;
 pub mod config;
+mod error_chain;
 pub mod grants;
 mod host;
 pub mod model;

@@ -57,6 +57,7 @@ use time::OffsetDateTime;
 
 use super::model::{EncodedNotification, EventSchema, Notification};
 use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
+use crate::error_chain::error_chain;
 
 /// The Event Grid data-plane API version this client speaks.
 pub const API_VERSION: &str = "2018-01-01";
@@ -614,19 +615,6 @@ async fn read_body(response: reqwest::Response) -> String {
         }
         Err(e) => format!("<unreadable response body: {}>", error_chain(&e)),
     }
-}
-
-/// An error and its sources, `: `-separated (reqwest's own message alone
-/// rarely says what went wrong).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// An `aeg-sas-token` for `resource`, valid until `expires`, signed with

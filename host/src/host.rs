@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
@@ -416,8 +415,7 @@ impl Inner {
 }
 
 /// A live component, as [`Host::components`] lists it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct ComponentInfo {
     /// The name it was deployed under.
     pub name: String,

@@ -121,13 +121,11 @@ impl Routes {
 }
 
 /// One deployed version of a component, as listings show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
     /// The content digest (`sha256:...`).
     pub digest: String,
     /// When it was last made live.
-    #[serde(with = "time::serde::rfc3339")]
     pub deployed_at: OffsetDateTime,
     /// Whether it serves now.
     pub live: bool,

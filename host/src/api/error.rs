@@ -1,4 +1,8 @@
 //! Every API error is JSON `{"code": ..., "message": ...}` with a stable code.
+//!
+//! Building a response is all this module does: logging and metrics read the
+//! [`ApiError`] a response carries in its extensions, in the router's
+//! middleware.
 
 use axum::Json;
 use axum::http::{StatusCode, header};
@@ -59,13 +63,19 @@ impl From<HostError> for ApiError {
             | HostError::Repository(_)
             | HostError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            tracing::warn!(code = error.code(), "{error}");
-        }
         ApiError::new(status, error.code(), error.to_string())
     }
 }
 
+impl ApiError {
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+/// The response carries its error in its extensions, for the middleware
+/// that logs and counts.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(&self)).into_response();
@@ -74,6 +84,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
+        response.extensions_mut().insert(self);
         response
     }
 }

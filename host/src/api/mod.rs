@@ -10,6 +10,7 @@
 
 mod error;
 pub mod eventgrid;
+mod json;
 mod metrics;
 
 use std::sync::Arc;
@@ -27,11 +28,10 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 
-use crate::host::{CommandRequest, ComponentInfo, Host, HostError};
-use crate::model::{EventContext, NameKind, RecordedEvent, StreamId, validate_name};
-use crate::notifications::{DeliveryOutcome, DestinationStatus, RedriveError};
+use crate::host::{CommandRequest, Host, HostError};
+use crate::model::{EventContext, NameKind, StreamId, validate_name};
+use crate::notifications::{DeliveryOutcome, RedriveError};
 use crate::secret::Secret;
-use crate::store::DeadLetter;
 use metrics::Metrics;
 
 /// The largest page of events or instance keys one request returns.
@@ -98,7 +98,7 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
     let public = Router::new()
         .route(
             "/api/commands/{domain}/{entity_type}/{instance_key}/{command_type}",
-            post(command),
+            post(command).layer(middleware::from_fn_with_state(api.clone(), count_commands)),
         )
         .route(
             "/api/streams/{domain}/{entity_type}/{instance_key}/events",
@@ -106,7 +106,10 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         )
         .route(
             "/api/projections/{domain}/{entity_type}/{instance_key}/{projection}",
-            get(projection),
+            get(projection).layer(middleware::from_fn_with_state(
+                api.clone(),
+                count_projections,
+            )),
         )
         .route("/api/instances/{domain}/{entity_type}", get(instances))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_api_key));
@@ -120,11 +123,45 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn(log_server_errors))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(api)
 }
 
-type Answer<T> = Result<Json<T>, ApiError>;
+/// The outcome label of a response: `ok`, or its error's code.
+fn outcome(response: &Response) -> &'static str {
+    response
+        .extensions()
+        .get::<ApiError>()
+        .map_or("ok", |error| error.code)
+}
+
+/// Counts commands by outcome and times them, request to response.
+async fn count_commands(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    api.metrics.command(outcome(&response), started.elapsed());
+    response
+}
+
+/// Counts projection queries by outcome.
+async fn count_projections(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    api.metrics.projection(outcome(&response));
+    response
+}
+
+/// Logs every error the API answers with a 5xx: those are the host's to
+/// fix, not the client's.
+async fn log_server_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(error) = response.extensions().get::<ApiError>()
+        && error.status().is_server_error()
+    {
+        tracing::warn!(code = error.code, "{}", error.message);
+    }
+    response
+}
 
 fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(segments)| segments)
@@ -174,21 +211,12 @@ async fn command(
     segments: Result<Path<(String, String, String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Answer<crate::CommandOutcome> {
-    let started = Instant::now();
-    let result = async {
-        let segments = path(segments)?;
-        let body = body.map_err(body_error)?;
-        let request = decode_command(segments, &headers, &body)?;
-        Ok(api.host.execute(request).await?)
-    }
-    .await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(ApiError { code, .. }) => code,
-    };
-    api.metrics.command(outcome, started.elapsed());
-    result.map(Json)
+) -> Result<Response, ApiError> {
+    let segments = path(segments)?;
+    let body = body.map_err(body_error)?;
+    let request = decode_command(segments, &headers, &body)?;
+    let outcome = api.host.execute(request).await?;
+    Ok(Json(json::Outcome::from(&outcome)).into_response())
 }
 
 /// Reads a command from its HTTP parts: the four path segments (domain,
@@ -234,20 +262,11 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventsPage {
-    stream: StreamId,
-    events: Vec<RecordedEvent>,
-    /// Where the next page starts, when this one was full.
-    next_from: Option<u64>,
-}
-
 async fn events(
     State(api): State<Api>,
     segments: Result<Path<(String, String, String)>, PathRejection>,
     params: Result<Query<EventsQuery>, QueryRejection>,
-) -> Answer<EventsPage> {
+) -> Result<Response, ApiError> {
     let stream = stream(path(segments)?)?;
     let params = query(params)?;
     let limit = params.limit.unwrap_or(100).clamp(1, MAX_PAGE);
@@ -258,11 +277,12 @@ async fn events(
     let next_from = (events.len() == limit)
         .then(|| events.last().map(|e| e.sequence + 1))
         .flatten();
-    Ok(Json(EventsPage {
-        stream,
-        events,
+    Ok(Json(json::EventsPage {
+        stream: (&stream).into(),
+        events: events.iter().map(json::Event::from).collect(),
         next_from,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,20 +295,13 @@ async fn projection(
     State(api): State<Api>,
     segments: Result<Path<(String, String, String, String)>, PathRejection>,
     params: Result<Query<ProjectionQuery>, QueryRejection>,
-) -> Answer<crate::ProjectionState> {
-    let result = async {
-        let (domain, entity_type, instance_key, projection) = path(segments)?;
-        let stream = stream((domain, entity_type, instance_key))?;
-        let params = query(params)?;
-        validate_name(NameKind::ProjectionType, &projection).map_err(HostError::from)?;
-        Ok(api.host.project(&stream, &projection, params.as_of).await?)
-    }
-    .await;
-    api.metrics.projection(match &result {
-        Ok(_) => "ok",
-        Err(ApiError { code, .. }) => code,
-    });
-    result.map(Json)
+) -> Result<Response, ApiError> {
+    let (domain, entity_type, instance_key, projection) = path(segments)?;
+    let stream = stream((domain, entity_type, instance_key))?;
+    let params = query(params)?;
+    validate_name(NameKind::ProjectionType, &projection).map_err(HostError::from)?;
+    let state = api.host.project(&stream, &projection, params.as_of).await?;
+    Ok(Json(json::Projection::from(&state)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,15 +314,15 @@ async fn instances(
     State(api): State<Api>,
     segments: Result<Path<(String, String)>, PathRejection>,
     params: Result<Query<InstancesQuery>, QueryRejection>,
-) -> Answer<crate::store::InstancePage> {
+) -> Result<Response, ApiError> {
     let (domain, entity_type) = path(segments)?;
     let params = query(params)?;
     let limit = params.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    Ok(Json(
-        api.host
-            .list_instances(&domain, &entity_type, params.cursor.as_deref(), limit)
-            .await?,
-    ))
+    let page = api
+        .host
+        .list_instances(&domain, &entity_type, params.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(json::Instances::from(&page)).into_response())
 }
 
 /// Lets a request through only with `Authorization: Bearer <admin token>`.
@@ -359,14 +372,22 @@ async fn deploy(
     State(api): State<Api>,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Answer<ComponentInfo> {
+) -> Result<Response, ApiError> {
     let name = path(name)?;
     let bytes = body.map_err(body_error)?;
-    Ok(Json(api.host.deploy(&name, bytes.to_vec()).await?))
+    let info = api.host.deploy(&name, bytes.to_vec()).await?;
+    Ok(Json(json::Component::from(&info)).into_response())
 }
 
-async fn components(State(api): State<Api>) -> Json<Vec<ComponentInfo>> {
-    Json(api.host.components())
+async fn components(State(api): State<Api>) -> Response {
+    let components = api.host.components();
+    Json(
+        components
+            .iter()
+            .map(json::Component::from)
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,7 +400,7 @@ async fn rollback(
     State(api): State<Api>,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Answer<ComponentInfo> {
+) -> Result<Response, ApiError> {
     let name = path(name)?;
     let body = body.map_err(body_error)?;
     let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -392,17 +413,20 @@ async fn rollback(
             )
         })?
     };
-    Ok(Json(
-        api.host.rollback(&name, request.digest.as_deref()).await?,
-    ))
+    let info = api.host.rollback(&name, request.digest.as_deref()).await?;
+    Ok(Json(json::Component::from(&info)).into_response())
 }
 
-async fn destinations(State(api): State<Api>) -> Answer<Vec<DestinationStatus>> {
-    Ok(Json(api.host.destinations().await?))
+async fn destinations(State(api): State<Api>) -> Result<Response, ApiError> {
+    let destinations = api.host.destinations().await?;
+    let destinations: Vec<_> = destinations.iter().map(json::Destination::from).collect();
+    Ok(Json(destinations).into_response())
 }
 
-async fn dead_letters(State(api): State<Api>) -> Answer<Vec<DeadLetter>> {
-    Ok(Json(api.host.dead_letters().await?))
+async fn dead_letters(State(api): State<Api>) -> Result<Response, ApiError> {
+    let letters = api.host.dead_letters().await?;
+    let letters: Vec<_> = letters.iter().map(json::DeadLetterJson::from).collect();
+    Ok(Json(letters).into_response())
 }
 
 /// What became of a re-driven dead letter.
@@ -420,7 +444,7 @@ struct Redriven {
 async fn redrive(
     State(api): State<Api>,
     params: Result<Path<(String, String)>, PathRejection>,
-) -> Answer<Redriven> {
+) -> Result<Json<Redriven>, ApiError> {
     let (destination, id) = path(params)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|e| {
         ApiError::bad_request(

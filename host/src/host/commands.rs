@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::projections::{Appended, advance};
@@ -53,8 +52,7 @@ impl CommandRequest {
 }
 
 /// What a command did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct CommandOutcome {
     /// The command's id (given or generated).
     pub command_id: String,

@@ -10,7 +10,6 @@
 
 use std::sync::{Arc, Weak};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::scope::{CallScope, Origin};
@@ -46,8 +45,7 @@ impl From<&Notification> for IncomingNotification {
 }
 
 /// How one handler took one notification.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// The handler's component.
     pub component: String,

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::cache::Lru;
@@ -18,8 +17,7 @@ use crate::runtime::{CallSlot, LoadedComponent, ProjectionRoute, Projector, Spen
 use crate::store::AppendOutcome;
 
 /// A projection's state at one point of its stream.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct ProjectionState {
     /// The stream it was computed over.
     pub stream: StreamId,

@@ -120,7 +120,7 @@ impl CommandContext {
     pub fn sequence(&self) -> Result<u64, StoreError> {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
-            Source::Host => crate::guest::stream_sequence(&self.stream),
+            Source::Host => crate::guest::imports::stream_sequence(&self.stream),
             Source::History(events) => Ok(events.last().map_or(0, |e| e.sequence)),
             #[cfg(not(target_arch = "wasm32"))]
             Source::Prepared { sequence, .. } => Ok(*sequence),
@@ -138,7 +138,7 @@ impl CommandContext {
     pub fn events_of(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
-            Source::Host => crate::guest::read_all_of(stream),
+            Source::Host => crate::guest::imports::read_all_of(stream),
             Source::History(events) if *stream == self.stream => Ok(events.clone()),
             Source::History(_) => Ok(Vec::new()),
             #[cfg(not(target_arch = "wasm32"))]
@@ -154,7 +154,7 @@ impl CommandContext {
         match &self.source {
             #[cfg(target_arch = "wasm32")]
             Source::Host => {
-                let state = crate::guest::run_projection(P::NAME, &self.stream)?;
+                let state = crate::guest::imports::run_projection(P::NAME, &self.stream)?;
                 serde_json::from_slice(&state).map_err(|e| {
                     StoreError::Other(format!("state of projection {} unreadable: {e}", P::NAME))
                 })

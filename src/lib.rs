@@ -74,6 +74,7 @@ mod guest;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 mod notifications;
+mod outbound;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -81,9 +82,9 @@ use serde::de::DeserializeOwned;
 pub use codec::variant_names;
 pub use context::CommandContext;
 pub use notifications::{
-    CommandOutcome, CustomEvent, HandlerError, Notification, NotificationContext,
-    NotificationHandler, PublishError, SendError, SentCommand, Subscription,
+    HandlerError, Notification, NotificationContext, NotificationHandler, Subscription,
 };
+pub use outbound::{CommandOutcome, CustomEvent, PublishError, SendError, SentCommand};
 
 /// Identity of an event stream: `domain / entity type / instance key`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,24 +7,17 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::notifications::{
-    CustomEvent, NotificationContext, NotificationHandler, PublishError, SendError, SentCommand,
-};
-use crate::{CommandContext, CommandHandler, Projection, RecordedEvent, StreamId, codec};
+use crate::notifications::{NotificationContext, NotificationHandler};
+use crate::{CommandContext, CommandHandler, Projection, RecordedEvent, codec};
 
 #[doc(hidden)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "wit",
-        world: "domain-component",
-        pub_export_macro: true,
-        export_macro_name: "__export_domain_component",
-        default_bindings_module: "cqrs_wasi::__private::bindings",
-        runtime_path: "wit_bindgen::rt",
-    });
-}
+pub mod bindings;
+mod convert;
+pub(crate) mod imports;
 
-use bindings::cqrs_wasi::handlers::{commands, event_store, publisher, types as wit};
+use convert::{command_error_to_wit, context_from_wit, stream_from_wit};
+
+use bindings::cqrs_wasi::handlers::types as wit;
 use bindings::exports::cqrs_wasi::handlers::{command_handler, notification_handler, projection};
 
 pub use command_handler::CommandRoutes;
@@ -249,141 +242,4 @@ pub fn unknown_projection(id: &ProjectionId) -> ProjectionError {
         "this component does not compute projection {} of {}/{}",
         id.projection_type, id.domain, id.entity_type
     ))
-}
-
-pub(crate) fn stream_sequence(stream: &StreamId) -> Result<u64, crate::StoreError> {
-    event_store::stream_sequence(&stream_to_wit(stream)).map_err(store_error_from_wit)
-}
-
-/// How many events one `read-stream` call asks the host for.
-const READ_PAGE: u32 = 1024;
-
-/// Every event of `stream`, a page at a time.
-pub(crate) fn read_all_of(stream: &StreamId) -> Result<Vec<RecordedEvent>, crate::StoreError> {
-    let stream = stream_to_wit(stream);
-    let mut events: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let from = events.last().map_or(1, |e| e.sequence + 1);
-        let page =
-            event_store::read_stream(&stream, from, READ_PAGE).map_err(store_error_from_wit)?;
-        let done = page.len() < READ_PAGE as usize;
-        events.extend(page.into_iter().map(event_from_wit));
-        if done {
-            return Ok(events);
-        }
-    }
-}
-
-/// Sends a command through the `commands` import.
-pub(crate) fn send(sent: SentCommand) -> Result<crate::CommandOutcome, SendError> {
-    let request = commands::CommandRequest {
-        stream: stream_to_wit(&sent.stream),
-        command_type: sent.command_type,
-        payload: sent.payload,
-        command_id: sent.command_id,
-    };
-    commands::send(&request)
-        .map(|outcome| crate::CommandOutcome {
-            command_id: outcome.command_id,
-            events_appended: outcome.events_appended,
-            stream_sequence: outcome.stream_sequence,
-            replayed: outcome.replayed,
-        })
-        .map_err(|error| match error {
-            wit::SendError::Rejected(m) => SendError::Rejected(m),
-            wit::SendError::Invalid(m) => SendError::Invalid(m),
-            wit::SendError::Denied(m) => SendError::Denied(m),
-            wit::SendError::Other(m) => SendError::Other(m),
-        })
-}
-
-/// Publishes through the `publisher` import.
-pub(crate) fn publish(topic: &str, event: CustomEvent) -> Result<(), PublishError> {
-    let event = wit::CustomEvent {
-        key: event.key,
-        event_type: event.event_type,
-        subject: event.subject,
-        data: event.data,
-        data_version: event.data_version,
-    };
-    publisher::publish(topic, &event).map_err(|error| match error {
-        wit::PublishError::Denied(m) => PublishError::Denied(m),
-        wit::PublishError::Invalid(m) => PublishError::Invalid(m),
-        wit::PublishError::Other(m) => PublishError::Other(m),
-    })
-}
-
-pub(crate) fn run_projection(
-    projection_type: &str,
-    stream: &StreamId,
-) -> Result<Vec<u8>, crate::StoreError> {
-    event_store::run_projection(projection_type, &stream_to_wit(stream), None)
-        .map_err(store_error_from_wit)
-}
-
-fn stream_to_wit(stream: &StreamId) -> wit::StreamId {
-    wit::StreamId {
-        domain: stream.domain.clone(),
-        entity_type: stream.entity_type.clone(),
-        instance_key: stream.instance_key.clone(),
-    }
-}
-
-fn stream_from_wit(stream: wit::StreamId) -> StreamId {
-    StreamId {
-        domain: stream.domain,
-        entity_type: stream.entity_type,
-        instance_key: stream.instance_key,
-    }
-}
-
-fn context_from_wit(context: wit::EventContext) -> crate::EventContext {
-    crate::EventContext {
-        correlation_id: context.correlation_id,
-        causation_id: context.causation_id,
-        who: context.who,
-        source: context.source,
-        commentary: context.commentary,
-        handler_version: context.handler_version,
-    }
-}
-
-fn event_from_wit(event: wit::Event) -> RecordedEvent {
-    RecordedEvent {
-        stream: stream_from_wit(event.stream),
-        event_type: event.event_type,
-        payload: event.payload,
-        sequence: event.sequence,
-        position: event.position,
-        event_id: event.event_id,
-        written_at: event.written_at,
-        context: context_from_wit(event.context),
-    }
-}
-
-fn store_error_from_wit(error: wit::StoreError) -> crate::StoreError {
-    match error {
-        wit::StoreError::InvalidName(m) => crate::StoreError::InvalidName(m),
-        wit::StoreError::UnknownProjection(m) => crate::StoreError::UnknownProjection(m),
-        wit::StoreError::Denied(m) => crate::StoreError::Denied(m),
-        wit::StoreError::Other(m) => crate::StoreError::Other(m),
-    }
-}
-
-fn store_error_to_wit(error: crate::StoreError) -> wit::StoreError {
-    match error {
-        crate::StoreError::InvalidName(m) => wit::StoreError::InvalidName(m),
-        crate::StoreError::UnknownProjection(m) => wit::StoreError::UnknownProjection(m),
-        crate::StoreError::Denied(m) => wit::StoreError::Denied(m),
-        crate::StoreError::Other(m) => wit::StoreError::Other(m),
-    }
-}
-
-fn command_error_to_wit(error: crate::CommandError) -> CommandError {
-    match error {
-        crate::CommandError::Rejected(m) => CommandError::Rejected(m),
-        crate::CommandError::InvalidPayload(m) => CommandError::InvalidPayload(m),
-        crate::CommandError::Store(e) => CommandError::Store(store_error_to_wit(e)),
-        crate::CommandError::Other(m) => CommandError::Other(m),
-    }
 }

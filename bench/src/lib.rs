@@ -2,7 +2,8 @@
 //! projections, storage and swaps, each measured against its baseline in
 //! the same run.
 //!
-//! - [`suite`] runs the figures and returns [`report::Row`]s;
+//! - [`suite`] runs the figures and returns [`report::Row`]s, as [`config`]
+//!   sets the run up;
 //! - [`load`] drives N clients and keeps latencies in a histogram;
 //! - [`native`] is the native baseline: the bank's domain logic run
 //!   through the same store work the host does;
@@ -16,6 +17,7 @@
 //! `cargo xtask bench` runs it all (see BENCHMARKS.md).
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod load;
 pub mod native;
 pub mod notify;

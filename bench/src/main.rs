@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use cqrs_wasi_bench::config::Config;
 use cqrs_wasi_bench::report::Report;
-use cqrs_wasi_bench::suite::{self, Config};
+use cqrs_wasi_bench::suite;
 
 /// Runs the cqrs-wasi benchmark suite.
 #[derive(Debug, Parser)]

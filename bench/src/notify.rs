@@ -24,8 +24,8 @@ use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
 use hdrhistogram::Histogram;
 use serde_json::value::RawValue;
 
+use crate::config::Config;
 use crate::report::{Measure, Row};
-use crate::suite::Config;
 
 const KEY: &str = "YmVuY2gta2V5";
 

@@ -1,7 +1,6 @@
 //! The figures of issue 7, each measured against its baseline in the same
 //! run. [`run`] runs them all and returns the rows of the report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use cqrs_wasi_host::store::{
 use cqrs_wasi_host::{Host, HostOptions};
 use serde_json::value::RawValue;
 
+use crate::config::Config;
 use crate::load::{self, Budget, LoadResult, Op};
 use crate::native::NativeHost;
 use crate::peers::{BankAccount, MemRepository};
@@ -35,51 +35,6 @@ pub const ACCOUNTS: usize = 100;
 /// both sides, few enough that each slice is long next to the cold caches
 /// a switch of systems leaves behind.
 const ROUNDS: u32 = 4;
-
-/// How a run is set up.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// A smoke run: a few hundred commands in all, numbers meaningless.
-    pub quick: bool,
-    /// The bank component's bytes.
-    pub component: Vec<u8>,
-    /// The welcome component's bytes (figure 6's local handler).
-    pub welcome: Vec<u8>,
-    /// The PostgreSQL server for the PostgreSQL rows; `None` skips them.
-    pub postgres_url: Option<String>,
-    /// Scratch space: SQLite files, the compiled-code cache.
-    pub work_dir: PathBuf,
-    /// Prints progress to stderr.
-    pub verbose: bool,
-    /// Runs only these figures (all when empty): for profiling one.
-    pub only: Vec<u8>,
-}
-
-impl Config {
-    fn budget(&self, clients: usize) -> Budget {
-        if self.quick {
-            Budget {
-                warmup_ops: 1,
-                duration: Duration::from_secs(5),
-                max_ops: Some(20),
-            }
-        } else {
-            Budget {
-                // One command per account of each client first: every
-                // snapshot is warm when the clock starts.
-                warmup_ops: ACCOUNTS.div_ceil(clients) as u64,
-                duration: Duration::from_secs(2),
-                max_ops: None,
-            }
-        }
-    }
-
-    fn say(&self, what: &str) {
-        if self.verbose {
-            eprintln!("bench: {what}");
-        }
-    }
-}
 
 /// Runs every figure.
 pub async fn run(config: &Config) -> anyhow::Result<Vec<Row>> {

@@ -1,0 +1,53 @@
+//! How a benchmark run is set up: what it measures with, how long, and how
+//! loud. Every figure takes it; it decides nothing about a figure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::load::Budget;
+use crate::suite::ACCOUNTS;
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A smoke run: a few hundred commands in all, numbers meaningless.
+    pub quick: bool,
+    /// The bank component's bytes.
+    pub component: Vec<u8>,
+    /// The welcome component's bytes (figure 6's local handler).
+    pub welcome: Vec<u8>,
+    /// The PostgreSQL server for the PostgreSQL rows; `None` skips them.
+    pub postgres_url: Option<String>,
+    /// Scratch space: SQLite files, the compiled-code cache.
+    pub work_dir: PathBuf,
+    /// Prints progress to stderr.
+    pub verbose: bool,
+    /// Runs only these figures (all when empty): for profiling one.
+    pub only: Vec<u8>,
+}
+
+impl Config {
+    pub(crate) fn budget(&self, clients: usize) -> Budget {
+        if self.quick {
+            Budget {
+                warmup_ops: 1,
+                duration: Duration::from_secs(5),
+                max_ops: Some(20),
+            }
+        } else {
+            Budget {
+                // One command per account of each client first: every
+                // snapshot is warm when the clock starts.
+                warmup_ops: ACCOUNTS.div_ceil(clients) as u64,
+                duration: Duration::from_secs(2),
+                max_ops: None,
+            }
+        }
+    }
+
+    pub(crate) fn say(&self, what: &str) {
+        if self.verbose {
+            eprintln!("bench: {what}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cqrs_wasi_host::api::ApiConfig;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
+use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use cqrs_wasi_host::store::{SqliteOptions, SqliteStore};
 use cqrs_wasi_host::{CommandRequest, HostOptions};
 use reqwest::StatusCode;
@@ -246,7 +247,8 @@ async fn after_a_restart_every_stream_and_projection_is_as_before() -> anyhow::R
 /// A deposit's handler runs `Balance` over its own stream. Once the deposit
 /// is appended, the host folds it into that state through the handler's own
 /// instance, so the next command finds the state at the head of the stream
-/// and runs one instance (its handler's), not two. The state it caches must
+/// and runs one instance (its handler's), not two, even when every call
+/// gets a fresh instance. The state it caches must
 /// be the one a fresh fold computes, also after another host appended.
 #[tokio::test]
 async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> anyhow::Result<()> {
@@ -261,16 +263,32 @@ async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> an
         raise: RaisePolicy::new(KindSet::NONE),
         ..HostOptions::default()
     };
+    // A fresh instance for every call, so that the counts of instances made
+    // count calls.
+    let per_call = || RuntimeConfig {
+        reuse: ReuseConfig {
+            isolation: Isolation::PerCall,
+            ..ReuseConfig::default()
+        },
+        ..RuntimeConfig::default()
+    };
     let (host, other) = (
-        TestHost::with_store(store.clone(), quiet.clone(), &ApiConfig::default()).await?,
+        TestHost::build(
+            store.clone(),
+            quiet.clone(),
+            per_call(),
+            &ApiConfig::default(),
+        )
+        .await?,
         // No snapshots: every query folds the stream from its first event
         // in a fresh instance.
-        TestHost::with_store(
+        TestHost::build(
             store,
             HostOptions {
                 snapshot_capacity: 0,
                 ..quiet
             },
+            per_call(),
             &ApiConfig::default(),
         )
         .await?,

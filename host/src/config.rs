@@ -19,7 +19,7 @@ use crate::notifications::{
     Auth, Destination, EventGridConfig, EventGridPublisher, EventSchema, KindSet, PublisherError,
     RaisePolicy, RaiseRule,
 };
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use crate::secret::Secret;
 use crate::store::{
     EventStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, StoreError,
@@ -335,16 +335,57 @@ pub struct RuntimeSection {
     pub max_memory_mib: usize,
     /// Wall-clock limit of one call, in milliseconds.
     pub call_timeout_ms: u64,
+    /// `reuse` (the default): instances are kept warm and reused, one call
+    /// at a time, within one component version; `per-call`: a fresh
+    /// instance for every call.
+    pub isolation: IsolationChoice,
+    /// An instance is recycled after a number of calls drawn at random
+    /// between these two (inclusive), so that instances do not all recycle
+    /// at once.
+    pub recycle_after_calls: [u32; 2],
+    /// An instance whose linear memory grew past this many MiB is not
+    /// reused.
+    pub recycle_memory_mib: usize,
+    /// Idle instances kept per component version (and role).
+    pub max_idle_per_version: u32,
+    /// Idle instances kept across the host.
+    pub max_idle_instances: u32,
+    /// An idle instance unused this long, in milliseconds, is let go.
+    pub idle_timeout_ms: u64,
+}
+
+/// `[runtime] isolation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationChoice {
+    /// Warm instances, reused one call at a time.
+    #[default]
+    Reuse,
+    /// A fresh instance for every call.
+    PerCall,
 }
 
 impl Default for RuntimeSection {
     fn default() -> Self {
         let defaults = RuntimeConfig::default();
+        let reuse = &defaults.reuse;
         RuntimeSection {
             max_concurrent_calls: defaults.max_concurrent_calls,
             queue_timeout_ms: millis(defaults.queue_timeout),
             max_memory_mib: defaults.max_memory_bytes >> 20,
             call_timeout_ms: millis(defaults.call_timeout),
+            isolation: match reuse.isolation {
+                Isolation::Reuse => IsolationChoice::Reuse,
+                Isolation::PerCall => IsolationChoice::PerCall,
+            },
+            recycle_after_calls: [
+                *reuse.recycle_after_calls.start(),
+                *reuse.recycle_after_calls.end(),
+            ],
+            recycle_memory_mib: reuse.recycle_memory_bytes >> 20,
+            max_idle_per_version: reuse.max_idle_per_version,
+            max_idle_instances: reuse.max_idle,
+            idle_timeout_ms: millis(reuse.idle_timeout),
         }
     }
 }
@@ -368,6 +409,20 @@ impl RuntimeSection {
             max_memory_bytes: self.max_memory_mib << 20,
             call_timeout: Duration::from_millis(self.call_timeout_ms),
             cache_dir: Some(cache_dir),
+            reuse: ReuseConfig {
+                isolation: match self.isolation {
+                    IsolationChoice::Reuse => Isolation::Reuse,
+                    IsolationChoice::PerCall => Isolation::PerCall,
+                },
+                recycle_after_calls: self.recycle_after_calls[0].max(1)
+                    ..=self.recycle_after_calls[1]
+                        .max(self.recycle_after_calls[0])
+                        .max(1),
+                recycle_memory_bytes: self.recycle_memory_mib << 20,
+                max_idle_per_version: self.max_idle_per_version,
+                max_idle: self.max_idle_instances,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            },
         }
     }
 }

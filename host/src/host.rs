@@ -14,10 +14,11 @@
 mod cache;
 mod commands;
 mod heads;
+mod notification_services;
 mod notify;
 mod projections;
 mod propagate;
-mod scope;
+mod reads;
 mod stream_locks;
 
 use std::collections::HashMap;
@@ -581,8 +582,10 @@ impl Host {
         self.inner.runtime.compilations()
     }
 
-    /// How many component instances this host created: one per call, and
-    /// one per projection a call runs that its snapshot cannot answer.
+    /// How many component instances this host created. With warm
+    /// instances, calls reuse them; with per-call isolation, each call
+    /// makes one, and so does each projection it runs that its snapshot
+    /// cannot answer.
     pub fn instantiations(&self) -> u64 {
         self.inner.runtime.instantiations()
     }
@@ -662,8 +665,11 @@ impl Host {
         self.inner.dispatcher.redrive(destination, id).await
     }
 
-    /// The notification delivery metrics, Prometheus text format.
-    pub async fn encode_notification_metrics(&self, out: &mut String) -> Result<(), HostError> {
+    /// The host's metrics, Prometheus text format: component instances
+    /// (created, reused, discarded by reason, idle per version) and
+    /// notification delivery.
+    pub async fn encode_metrics(&self, out: &mut String) -> Result<(), HostError> {
+        self.inner.runtime.encode_metrics(out);
         Ok(self.inner.dispatcher.encode_metrics(out).await?)
     }
 }

@@ -196,7 +196,8 @@ impl Registry {
     }
 
     /// Makes `component` the live version of its name, first recorded at
-    /// `deployed_at`. Refused, changing nothing, if another component
+    /// `deployed_at`, and retires the version it replaces (whose calls in
+    /// flight finish on it). Refused, changing nothing, if another component
     /// already owns one of its routes.
     pub fn install(
         &self,
@@ -205,8 +206,15 @@ impl Registry {
     ) -> Result<(), RouteConflict> {
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let mut components = self.routes.load().components.clone();
-        components.insert(component.name().to_owned(), component.clone());
-        self.routes.store(Arc::new(Routes::build(components)?));
+        let replaced = components.insert(component.name().to_owned(), component.clone());
+        let routes = Routes::build(components)?;
+        // A version rolled back to may have served before: it starts from
+        // fresh instances. The one it replaces keeps none for later calls.
+        component.revive();
+        self.routes.store(Arc::new(routes));
+        if let Some(replaced) = replaced.filter(|old| !Arc::ptr_eq(old, &component)) {
+            replaced.retire();
+        }
 
         let versions = history.entry(component.name().to_owned()).or_default();
         versions.retain(|v| v.digest != component.digest());

@@ -35,6 +35,7 @@ pub fn root() -> &'static Path {
 const COMPONENTS: &[&str] = &[
     "announcer",
     "bank",
+    "counter",
     "faulty",
     "garbage",
     "no-handler",

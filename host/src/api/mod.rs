@@ -544,7 +544,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn metrics(State(api): State<Api>) -> Response {
     let mut text = api.metrics.render();
-    if let Err(error) = api.host.encode_notification_metrics(&mut text).await {
+    if let Err(error) = api.host.encode_metrics(&mut text).await {
         return ApiError::from(error).into_response();
     }
     text.push_str("# EOF\n");

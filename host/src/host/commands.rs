@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::projections::{Appended, advance};
-use super::scope::CallScope;
+use super::reads::Reads;
 use super::{HostError, HostOptions, Inner, parse_json};
 use crate::model::{EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name};
 use crate::runtime::{LoadedComponent, wit};
@@ -140,28 +140,17 @@ pub(super) async fn execute(
                 (seen, Seen::Known)
             }
         };
-        let scope = CallScope::command(inner, &component, &stream, seen);
-        let (answer, projected, parked) = {
-            let _slot = inner.runtime.reserve().await?;
-            let (answer, spent) = component
-                .handle(&inner.runtime, scope.clone(), &command)
-                .await?;
-            // The projections the handler ran will be one command behind
-            // once its events land; its instance, kept through the append,
-            // can fold them. Otherwise it goes now, with its slot.
-            let projected = scope.take_projected();
-            let keep =
-                answer.as_ref().is_ok_and(|events| !events.is_empty()) && !projected.is_empty();
-            let parked = if keep {
-                inner.runtime.park(spent)
-            } else {
-                None
-            };
-            (answer, projected, parked)
-        };
+        let slot = inner.runtime.reserve().await?;
+        let reads = Reads::pinned(inner, &component, &stream, seen);
+        let mut lease = component.command_handler().await?;
+        let answer = lease.handle(reads.clone(), &command).await?;
+        // The projections the handler ran will be one command behind once
+        // its events land; its instance can fold them.
+        let projected = reads.take_projected();
         let events = match answer {
             Ok(events) => to_new_events(&inner.options, &component, events)?,
             Err(error) => {
+                drop((lease, slot));
                 // A refusal is recorded for good, so it must rest on the
                 // stream as it is, not as guessed: no append checks it.
                 if how == Seen::Guessed && matches!(error, wit::CommandError::Rejected(_)) {
@@ -175,8 +164,12 @@ pub(super) async fn execute(
                 return refused(inner, &stream, &key, &component, error).await;
             }
         };
-        // Kept only to fold them, and cheaper to copy than to read back.
-        let folding = parked.as_ref().map(|_| events.clone());
+        // The instance, and the call slot it counts against, are kept
+        // through the append when there are states to fold its events into
+        // (copied for that: cheaper than reading them back); otherwise they
+        // go now.
+        let mut kept =
+            (!projected.is_empty() && !events.is_empty()).then(|| (lease, slot, events.clone()));
         let appended = inner
             .store
             .append(AppendRequest {
@@ -191,27 +184,26 @@ pub(super) async fn execute(
         match appended {
             Ok(outcome) => {
                 inner.heads.saw(&stream, outcome.stream_sequence);
-                if let (Some(spent), Some(events)) = (parked, folding) {
+                if let Some((lease, _slot, events)) = &mut kept {
                     let appended = Appended {
                         stream: &stream,
-                        events: &events,
+                        events,
                         context: &context,
                         outcome: &outcome,
                     };
-                    advance(inner, &component, spent, projected, appended).await;
+                    advance(inner, &component, lease, projected, appended).await;
                 }
                 return Ok(outcome_of(&key, &stream, outcome, false));
             }
             Err(StoreError::Conflict { actual, .. }) if how == Seen::Guessed => {
                 // Not a race lost just now: the guess was stale. The store
                 // said where the stream is, so run again there, at once.
-                drop(parked);
                 tracing::debug!(%stream, seen, actual, "the stream's head was not where this host last saw it; running the handler again");
                 inner.heads.moved_by_another(&stream, actual);
                 next = Some((actual, Seen::Known));
             }
             Err(StoreError::Conflict { actual, .. }) => {
-                drop(parked);
+                drop(kept);
                 lost += 1;
                 tracing::debug!(%stream, attempt = lost, seen, actual, "append conflict; running the handler again");
                 if lost == attempts {

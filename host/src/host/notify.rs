@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use serde_json::value::RawValue;
 
-use super::scope::{CallScope, Origin};
+use super::notification_services::{HandlerServices, Origin};
 use super::{HostError, Inner};
 use crate::notifications::{DeliveryOutcome, Notification, NotificationOutcome, NotificationSink};
 use crate::runtime::wit;
@@ -108,7 +108,7 @@ async fn deliver_once(
                     continue;
                 }
             }
-            let scope = CallScope::notification(
+            let services = HandlerServices::new(
                 inner,
                 component,
                 Origin {
@@ -118,14 +118,10 @@ async fn deliver_once(
             );
             let outcome = async {
                 let _slot = inner.runtime.reserve().await?;
+                let mut lease = component.notification_handler().await?;
                 Ok::<_, HostError>(
-                    component
-                        .notify(
-                            &inner.runtime,
-                            scope,
-                            &subscription.name,
-                            &guest_notification,
-                        )
+                    lease
+                        .notify(services, &subscription.name, &guest_notification)
                         .await?,
                 )
             }

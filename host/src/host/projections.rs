@@ -1,7 +1,9 @@
 //! Running a projection over a stream: events in batches through one
 //! instance, starting from the newest cached state that is not past the
-//! requested sequence; and keeping the cache at the head of a stream by
-//! folding each command's events through its handler's instance.
+//! requested sequence; a run over many streams ([`Folder`]) keeps one
+//! instance per component version for all of them; and keeping the cache at
+//! the head of a stream by folding each command's events through its
+//! handler's instance.
 //!
 //! Snapshots are keyed by (stream, projection, component digest), so a new
 //! component version never starts from a state an older one computed.
@@ -13,7 +15,10 @@ use serde_json::value::RawValue;
 use super::cache::Lru;
 use super::{HostError, Inner, parse_json};
 use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
-use crate::runtime::{CallSlot, LoadedComponent, ProjectionRoute, Projector, Spent, wit};
+use crate::runtime::{
+    CallSlot, CommandImports, INSTANCES_PER_CALL, Lease, LoadedComponent, ProjectionImports,
+    ProjectionRoute, Role, wit,
+};
 use crate::store::AppendOutcome;
 
 /// A projection's state at one point of its stream.
@@ -79,15 +84,6 @@ impl SnapshotCache {
     }
 }
 
-/// Whether a projection run must reserve a call slot for its instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Slot {
-    /// A top-level run: reserve one if an instance is needed.
-    Reserve,
-    /// Run from inside a call that holds a slot, which covers it.
-    Held,
-}
-
 /// A top-level projection query.
 pub(super) async fn project(
     inner: &Inner,
@@ -95,108 +91,174 @@ pub(super) async fn project(
     projection_type: &str,
     as_of: Option<u64>,
 ) -> Result<ProjectionState, HostError> {
-    fold(inner, stream, projection_type, as_of, Slot::Reserve).await
+    Folder::top_level(inner)
+        .fold(stream, projection_type, as_of)
+        .await
 }
 
-/// Folds the stream's events from the newest usable snapshot.
-pub(super) async fn fold(
-    inner: &Inner,
-    stream: &StreamId,
-    projection_type: &str,
-    as_of: Option<u64>,
+/// Runs projections over one stream or many, each from its newest usable
+/// snapshot, keeping the instances it takes (one per component version,
+/// at most [`INSTANCES_PER_CALL`]) for the whole run instead of one per
+/// stream.
+pub(super) struct Folder<'a> {
+    inner: &'a Inner,
+    /// A top-level run reserves a call slot when it first needs an
+    /// instance; a run inside a call uses the call's.
     slot: Slot,
-) -> Result<ProjectionState, HostError> {
-    let routes = inner.registry.routes();
-    let Some((component, route)) =
-        routes.projection(stream.domain(), stream.entity_type(), projection_type)
-    else {
-        return Err(HostError::NoProjection {
-            domain: stream.domain().to_owned(),
-            entity_type: stream.entity_type().to_owned(),
+    /// The instances taken so far, by component digest, the most recently
+    /// used last.
+    leases: Vec<(String, Lease<ProjectionImports>)>,
+}
+
+enum Slot {
+    /// Reserve one when an instance is first needed; then held here.
+    Reserve(Option<CallSlot>),
+    /// Run from inside a call that holds a slot, which covers one instance.
+    Held,
+}
+
+impl<'a> Folder<'a> {
+    /// A run of its own: a projection query, a propagation round.
+    pub(super) fn top_level(inner: &'a Inner) -> Self {
+        Folder {
+            inner,
+            slot: Slot::Reserve(None),
+            leases: Vec::new(),
+        }
+    }
+
+    /// A run inside a call, which holds the slot: a handler's
+    /// `run-projection`.
+    pub(super) fn within_call(inner: &'a Inner) -> Self {
+        Folder {
+            inner,
+            slot: Slot::Held,
+            leases: Vec::new(),
+        }
+    }
+
+    /// How many instances this run may hold at once.
+    fn max_leases(&self) -> usize {
+        match self.slot {
+            Slot::Reserve(_) => INSTANCES_PER_CALL as usize,
+            Slot::Held => 1,
+        }
+    }
+
+    /// An instance of `component`: one this run took before, or a new one
+    /// (letting go of the least recently used if the run holds as many as
+    /// it may).
+    async fn lease(
+        &mut self,
+        component: &LoadedComponent,
+    ) -> Result<&mut Lease<ProjectionImports>, HostError> {
+        if let Some(at) = self
+            .leases
+            .iter()
+            .position(|(digest, _)| digest == component.digest())
+        {
+            let taken = self.leases.remove(at);
+            self.leases.push(taken);
+        } else {
+            if let Slot::Reserve(slot @ None) = &mut self.slot {
+                *slot = Some(self.inner.runtime.reserve().await?);
+            }
+            if self.leases.len() >= self.max_leases() {
+                self.leases.remove(0);
+            }
+            let lease = component.projector().await?;
+            self.leases.push((component.digest().to_owned(), lease));
+        }
+        let (_, lease) = self
+            .leases
+            .last_mut()
+            .expect("a lease was just pushed or moved last");
+        Ok(lease)
+    }
+
+    /// Folds `stream`'s events into `projection_type` up to `as_of` (or
+    /// the head), from the newest usable snapshot.
+    pub(super) async fn fold(
+        &mut self,
+        stream: &StreamId,
+        projection_type: &str,
+        as_of: Option<u64>,
+    ) -> Result<ProjectionState, HostError> {
+        let inner = self.inner;
+        let routes = inner.registry.routes();
+        let Some((component, route)) =
+            routes.projection(stream.domain(), stream.entity_type(), projection_type)
+        else {
+            return Err(HostError::NoProjection {
+                domain: stream.domain().to_owned(),
+                entity_type: stream.entity_type().to_owned(),
+                projection_type: projection_type.to_owned(),
+            });
+        };
+        let key = SnapshotKey {
+            stream: stream.clone(),
             projection_type: projection_type.to_owned(),
-        });
-    };
-    let key = SnapshotKey {
-        stream: stream.clone(),
-        projection_type: projection_type.to_owned(),
-        digest: component.digest().to_owned(),
-    };
-    let as_of = as_of.unwrap_or(u64::MAX);
-    let cached = inner.snapshots.get(&key, as_of);
-    let (mut sequence, mut state) = match &cached {
-        Some(snapshot) => (snapshot.sequence, Some(snapshot.state.clone())),
-        None => (0, None),
-    };
+            digest: component.digest().to_owned(),
+        };
+        let as_of = as_of.unwrap_or(u64::MAX);
+        let cached = inner.snapshots.get(&key, as_of);
+        let (mut sequence, mut state) = match &cached {
+            Some(snapshot) => (snapshot.sequence, Some(snapshot.state.clone())),
+            None => (0, None),
+        };
 
-    let batch = inner.options.projection_batch.max(1);
-    // An instance is started the first time one is needed: a run served
-    // from its snapshot needs none, and no call slot either.
-    let mut instance: Option<Instance> = None;
-    while sequence < as_of {
-        let mut events = inner.store.read_stream(stream, sequence + 1, batch).await?;
-        let complete = events.len() < batch;
-        events.retain(|e| e.sequence <= as_of);
-        let Some(last) = events.last() else { break };
-        sequence = last.sequence;
-        let declared = declared_by(route, &events);
-        if !declared.is_empty() {
-            let instance = match &mut instance {
-                Some(instance) => instance,
-                None => instance.insert(Instance::start(inner, component, slot).await?),
-            };
-            let folded = apply(
-                inner,
-                component,
-                &mut instance.projector,
-                route,
-                state.as_deref(),
-                stream,
-                &declared,
-            )
-            .await?;
-            state = Some(folded);
+        let batch = inner.options.projection_batch.max(1);
+        while sequence < as_of {
+            let mut events = inner.store.read_stream(stream, sequence + 1, batch).await?;
+            let complete = events.len() < batch;
+            events.retain(|e| e.sequence <= as_of);
+            let Some(last) = events.last() else { break };
+            sequence = last.sequence;
+            let declared = declared_by(route, &events);
+            if !declared.is_empty() {
+                let lease = self.lease(component).await?;
+                let folded = apply(
+                    inner,
+                    component,
+                    lease,
+                    route,
+                    state.as_deref(),
+                    stream,
+                    &declared,
+                )
+                .await?;
+                state = Some(folded);
+            }
+            if complete {
+                break;
+            }
         }
-        if complete {
-            break;
-        }
-    }
 
-    let state = match state {
-        Some(state) => state,
-        None => {
-            // No event to fold: the projection's initial state.
-            let mut instance = match instance {
-                Some(instance) => instance,
-                None => Instance::start(inner, component, slot).await?,
-            };
-            apply(
-                inner,
-                component,
-                &mut instance.projector,
-                route,
-                None,
-                stream,
-                &[],
-            )
-            .await?
+        let state = match state {
+            Some(state) => state,
+            None => {
+                // No event to fold: the projection's initial state.
+                let lease = self.lease(component).await?;
+                apply(inner, component, lease, route, None, stream, &[]).await?
+            }
+        };
+        if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
+            inner.snapshots.put(
+                key,
+                Snapshot {
+                    sequence,
+                    state: state.clone(),
+                },
+            );
         }
-    };
-    if cached.as_ref().is_none_or(|c| c.sequence < sequence) {
-        inner.snapshots.put(
-            key,
-            Snapshot {
-                sequence,
-                state: state.clone(),
-            },
-        );
+        Ok(ProjectionState {
+            stream: stream.clone(),
+            projection_type: projection_type.to_owned(),
+            sequence,
+            projection_version: component.digest().to_owned(),
+            state,
+        })
     }
-    Ok(ProjectionState {
-        stream: stream.clone(),
-        projection_type: projection_type.to_owned(),
-        sequence,
-        projection_version: component.digest().to_owned(),
-        state,
-    })
 }
 
 /// A command's events as they landed: what [`advance`] folds.
@@ -241,8 +303,8 @@ impl Appended<'_> {
 }
 
 /// Folds a command's own events, just appended, into the states its handler
-/// projected before them, through the handler's instance (idle since it
-/// answered), and caches them. The stream's next command then finds those
+/// projected before them, through the handler's instance (its imports
+/// closed since it answered), and caches them. The stream's next command then finds those
 /// projections at the head of the stream and runs no instance for them: one
 /// instance per command instead of two. The events are the ones the handler
 /// returned, as the store placed them, so nothing is read back.
@@ -255,7 +317,7 @@ impl Appended<'_> {
 pub(super) async fn advance(
     inner: &Inner,
     component: &LoadedComponent,
-    spent: Spent,
+    lease: &mut Lease<CommandImports>,
     projected: Vec<ProjectionState>,
     appended: Appended<'_>,
 ) {
@@ -278,9 +340,6 @@ pub(super) async fn advance(
     let Some(events) = appended.recorded() else {
         return;
     };
-    let Some(mut projector) = spent.into_projector(&inner.runtime, component) else {
-        return;
-    };
     let head = appended.outcome.stream_sequence;
     for (route, projected) in folds {
         // The handler ran at the sequence right before its events; a state
@@ -293,17 +352,7 @@ pub(super) async fn advance(
             projected.state
         } else {
             let state = Some(&*projected.state);
-            match apply(
-                inner,
-                component,
-                &mut projector,
-                route,
-                state,
-                stream,
-                &declared,
-            )
-            .await
-            {
+            match apply(inner, component, lease, route, state, stream, &declared).await {
                 Ok(state) => state,
                 Err(error) => {
                     tracing::warn!(%stream, projection = route.projection_type, "folding a command's events failed: {error}");
@@ -339,41 +388,17 @@ fn declared_by<'a>(route: &ProjectionRoute, events: &'a [RecordedEvent]) -> Vec<
 async fn apply(
     inner: &Inner,
     component: &LoadedComponent,
-    projector: &mut Projector,
+    lease: &mut Lease<impl Role>,
     route: &ProjectionRoute,
     state: Option<&RawValue>,
     stream: &StreamId,
     events: &[&RecordedEvent],
 ) -> Result<Arc<RawValue>, HostError> {
-    let folded = projector
+    let folded = lease
         .apply(route, state.map(|s| s.get().as_bytes()), stream, events)
         .await?
         .map_err(|e| guest_error(component.name(), e))?;
     checked_state(inner, component.name(), folded)
-}
-
-/// A projection instance, and the call slot it runs in when the run is
-/// top-level.
-struct Instance {
-    projector: Projector,
-    _slot: Option<CallSlot>,
-}
-
-impl Instance {
-    async fn start(
-        inner: &Inner,
-        component: &LoadedComponent,
-        slot: Slot,
-    ) -> Result<Self, HostError> {
-        let slot = match slot {
-            Slot::Reserve => Some(inner.runtime.reserve().await?),
-            Slot::Held => None,
-        };
-        Ok(Instance {
-            projector: component.projector(&inner.runtime).await?,
-            _slot: slot,
-        })
-    }
 }
 
 /// A state the guest returned, if it is JSON and within the size limit.

@@ -99,6 +99,9 @@ async fn documents_for(
     latest.reverse();
 
     let routes = inner.registry.routes();
+    // One run for the whole batch: each projection component's instance
+    // folds every stream of it.
+    let mut folder = projections::Folder::top_level(inner);
     let mut documents = Vec::new();
     for last in latest {
         let stream = &last.stream;
@@ -126,7 +129,7 @@ async fn documents_for(
             .map(|route| route.projection_type.clone())
             .collect();
         for projection_type in projection_types {
-            match document(inner, stream, &projection_type, last).await {
+            match document(&mut folder, stream, &projection_type, last).await {
                 Ok(document) => documents.push(document),
                 // The store failing, or every call slot taken: the round
                 // is tried again.
@@ -150,12 +153,14 @@ async fn documents_for(
 }
 
 async fn document(
-    inner: &Inner,
+    folder: &mut projections::Folder<'_>,
     stream: &StreamId,
     projection_type: &str,
     last: &RecordedEvent,
 ) -> Result<Document, HostError> {
-    let state = projections::project(inner, stream, projection_type, Some(last.sequence)).await?;
+    let state = folder
+        .fold(stream, projection_type, Some(last.sequence))
+        .await?;
     let completed = ProjectionCompleted {
         stream: stream.clone(),
         projection_type: projection_type.to_owned(),

@@ -3,18 +3,25 @@
 //! Loading does all the checking up front, off the hot path: the bytes are a
 //! component, its imports are ones the host supplies, it exports at least one
 //! handler interface with the right types, and `describe` answers with valid
-//! names. A call then only instantiates from the pre-linked `InstancePre`.
+//! names. It then has one pre-linked `InstancePre` per role it exports, each
+//! behind a pool of warm instances ([`super::pool`]); a call checks an
+//! instance out of its role's pool as a [`Lease`] and calls the export.
 
 use std::fmt;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wasmtime::Store;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::{Component, Linker};
 
 use super::bindings::{command_handler, notification_handler, projection, wit};
 use super::convert::{EventIdText, batch_events, stream_param};
-use super::{CallState, GuestFault, GuestServices, ParkedSlot, Runtime, fault};
+use super::pool::{Exports, Lease, Pool, Warm};
+use super::roles::{
+    CommandImports, NotificationImports, NotificationServices, ProjectionImports, Role, StoreReads,
+    link_unserved_as_traps,
+};
+use super::state::CallState;
+use super::{GuestFault, Runtime, fault};
 use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
 
 /// The interface names a handler component may export.
@@ -182,16 +189,16 @@ impl SubscriptionRoute {
     }
 }
 
-/// One version of a component, compiled, linked and validated.
+/// One version of a component, compiled, linked and validated, with a pool
+/// of warm instances per role it exports.
 pub struct LoadedComponent {
     name: Arc<str>,
     digest: String,
-    pre: InstancePre<CallState>,
-    command_handler: Option<command_handler::GuestIndices>,
-    projection: Option<projection::GuestIndices>,
-    notification_handler: Option<notification_handler::GuestIndices>,
-    commands: Vec<CommandRoute>,
-    projections: Vec<ProjectionRoute>,
+    command_handlers: Option<Arc<Pool<CommandImports>>>,
+    projections: Option<Arc<Pool<ProjectionImports>>>,
+    notification_handlers: Option<Arc<Pool<NotificationImports>>>,
+    command_routes: Vec<CommandRoute>,
+    projection_routes: Vec<ProjectionRoute>,
     subscriptions: Vec<SubscriptionRoute>,
 }
 
@@ -200,8 +207,8 @@ impl fmt::Debug for LoadedComponent {
         f.debug_struct("LoadedComponent")
             .field("name", &self.name)
             .field("digest", &self.digest)
-            .field("commands", &self.commands)
-            .field("projections", &self.projections)
+            .field("commands", &self.command_routes)
+            .field("projections", &self.projection_routes)
             .finish_non_exhaustive()
     }
 }
@@ -211,22 +218,57 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// The pool of `role` for `compiled`: its linker, with every host function
+/// the role does not serve linked as a trap.
+fn pool<R: Role>(
+    runtime: &Runtime,
+    linker: &Linker<CallState<R>>,
+    name: &Arc<str>,
+    digest: &str,
+    compiled: &Component,
+    exports: &Arc<Exports>,
+) -> Result<Arc<Pool<R>>, LoadError> {
+    let unsatisfied = |e: wasmtime::Error| LoadError::UnsatisfiedImports {
+        name: name.to_string(),
+        reason: format!("{e:#}"),
+    };
+    let mut linker = linker.clone();
+    link_unserved_as_traps(&mut linker, &runtime.engine, compiled).map_err(unsatisfied)?;
+    let pre = linker.instantiate_pre(compiled).map_err(unsatisfied)?;
+    Ok(Pool::new(
+        name.clone(),
+        digest,
+        pre,
+        exports.clone(),
+        &runtime.instances,
+    ))
+}
+
 impl LoadedComponent {
     /// Compiles and validates `bytes` as the component `name`.
     pub async fn load(runtime: &Runtime, name: &str, bytes: Vec<u8>) -> Result<Self, LoadError> {
         let digest = digest_of(&bytes);
         let compiled = compile(runtime, name, &digest, bytes).await?;
-        let pre = runtime.linker.instantiate_pre(&compiled).map_err(|e| {
-            LoadError::UnsatisfiedImports {
+        // The notification handler's linker serves every import the host
+        // supplies: a component that imports anything else is refused here,
+        // before any role links what it does not serve as a trap.
+        let every_import = runtime
+            .linkers
+            .notification
+            .instantiate_pre(&compiled)
+            .map_err(|e| LoadError::UnsatisfiedImports {
                 name: name.to_owned(),
                 reason: format!("{e:#}"),
-            }
-        })?;
-
-        let command_handler = command_handler::GuestIndices::new(&pre).ok();
-        let projection = projection::GuestIndices::new(&pre).ok();
-        let notification_handler = notification_handler::GuestIndices::new(&pre).ok();
-        if command_handler.is_none() && projection.is_none() && notification_handler.is_none() {
+            })?;
+        let exports = Arc::new(Exports {
+            command_handler: command_handler::GuestIndices::new(&every_import).ok(),
+            projection: projection::GuestIndices::new(&every_import).ok(),
+            notification_handler: notification_handler::GuestIndices::new(&every_import).ok(),
+        });
+        if exports.command_handler.is_none()
+            && exports.projection.is_none()
+            && exports.notification_handler.is_none()
+        {
             let exports: Vec<String> = compiled
                 .component_type()
                 .exports(&runtime.engine)
@@ -244,23 +286,54 @@ impl LoadedComponent {
                 ),
             });
         }
-
+        let name: Arc<str> = Arc::from(name);
+        let linkers = &runtime.linkers;
         let mut component = LoadedComponent {
-            name: Arc::from(name),
+            command_handlers: match exports.command_handler {
+                Some(_) => Some(pool(
+                    runtime,
+                    &linkers.command,
+                    &name,
+                    &digest,
+                    &compiled,
+                    &exports,
+                )?),
+                None => None,
+            },
+            projections: match exports.projection {
+                Some(_) => Some(pool(
+                    runtime,
+                    &linkers.projection,
+                    &name,
+                    &digest,
+                    &compiled,
+                    &exports,
+                )?),
+                None => None,
+            },
+            notification_handlers: match exports.notification_handler {
+                Some(_) => Some(pool(
+                    runtime,
+                    &linkers.notification,
+                    &name,
+                    &digest,
+                    &compiled,
+                    &exports,
+                )?),
+                None => None,
+            },
+            name,
             digest,
-            pre,
-            command_handler,
-            projection,
-            notification_handler,
-            commands: Vec::new(),
-            projections: Vec::new(),
+            command_routes: Vec::new(),
+            projection_routes: Vec::new(),
             subscriptions: Vec::new(),
         };
         component.describe(runtime).await?;
         Ok(component)
     }
 
-    /// Calls every `describe` the component exports, type-checking each
+    /// Calls every `describe` the component exports, each in an instance of
+    /// its role (which stays warm for the first calls), type-checking each
     /// export interface on the way, and records the validated routes.
     async fn describe(&mut self, runtime: &Runtime) -> Result<(), LoadError> {
         let name = self.name.to_string();
@@ -278,24 +351,17 @@ impl LoadedComponent {
         };
 
         let _slot = runtime.reserve().await.map_err(describe_failed)?;
-        let (mut store, instance) = self
-            .instantiate(runtime, None)
-            .await
-            .map_err(describe_failed)?;
-        if let Some(indices) = &self.command_handler {
-            let guest = indices
-                .load(&mut store, &instance)
-                .map_err(|e| wrong_exports(COMMAND_HANDLER_EXPORT, e))?;
-            let described = guest
-                .call_describe(&mut store)
-                .await
-                .map_err(|e| describe_failed(self.fault(runtime, &store, e)))?;
+        if let Some(pool) = &self.command_handlers {
+            let mut lease = pool.checkout().await.map_err(describe_failed)?;
+            let described = lease.describe_commands().await.map_err(|e| {
+                e.into_load_error(COMMAND_HANDLER_EXPORT, &wrong_exports, &describe_failed)
+            })?;
             for routes in described {
                 validate_name(NameKind::Domain, &routes.domain).map_err(invalid)?;
                 validate_name(NameKind::EntityType, &routes.entity_type).map_err(invalid)?;
                 for command_type in routes.command_types {
                     validate_name(NameKind::CommandType, &command_type).map_err(invalid)?;
-                    self.commands.push(CommandRoute {
+                    self.command_routes.push(CommandRoute {
                         domain: routes.domain.clone(),
                         entity_type: routes.entity_type.clone(),
                         command_type,
@@ -303,14 +369,11 @@ impl LoadedComponent {
                 }
             }
         }
-        if let Some(indices) = &self.projection {
-            let guest = indices
-                .load(&mut store, &instance)
-                .map_err(|e| wrong_exports(PROJECTION_EXPORT, e))?;
-            let described = guest
-                .call_describe(&mut store)
-                .await
-                .map_err(|e| describe_failed(self.fault(runtime, &store, e)))?;
+        if let Some(pool) = &self.projections {
+            let mut lease = pool.checkout().await.map_err(describe_failed)?;
+            let described = lease.describe_projections().await.map_err(|e| {
+                e.into_load_error(PROJECTION_EXPORT, &wrong_exports, &describe_failed)
+            })?;
             for info in described {
                 let id = info.id;
                 validate_name(NameKind::Domain, &id.domain).map_err(invalid)?;
@@ -319,7 +382,7 @@ impl LoadedComponent {
                 for event_type in &info.event_types {
                     validate_name(NameKind::EventType, event_type).map_err(invalid)?;
                 }
-                self.projections.push(ProjectionRoute {
+                self.projection_routes.push(ProjectionRoute {
                     domain: id.domain,
                     entity_type: id.entity_type,
                     projection_type: id.projection_type,
@@ -327,14 +390,15 @@ impl LoadedComponent {
                 });
             }
         }
-        if let Some(indices) = &self.notification_handler {
-            let guest = indices
-                .load(&mut store, &instance)
-                .map_err(|e| wrong_exports(NOTIFICATION_HANDLER_EXPORT, e))?;
-            let described = guest
-                .call_describe(&mut store)
-                .await
-                .map_err(|e| describe_failed(self.fault(runtime, &store, e)))?;
+        if let Some(pool) = &self.notification_handlers {
+            let mut lease = pool.checkout().await.map_err(describe_failed)?;
+            let described = lease.describe_subscriptions().await.map_err(|e| {
+                e.into_load_error(
+                    NOTIFICATION_HANDLER_EXPORT,
+                    &wrong_exports,
+                    &describe_failed,
+                )
+            })?;
             for subscription in described {
                 validate_name(NameKind::SubscriptionName, &subscription.name).map_err(invalid)?;
                 self.subscriptions.push(SubscriptionRoute {
@@ -360,12 +424,12 @@ impl LoadedComponent {
 
     /// The commands it handles.
     pub fn commands(&self) -> &[CommandRoute] {
-        &self.commands
+        &self.command_routes
     }
 
     /// The projections it computes.
     pub fn projections(&self) -> &[ProjectionRoute] {
-        &self.projections
+        &self.projection_routes
     }
 
     /// Its notification handlers' subscriptions.
@@ -373,160 +437,181 @@ impl LoadedComponent {
         &self.subscriptions
     }
 
-    async fn instantiate(
+    /// An instance for a command handler's call.
+    pub(crate) async fn command_handler(&self) -> Result<Lease<CommandImports>, GuestFault> {
+        checkout(
+            &self.name,
+            self.command_handlers.as_ref(),
+            "a command handler",
+        )
+        .await
+    }
+
+    /// An instance for folding events through `projection.apply`, batch
+    /// after batch, over as many streams as the caller likes.
+    pub(crate) async fn projector(&self) -> Result<Lease<ProjectionImports>, GuestFault> {
+        checkout(&self.name, self.projections.as_ref(), "a projection").await
+    }
+
+    /// An instance for a notification handler's call.
+    pub(crate) async fn notification_handler(
         &self,
-        runtime: &Runtime,
-        services: Option<Arc<dyn GuestServices>>,
-    ) -> Result<(Store<CallState>, wasmtime::component::Instance), GuestFault> {
-        let mut store = runtime.new_store(&self.name, services);
-        runtime
-            .instantiations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-            GuestFault::Instantiation {
-                component: self.name.to_string(),
-                message: format!("{e:#}"),
+    ) -> Result<Lease<NotificationImports>, GuestFault> {
+        checkout(
+            &self.name,
+            self.notification_handlers.as_ref(),
+            "a notification handler",
+        )
+        .await
+    }
+
+    /// Stops routing calls to this version: its idle instances go, and
+    /// those in calls go when their calls end.
+    pub(crate) fn retire(&self) {
+        self.for_each_pool(
+            |pool| pool.retire(),
+            |pool| pool.retire(),
+            |pool| pool.retire(),
+        );
+    }
+
+    /// Routes calls to this version again (a rollback to it), from fresh
+    /// instances.
+    pub(crate) fn revive(&self) {
+        self.for_each_pool(
+            |pool| pool.revive(),
+            |pool| pool.revive(),
+            |pool| pool.revive(),
+        );
+    }
+
+    fn for_each_pool(
+        &self,
+        command: impl Fn(&Pool<CommandImports>),
+        projection: impl Fn(&Pool<ProjectionImports>),
+        notification: impl Fn(&Pool<NotificationImports>),
+    ) {
+        self.command_handlers.as_deref().map(command);
+        self.projections.as_deref().map(projection);
+        self.notification_handlers.as_deref().map(notification);
+    }
+}
+
+async fn checkout<R: Role>(
+    component: &str,
+    pool: Option<&Arc<Pool<R>>>,
+    role: &str,
+) -> Result<Lease<R>, GuestFault> {
+    match pool {
+        Some(pool) => pool.checkout().await,
+        None => Err(GuestFault::Instantiation {
+            component: component.to_owned(),
+            message: format!("it does not export {role}"),
+        }),
+    }
+}
+
+/// Why a `describe` call failed: the export has the wrong shape, or the
+/// call itself failed.
+enum DescribeError {
+    WrongTypes(wasmtime::Error),
+    Fault(GuestFault),
+}
+
+impl DescribeError {
+    fn into_load_error(
+        self,
+        interface: &str,
+        wrong_exports: &impl Fn(&str, wasmtime::Error) -> LoadError,
+        describe_failed: &impl Fn(GuestFault) -> LoadError,
+    ) -> LoadError {
+        match self {
+            DescribeError::WrongTypes(error) => wrong_exports(interface, error),
+            DescribeError::Fault(fault) => describe_failed(fault),
+        }
+    }
+}
+
+/// The calls every role's instance can take: `projection.apply` and the
+/// `describe`s, with the role's imports closed.
+impl<R: Role> Lease<R> {
+    /// Runs `call` in the instance under `imports`, and settles what follows
+    /// from its outcome: a fault fails the call and the instance is not
+    /// reused.
+    async fn run<T>(
+        &mut self,
+        imports: R,
+        call: impl AsyncFnOnce(&mut Warm<R>, &Exports) -> wasmtime::Result<T>,
+    ) -> Result<T, GuestFault> {
+        self.run_call(imports, true, call).await
+    }
+
+    /// [`Lease::run`], for a call that may not count towards recycling.
+    async fn run_call<T>(
+        &mut self,
+        imports: R,
+        counts: bool,
+        call: impl AsyncFnOnce(&mut Warm<R>, &Exports) -> wasmtime::Result<T>,
+    ) -> Result<T, GuestFault> {
+        let exports = self.exports();
+        let component = self.component();
+        let timeout = self.call_timeout();
+        let warm = self.begin(imports, counts);
+        let result = call(warm, &exports).await;
+        match result {
+            Ok(value) => {
+                self.finish(None);
+                Ok(value)
             }
-        })?;
-        Ok((store, instance))
+            Err(error) => {
+                let (fault, discard) = fault(&component, timeout, warm.store.data(), error);
+                self.finish(Some(discard));
+                Err(fault)
+            }
+        }
     }
 
-    fn fault(
-        &self,
-        runtime: &Runtime,
-        store: &Store<CallState>,
-        error: wasmtime::Error,
-    ) -> GuestFault {
-        fault(&self.name, runtime.config.call_timeout, store, error)
-    }
-
-    /// Runs `command-handler.handle` in a fresh instance whose `event-store`
-    /// import is served by `services`. The instance comes back with the
-    /// answer: the host may fold the command's own events through it (see
-    /// [`Spent::into_projector`]) or drop it.
-    pub(crate) async fn handle(
-        &self,
-        runtime: &Runtime,
-        services: Arc<dyn GuestServices>,
-        command: &wit::Command<'_>,
-    ) -> Result<(Result<Vec<wit::NewEvent>, wit::CommandError>, Spent), GuestFault> {
-        let Some(indices) = &self.command_handler else {
-            return Err(GuestFault::Instantiation {
-                component: self.name.to_string(),
-                message: "it does not export a command handler".to_owned(),
-            });
-        };
-        let (mut store, instance) = self.instantiate(runtime, Some(services)).await?;
-        let guest = indices
-            .load(&mut store, &instance)
-            .map_err(|e| self.fault(runtime, &store, e))?;
-        let answer = guest
-            .call_handle(&mut store, command.clone())
-            .await
-            .map_err(|e| self.fault(runtime, &store, e))?;
-        let spent = Spent {
-            store,
-            instance,
-            parked: None,
-        };
-        Ok((answer, spent))
-    }
-
-    /// Runs `notification-handler.handle` for `subscription` in a fresh
-    /// instance whose imports are served by `services`.
-    pub(crate) async fn notify(
-        &self,
-        runtime: &Runtime,
-        services: Arc<dyn GuestServices>,
-        subscription: &str,
-        notification: &wit::Notification<'_>,
-    ) -> Result<Result<(), String>, GuestFault> {
-        let Some(indices) = &self.notification_handler else {
-            return Err(GuestFault::Instantiation {
-                component: self.name.to_string(),
-                message: "it does not export a notification handler".to_owned(),
-            });
-        };
-        let (mut store, instance) = self.instantiate(runtime, Some(services)).await?;
-        let guest = indices
-            .load(&mut store, &instance)
-            .map_err(|e| self.fault(runtime, &store, e))?;
-        let answer = guest
-            .call_handle(&mut store, subscription, notification.clone())
-            .await;
-        answer.map_err(|e| self.fault(runtime, &store, e))
-    }
-
-    /// A fresh instance for folding events through `projection.apply`,
-    /// batch after batch.
-    pub(crate) async fn projector(&self, runtime: &Runtime) -> Result<Projector, GuestFault> {
-        let Some(indices) = &self.projection else {
-            return Err(GuestFault::Instantiation {
-                component: self.name.to_string(),
-                message: "it does not export a projection".to_owned(),
-            });
-        };
-        let (mut store, instance) = self.instantiate(runtime, None).await?;
-        let guest = indices
-            .load(&mut store, &instance)
-            .map_err(|e| self.fault(runtime, &store, e))?;
-        Ok(Projector {
-            store,
-            guest,
-            component: self.name.clone(),
-            timeout: runtime.config.call_timeout,
-            _parked: None,
+    async fn describe_commands(
+        &mut self,
+    ) -> Result<Vec<command_handler::CommandRoutes>, DescribeError> {
+        let exports = self.exports();
+        let guest =
+            Self::command_handler(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
+        self.run_call(R::closed(), false, async |warm, _| {
+            guest.call_describe(&mut warm.store).await
         })
-    }
-}
-
-/// The instance a command handler answered in.
-pub(crate) struct Spent {
-    store: Store<CallState>,
-    instance: wasmtime::component::Instance,
-    parked: Option<ParkedSlot>,
-}
-
-impl Spent {
-    pub(super) fn park(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
-        self.parked = Some(ParkedSlot(permit));
+        .await
+        .map_err(DescribeError::Fault)
     }
 
-    /// The same instance as a [`Projector`] of `component` (the one whose
-    /// handler ran in it), if the component exports projections. Its
-    /// imports are cut off from here on: a fold must see what a fresh
-    /// projector sees, not the handler's pinned view of the store.
-    pub(crate) fn into_projector(
-        mut self,
-        runtime: &Runtime,
-        component: &LoadedComponent,
-    ) -> Option<Projector> {
-        let indices = component.projection.as_ref()?;
-        self.store.data_mut().services = None;
-        let guest = indices.load(&mut self.store, &self.instance).ok()?;
-        Some(Projector {
-            store: self.store,
-            guest,
-            component: component.name.clone(),
-            timeout: runtime.config.call_timeout,
-            _parked: self.parked,
+    async fn describe_projections(
+        &mut self,
+    ) -> Result<Vec<projection::ProjectionInfo>, DescribeError> {
+        let exports = self.exports();
+        let guest = Self::projection(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
+        self.run_call(R::closed(), false, async |warm, _| {
+            guest.call_describe(&mut warm.store).await
         })
+        .await
+        .map_err(DescribeError::Fault)
     }
-}
 
-/// One instance of a projection component, folding batches of events.
-pub struct Projector {
-    store: Store<CallState>,
-    guest: projection::Guest,
-    component: Arc<str>,
-    timeout: std::time::Duration,
-    /// Held while the instance is a parked handler's.
-    _parked: Option<ParkedSlot>,
-}
+    async fn describe_subscriptions(
+        &mut self,
+    ) -> Result<Vec<notification_handler::Subscription>, DescribeError> {
+        let exports = self.exports();
+        let guest =
+            Self::notification_handler(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
+        self.run_call(R::closed(), false, async |warm, _| {
+            guest.call_describe(&mut warm.store).await
+        })
+        .await
+        .map_err(DescribeError::Fault)
+    }
 
-impl Projector {
     /// `projection.apply` of `route`'s projection: folds `events`, of
-    /// `stream`, into `state`.
+    /// `stream`, into `state`. Imports are closed: a fold sees nothing but
+    /// its state and events.
     pub(crate) async fn apply(
         &mut self,
         route: &ProjectionRoute,
@@ -547,10 +632,44 @@ impl Projector {
             contexts: &contexts,
             events: &events,
         };
-        let answer = self
-            .guest
-            .call_apply(&mut self.store, id, state, batch)
-            .await;
-        answer.map_err(|e| fault(&self.component, self.timeout, &self.store, e))
+        self.run(R::closed(), async |warm, exports| {
+            let guest = Self::projection(warm, exports)?;
+            guest.call_apply(&mut warm.store, id, state, batch).await
+        })
+        .await
+    }
+}
+
+impl Lease<CommandImports> {
+    /// `command-handler.handle`, its `event-store` import served by `reads`.
+    pub(crate) async fn handle(
+        &mut self,
+        reads: Arc<dyn StoreReads>,
+        command: &wit::Command<'_>,
+    ) -> Result<Result<Vec<wit::NewEvent>, wit::CommandError>, GuestFault> {
+        self.run(CommandImports::new(reads), async |warm, exports| {
+            let guest = Self::command_handler(warm, exports)?;
+            guest.call_handle(&mut warm.store, command.clone()).await
+        })
+        .await
+    }
+}
+
+impl Lease<NotificationImports> {
+    /// `notification-handler.handle` for `subscription`, its imports served
+    /// by `services`.
+    pub(crate) async fn notify(
+        &mut self,
+        services: Arc<dyn NotificationServices>,
+        subscription: &str,
+        notification: &wit::Notification<'_>,
+    ) -> Result<Result<(), String>, GuestFault> {
+        self.run(NotificationImports::new(services), async |warm, exports| {
+            let guest = Self::notification_handler(warm, exports)?;
+            guest
+                .call_handle(&mut warm.store, subscription, notification.clone())
+                .await
+        })
+        .await
     }
 }

@@ -1,5 +1,5 @@
 //! Guests' stdout and stderr, as lines in the host's log tagged with the
-//! component's name.
+//! component's name, at most [`LINES_PER_CALL`] lines a call.
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,13 +30,14 @@ pub(crate) struct GuestLog {
     /// The last lines written, kept so that a trap's error can quote what
     /// the guest said before it (a panic message, typically).
     last_lines: Arc<Mutex<VecDeque<String>>>,
-    /// Lines the call may still log; shared by its stdout and stderr.
+    /// Lines the running call may still log; shared by its stdout and
+    /// stderr.
     budget: Arc<AtomicU32>,
 }
 
 impl GuestLog {
-    /// The stdout and stderr of one call.
-    pub(crate) fn for_call(component: Arc<str>) -> (GuestLog, GuestLog) {
+    /// The stdout and stderr of one instance.
+    pub(crate) fn for_instance(component: Arc<str>) -> (GuestLog, GuestLog) {
         let budget = Arc::new(AtomicU32::new(LINES_PER_CALL));
         let stream = |stream| GuestLog {
             component: component.clone(),
@@ -45,6 +46,16 @@ impl GuestLog {
             budget: budget.clone(),
         };
         (stream("stdout"), stream("stderr"))
+    }
+
+    /// Starts a call: its own budget of lines, and no last lines yet (a
+    /// fault quotes only what its own call wrote).
+    pub(crate) fn begin_call(&self) {
+        self.budget.store(LINES_PER_CALL, Ordering::Relaxed);
+        self.last_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The last few lines the guest wrote, joined by ` | `, if any.

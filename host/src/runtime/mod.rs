@@ -1,16 +1,19 @@
-//! The wasmtime side of the host: one [`Engine`] and [`Linker`], loading and
-//! validating components, and calling their exports in fresh instances.
+//! The wasmtime side of the host: one [`Engine`], a linker per role,
+//! loading and validating components, and calling their exports in warm
+//! instances.
 //!
 //! This module narrows wasmtime to what handlers need: the component model
-//! only, async calls only, one instance per call from a pre-linked
-//! `InstancePre` out of the pooling allocator, a deadline per call enforced
-//! by epoch interruption, and a memory limit per instance. Guests get WASI
-//! clocks and random numbers, their stdout/stderr go to the log, and they
-//! see no filesystem, network, environment or arguments.
+//! only, async calls only, instances from a pre-linked `InstancePre` out of
+//! the pooling allocator, kept warm per component version and role
+//! ([`pool`]) or made fresh for every call ([`Isolation::PerCall`]), a
+//! deadline per call enforced by epoch interruption, and a memory limit per
+//! instance. Guests get WASI clocks and random numbers, their stdout/stderr
+//! go to the log, and they see no filesystem, network, environment or
+//! arguments.
 //!
-//! It knows nothing about stores, routing or HTTP: what a guest's
-//! `event-store` import does is decided by the [`GuestServices`] the caller
-//! passes in for the call.
+//! It knows nothing about stores, routing or HTTP: what a guest's imports
+//! do is decided by the services the caller passes in for each call (see
+//! [`roles`]).
 
 // Generated code; its documentation is the WIT file's.
 #[allow(missing_docs)]
@@ -18,41 +21,36 @@ mod bindings;
 mod component;
 mod convert;
 mod guest_log;
-mod imports;
+mod pool;
+mod roles;
+mod state;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::cqrs_wasi::handlers::commands::{
-    CommandOutcome as SendOutcome, CommandRequest as SendRequest,
-};
 pub use bindings::notification_handler::Subscription;
 pub use bindings::wit;
-pub(crate) use component::Spent;
 pub use component::{
-    CommandRoute, LoadError, LoadedComponent, ProjectionRoute, Projector, SubscriptionRoute,
-    digest_of,
+    CommandRoute, LoadError, LoadedComponent, ProjectionRoute, SubscriptionRoute, digest_of,
 };
 pub(crate) use convert::{context_param, stream_from_wit, stream_param};
+pub(crate) use pool::Lease;
+pub use pool::{Isolation, ReuseConfig};
+pub(crate) use roles::{CommandImports, NotificationImports, ProjectionImports, Role};
+pub use roles::{NotificationServices, SendOutcome, SendRequest, StoreReads};
 
-use crate::model::{RecordedEvent, StreamId};
-use crate::store::InstancePage;
+use pool::Instances;
+use state::CallState;
 
 /// Instances one call may hold at once: a command handler's, and that of a
 /// projection it runs through `event-store.run-projection`.
 pub const INSTANCES_PER_CALL: u32 = 2;
-
-/// Handler instances that may be kept past their call per call slot, to fold
-/// the command's own events once they are appended (see [`Runtime::park`]).
-const PARKED_PER_CALL: u32 = 1;
 
 /// Bytes of a linear memory kept resident (reset with `memset`) when its
 /// slot is freed; see `engine_config`.
@@ -65,15 +63,18 @@ const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 /// one tick, and a long-running guest yields its thread once per tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How often idle instances past their idle timeout are let go.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Limits of the runtime. Every field has a default chosen for a small
 /// server; see each field for what it costs.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Calls that may run at once, across all components. Each may use up
     /// to [`INSTANCES_PER_CALL`] instances (a command handler and a
-    /// projection it runs), and as many handler instances again may be kept
-    /// past their calls to fold the commands' events; the pooling allocator
-    /// reserves address space (not memory) for all of them up front.
+    /// projection it runs); the pooling allocator reserves address space
+    /// (not memory) for all of them up front, and for the idle instances
+    /// [`ReuseConfig::max_idle`] allows.
     pub max_concurrent_calls: u32,
     /// How long a call waits for a free slot when all are busy before it is
     /// refused with [`GuestFault::Busy`] (HTTP 503 with `Retry-After`).
@@ -86,6 +87,8 @@ pub struct RuntimeConfig {
     /// Where compiled components are cached, so that a restart loads them
     /// without compiling. `None`: compile on every load.
     pub cache_dir: Option<PathBuf>,
+    /// Whether and how instances are kept warm between calls.
+    pub reuse: ReuseConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -96,14 +99,15 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(10),
             cache_dir: None,
+            reuse: ReuseConfig::default(),
         }
     }
 }
 
 /// Why a runtime could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("could not configure the wasm runtime: {0}")]
-pub struct RuntimeError(String);
+#[error("could not configure the wasm runtime")]
+pub struct RuntimeError(#[source] wasmtime::Error);
 
 /// Why a call into a component failed without an answer from the guest.
 /// Nothing the call produced is kept.
@@ -123,7 +127,7 @@ pub enum GuestFault {
     Trapped {
         /// The component's name.
         component: String,
-        /// What wasmtime reported.
+        /// What wasmtime reported, and the guest's last words on stderr.
         message: String,
     },
     /// Every call slot stayed busy for the whole queue timeout.
@@ -144,66 +148,45 @@ pub enum GuestFault {
     },
 }
 
-/// What a guest's `event-store` import can see during one call. The host
-/// decides per call: a command handler reads its stream pinned at the
-/// sequence the host will append after.
-#[async_trait::async_trait]
-pub trait GuestServices: Send + Sync {
-    /// `event-store.read-stream`.
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: u64,
-        max_count: usize,
-    ) -> Result<Vec<RecordedEvent>, wit::StoreError>;
-
-    /// `event-store.stream-sequence`.
-    async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, wit::StoreError>;
-
-    /// `event-store.list-instances`.
-    async fn list_instances(
-        &self,
-        domain: &str,
-        entity_type: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<InstancePage, wit::StoreError>;
-
-    /// `event-store.run-projection`: the state as JSON.
-    async fn run_projection(
-        &self,
-        projection_type: &str,
-        stream: &StreamId,
-        as_of: Option<u64>,
-    ) -> Result<Vec<u8>, wit::StoreError>;
-
-    /// `commands.send`.
-    async fn send_command(&self, request: SendRequest) -> Result<SendOutcome, wit::SendError>;
-
-    /// `publisher.publish`.
-    async fn publish(
-        &self,
-        topic: String,
-        event: wit::CustomEvent,
-    ) -> Result<(), wit::PublishError>;
+/// The linkers of the roles: each links WASI and the host's imports its
+/// role serves (see [`roles`]).
+struct Linkers {
+    command: Linker<CallState<CommandImports>>,
+    notification: Linker<CallState<NotificationImports>>,
+    projection: Linker<CallState<ProjectionImports>>,
 }
 
-/// The engine, the linker and the limits every call runs under.
+impl Linkers {
+    fn new(engine: &Engine) -> wasmtime::Result<Self> {
+        Ok(Linkers {
+            command: linker(engine)?,
+            notification: linker(engine)?,
+            projection: linker(engine)?,
+        })
+    }
+}
+
+fn linker<R: Role>(engine: &Engine) -> wasmtime::Result<Linker<CallState<R>>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    R::add_imports(&mut linker)?;
+    Ok(linker)
+}
+
+/// The engine, the linkers and the limits every call runs under.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<CallState>,
+    linkers: Linkers,
     config: RuntimeConfig,
     /// One permit per call that may run; see [`Runtime::reserve`].
     slots: Arc<Semaphore>,
-    /// One permit per instance that may be kept past its call; see
-    /// [`Runtime::park`].
-    parked: Arc<Semaphore>,
+    /// The warm instances of every component version.
+    instances: Arc<Instances>,
     /// Identifies the engine's compiled-code format (wasmtime version,
     /// target, settings) in cache file names, so that a cached artifact of
     /// another engine is never even tried.
     engine_key: String,
-    compilations: AtomicU64,
-    instantiations: AtomicU64,
+    compilations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -215,30 +198,19 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and linker, and starts the epoch ticker (a thread
-    /// that ends when the engine is dropped).
+    /// Builds the engine and linkers, and starts the epoch ticker (a thread
+    /// that ends when the engine is dropped), which also lets go of idle
+    /// instances past their timeout.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let engine =
-            Engine::new(&engine_config(&config)).map_err(|e| RuntimeError(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError(e.to_string()))?;
-        bindings::cqrs_wasi::handlers::event_store::add_to_linker::<
-            CallState,
-            wasmtime::component::HasSelf<CallState>,
-        >(&mut linker, |state| state)
-        .map_err(|e| RuntimeError(e.to_string()))?;
-        bindings::cqrs_wasi::handlers::commands::add_to_linker::<
-            CallState,
-            wasmtime::component::HasSelf<CallState>,
-        >(&mut linker, |state| state)
-        .map_err(|e| RuntimeError(e.to_string()))?;
-        bindings::cqrs_wasi::handlers::publisher::add_to_linker::<
-            CallState,
-            wasmtime::component::HasSelf<CallState>,
-        >(&mut linker, |state| state)
-        .map_err(|e| RuntimeError(e.to_string()))?;
-        spawn_epoch_ticker(&engine);
+        let engine = Engine::new(&engine_config(&config)).map_err(RuntimeError)?;
+        let linkers = Linkers::new(&engine).map_err(RuntimeError)?;
+        let instances = Arc::new(Instances::new(
+            engine.clone(),
+            config.reuse.clone(),
+            config.max_memory_bytes,
+            config.call_timeout,
+        ));
+        spawn_epoch_ticker(&engine, Arc::downgrade(&instances));
         let engine_key = {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -246,23 +218,21 @@ impl Runtime {
         };
         Ok(Runtime {
             slots: Arc::new(Semaphore::new(config.max_concurrent_calls as usize)),
-            parked: Arc::new(Semaphore::new(
-                (config.max_concurrent_calls * PARKED_PER_CALL) as usize,
-            )),
             engine,
-            linker,
+            linkers,
             config,
+            instances,
             engine_key,
-            compilations: AtomicU64::new(0),
-            instantiations: AtomicU64::new(0),
+            compilations: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Waits for a call slot: every top-level call into a component (a
-    /// command, a projection query, a `describe` at load) holds one while it
-    /// runs, and a projection run from inside a command uses its command's.
-    /// The pool has room for [`INSTANCES_PER_CALL`] instances per slot, so
-    /// a call holding a slot never fails for want of an instance.
+    /// command, a projection query, a notification, a `describe` at load)
+    /// holds one while it runs, and a projection run from inside a command
+    /// uses its command's. The pool has room for [`INSTANCES_PER_CALL`]
+    /// instances per slot beside the idle ones, so a call holding a slot
+    /// never fails for want of an instance.
     pub async fn reserve(&self) -> Result<CallSlot, GuestFault> {
         let waited = self.config.queue_timeout;
         match tokio::time::timeout(waited, self.slots.clone().acquire_owned()).await {
@@ -275,69 +245,30 @@ impl Runtime {
         }
     }
 
-    /// Keeps a command handler's instance past its call, without its call
-    /// slot, while fewer than [`PARKED_PER_CALL`] per slot are kept; `None`
-    /// (the instance dropped) when that many are. The pool has room for
-    /// them beside the instances of running calls, so a kept instance never
-    /// makes a call fail for want of one, and it can still be called (as a
-    /// [`Projector`]) without a slot.
-    pub(crate) fn park(&self, mut spent: Spent) -> Option<Spent> {
-        let permit = self.parked.clone().try_acquire_owned().ok()?;
-        spent.park(permit);
-        Some(spent)
-    }
-
     /// How many components this runtime compiled (rather than loaded from
     /// the cache) since it was built.
     pub fn compilations(&self) -> u64 {
-        self.compilations.load(Ordering::Relaxed)
+        self.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many instances this runtime created since it was built.
     pub fn instantiations(&self) -> u64 {
-        self.instantiations.load(Ordering::Relaxed)
+        self.instances.made()
     }
 
-    /// The limits calls run under.
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
-    }
-
-    /// A store for one call, with its deadline armed.
-    fn new_store(
-        &self,
-        component: &Arc<str>,
-        services: Option<Arc<dyn GuestServices>>,
-    ) -> Store<CallState> {
-        let state = CallState {
-            component: component.clone(),
-            wasi: None,
-            table: ResourceTable::new(),
-            limits: wasmtime::StoreLimitsBuilder::new()
-                .memory_size(self.config.max_memory_bytes)
-                .build(),
-            services,
-            deadline: Instant::now() + self.config.call_timeout,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(wasmtime::Error::new(DeadlineExceeded))
-            } else {
-                Ok(wasmtime::UpdateDeadline::Yield(1))
-            }
-        });
-        store
+    /// The instance metrics (created, reused, discarded by reason, idle per
+    /// version), Prometheus text format.
+    pub fn encode_metrics(&self, out: &mut String) {
+        self.instances.encode_metrics(out);
     }
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {
-    // Running calls' instances and parked handlers'.
+    // Running calls' instances, and the idle ones kept warm.
     let instances = config
         .max_concurrent_calls
-        .saturating_mul(INSTANCES_PER_CALL + PARKED_PER_CALL);
+        .saturating_mul(INSTANCES_PER_CALL)
+        .saturating_add(config.reuse.max_idle);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         // A Rust component built for wasm32-wasip2 holds a handful of core
@@ -370,15 +301,24 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     wasm
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
-fn spawn_epoch_ticker(engine: &Engine) {
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is
+/// gone, and every [`SWEEP_EVERY`] lets go of idle instances past their
+/// timeout.
+fn spawn_epoch_ticker(engine: &Engine, instances: std::sync::Weak<Instances>) {
     let engine = engine.weak();
+    let mut swept = Instant::now();
     std::thread::Builder::new()
         .name("cqrs-wasi-epoch".into())
         .spawn(move || {
             while let Some(engine) = engine.upgrade() {
                 engine.increment_epoch();
                 drop(engine);
+                if swept.elapsed() >= SWEEP_EVERY {
+                    swept = Instant::now();
+                    if let Some(instances) = instances.upgrade() {
+                        instances.sweep();
+                    }
+                }
                 std::thread::sleep(EPOCH_TICK);
             }
         })
@@ -390,92 +330,39 @@ fn spawn_epoch_ticker(engine: &Engine) {
 #[derive(Debug)]
 pub struct CallSlot(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
 
-/// A kept instance's place in [`Runtime::park`]'s count; it frees when the
-/// instance drops.
-#[derive(Debug)]
-struct ParkedSlot(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
-
 /// The error an epoch callback raises when a call is past its deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
 
-/// Everything one call's [`Store`] holds.
-pub(crate) struct CallState {
-    component: Arc<str>,
-    /// Built on the guest's first WASI call, as most calls make none (a
-    /// handler that neither logs nor reads the clock). Building one seeds
-    /// its random number generators twice, as the builder leaves a fresh
-    /// spare behind: 0.5 µs of the 8 µs an instance and a call take
-    /// (figure 4 of BENCHMARKS.md).
-    wasi: Option<CallWasi>,
-    table: ResourceTable,
-    limits: wasmtime::StoreLimits,
-    services: Option<Arc<dyn GuestServices>>,
-    deadline: Instant,
-}
-
-/// A call's WASI context and the stderr it writes to.
-struct CallWasi {
-    ctx: WasiCtx,
-    stderr: guest_log::GuestLog,
-}
-
-impl CallWasi {
-    fn new(component: &Arc<str>) -> Self {
-        let (stdout, stderr) = guest_log::GuestLog::for_call(component.clone());
-        let mut builder = WasiCtx::builder();
-        builder.stdout(stdout).stderr(stderr.clone());
-        CallWasi {
-            ctx: builder.build(),
-            stderr,
-        }
-    }
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        let wasi = self
-            .wasi
-            .get_or_insert_with(|| CallWasi::new(&self.component));
-        WasiCtxView {
-            ctx: &mut wasi.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
 /// Turns a wasmtime error from a call into a [`GuestFault`] whose message
 /// says what happened in one line: the trap, and the guest's last words on
-/// stderr (a panic message, typically). The full error, with the guest's
-/// backtrace, goes to the log.
-fn fault(
+/// stderr (a panic message, typically); and why its instance must go. The
+/// full error, with the guest's backtrace, goes to the log.
+fn fault<R>(
     component: &str,
     timeout: Duration,
-    store: &Store<CallState>,
+    state: &CallState<R>,
     error: wasmtime::Error,
-) -> GuestFault {
+) -> (GuestFault, pool::Discard) {
     if error.is::<DeadlineExceeded>() {
-        return GuestFault::DeadlineExceeded {
+        let fault = GuestFault::DeadlineExceeded {
             component: component.to_owned(),
             timeout,
         };
+        return (fault, pool::Discard::Deadline);
     }
     tracing::warn!(component, "guest fault: {error:?}");
     let mut message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
-    if let Some(said) = store
-        .data()
-        .wasi
-        .as_ref()
-        .and_then(|wasi| wasi.stderr.last_lines())
-    {
+    if let Some(said) = state.last_stderr() {
         message = format!("{message}; its stderr said: {said}");
     }
-    GuestFault::Trapped {
+    let fault = GuestFault::Trapped {
         component: component.to_owned(),
         message,
-    }
+    };
+    (fault, pool::Discard::Trap)
 }

@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cqrs_wasi_bench::native::NativeHost;
+use cqrs_wasi_bench::native::{NativeBank, VERSION};
 use cqrs_wasi_bench::suite::ACCOUNTS;
-use cqrs_wasi_bench::systems::{Bank, Command, NativeBank, WasmBank, account};
+use cqrs_wasi_bench::systems::{Bank, Command, HostBank, account};
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, Raise};
@@ -33,13 +33,22 @@ fn component() -> Option<Vec<u8>> {
     }
 }
 
-async fn host(store: Arc<dyn EventStore>, bytes: Vec<u8>, options: HostOptions) -> Host {
+/// A host with the bank component (`bytes`), or without `bytes` the native
+/// bank.
+async fn host(store: Arc<dyn EventStore>, bytes: Option<Vec<u8>>, options: HostOptions) -> Host {
     let host = Host::builder()
         .store(store)
         .options(options)
         .build()
         .expect("a host");
-    host.deploy("bank", bytes).await.expect("the bank deploys");
+    match bytes {
+        Some(bytes) => host.deploy("bank", bytes).await,
+        None => {
+            host.deploy_native("bank", VERSION, Arc::new(NativeBank))
+                .await
+        }
+    }
+    .expect("the bank deploys");
     host
 }
 
@@ -92,9 +101,12 @@ fn benches(c: &mut Criterion) {
         raise: RaisePolicy::new(KindSet::NONE),
         ..HostOptions::default()
     };
-    let wasm =
-        WasmBank(runtime.block_on(host(Arc::new(MemoryStore::new()), bytes.clone(), options)));
-    let native = NativeBank(Arc::new(NativeHost::new(Arc::new(MemoryStore::new()))));
+    let wasm = HostBank(runtime.block_on(host(
+        Arc::new(MemoryStore::new()),
+        Some(bytes.clone()),
+        options.clone(),
+    )));
+    let native = HostBank(runtime.block_on(host(Arc::new(MemoryStore::new()), None, options)));
     runtime.block_on(opened(&wasm));
     runtime.block_on(opened(&native));
     let mut group = c.benchmark_group("deposit");
@@ -113,20 +125,24 @@ fn benches(c: &mut Criterion) {
         snapshot_capacity: 0,
         ..HostOptions::default()
     };
-    let host = runtime.block_on(host(store.clone(), bytes, options));
-    let native = NativeHost::with_snapshots(store, 0);
+    let wasm = runtime.block_on(host(store.clone(), Some(bytes), options.clone()));
+    let native = runtime.block_on(host(store, None, options));
 
     let mut group = c.benchmark_group("instantiate+call");
     group.bench_function("wasm", |b| {
         b.to_async(&runtime).iter(|| async {
-            host.project(&account(99), "Balance", None)
+            wasm.project(&account(99), "Balance", None)
                 .await
                 .expect("a state")
         })
     });
     group.bench_function("native", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { native.project(&account(99), None).await.expect("a state") })
+        b.to_async(&runtime).iter(|| async {
+            native
+                .project(&account(99), "Balance", None)
+                .await
+                .expect("a state")
+        })
     });
     group.finish();
 
@@ -134,14 +150,18 @@ fn benches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("wasm", |b| {
         b.to_async(&runtime).iter(|| async {
-            host.project(&account(0), "Balance", None)
+            wasm.project(&account(0), "Balance", None)
                 .await
                 .expect("a state")
         })
     });
     group.bench_function("native", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { native.project(&account(0), None).await.expect("a state") })
+        b.to_async(&runtime).iter(|| async {
+            native
+                .project(&account(0), "Balance", None)
+                .await
+                .expect("a state")
+        })
     });
     group.finish();
 }

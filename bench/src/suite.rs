@@ -22,10 +22,10 @@ use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::load::{self, Budget, LoadResult, Op};
-use crate::native::NativeHost;
+use crate::native;
 use crate::peers::{BankAccount, MemRepository};
 use crate::report::{Measure, Row};
-use crate::systems::{Bank, Command, CqrsBank, HttpBank, NativeBank, WasmBank, account};
+use crate::systems::{Bank, Command, CqrsBank, HostBank, HttpBank, account};
 
 /// Accounts of the bank workload.
 pub const ACCOUNTS: usize = 100;
@@ -133,6 +133,16 @@ async fn wasm_host(
     Ok(host)
 }
 
+/// The native baseline: a host like [`wasm_host`]'s, with the bank's logic
+/// deployed as native handlers instead of the component.
+async fn native_host(store: Arc<dyn EventStore>, options: HostOptions) -> anyhow::Result<Host> {
+    let host = Host::builder().store(store).options(options).build()?;
+    host.deploy_native("bank", native::VERSION, Arc::new(native::NativeBank))
+        .await
+        .context("deploying the native bank")?;
+    Ok(host)
+}
+
 /// Opens every account of every bank, unmeasured.
 async fn open_accounts(banks: &[Arc<dyn Bank>]) -> anyhow::Result<()> {
     for bank in banks {
@@ -192,11 +202,10 @@ fn per_system<const N: usize>(results: Vec<LoadResult>) -> anyhow::Result<[LoadR
     <[LoadResult; N]>::try_from(results).map_err(|_| anyhow::anyhow!("one result per system"))
 }
 
-/// `Balance` over `stream` by the wasm host and by the native baseline,
-/// as operations to alternate.
-fn projections(host: Host, native: Arc<NativeHost>, stream: StreamId) -> [Op; 2] {
+/// `Balance` over `stream` by each host, as operations to alternate.
+fn projections<const N: usize>(hosts: [Host; N], stream: StreamId) -> [Op; N] {
     let stream = Arc::new(stream);
-    let wasm = {
+    hosts.map(|host| {
         let stream = stream.clone();
         load::op(move |_, _| {
             let (host, stream) = (host.clone(), stream.clone());
@@ -205,15 +214,7 @@ fn projections(host: Host, native: Arc<NativeHost>, stream: StreamId) -> [Op; 2]
                 Ok(())
             }
         })
-    };
-    let native = load::op(move |_, _| {
-        let (native, stream) = (native.clone(), stream.clone());
-        async move {
-            native.project(&stream, None).await?;
-            Ok(())
-        }
-    });
-    [wasm, native]
+    })
 }
 
 /// Microseconds per command implied by a throughput.
@@ -237,9 +238,8 @@ async fn command_path(config: &Config) -> anyhow::Result<Vec<Row>> {
                 budget.duration = Duration::from_secs(5);
             }
             let host = wasm_host(config, open_store(config, kind)?, bench_options()).await?;
-            let native = Arc::new(NativeHost::new(open_store(config, kind)?));
-            let banks: [Arc<dyn Bank>; 2] =
-                [Arc::new(WasmBank(host)), Arc::new(NativeBank(native))];
+            let native = native_host(open_store(config, kind)?, bench_options()).await?;
+            let banks: [Arc<dyn Bank>; 2] = [Arc::new(HostBank(host)), Arc::new(HostBank(native))];
             open_accounts(&banks).await?;
             let [wasm, native] = per_system(compare(&banks, clients, budget).await?)?;
             let added = micros_per(&wasm) - micros_per(&native);
@@ -320,7 +320,7 @@ async fn peers(config: &Config) -> anyhow::Result<Vec<Row>> {
             crate::systems::prefill_cqrs(&aggregate_store, index, length - 1).await?;
         }
         let banks: [Arc<dyn Bank>; 3] = [
-            Arc::new(WasmBank(host)),
+            Arc::new(HostBank(host)),
             Arc::new(CqrsBank(CqrsFramework::new(mem_store, vec![], ()))),
             Arc::new(CqrsBank(CqrsFramework::new(aggregate_store, vec![], ()))),
         ];
@@ -378,7 +378,7 @@ async fn postgres(config: &Config) -> anyhow::Result<Vec<Row>> {
         let host = wasm_host(config, Arc::new(store), bench_options()).await?;
         setup.reset_postgres_es().await?;
         let peer = crate::pg::postgres_es(url).await?;
-        let banks: [Arc<dyn Bank>; 2] = [Arc::new(WasmBank(host)), Arc::new(CqrsBank(peer))];
+        let banks: [Arc<dyn Bank>; 2] = [Arc::new(HostBank(host)), Arc::new(CqrsBank(peer))];
         open_accounts(&banks).await?;
         let [ours, theirs] = per_system(compare(&banks, clients, budget).await?)?;
         let row = Row::measured(
@@ -416,10 +416,10 @@ async fn projection_fold(config: &Config) -> anyhow::Result<Vec<Row>> {
             snapshot_capacity: 0,
             ..bench_options()
         };
-        let host = wasm_host(config, store.clone(), options).await?;
-        let native = Arc::new(NativeHost::with_snapshots(store, 0));
+        let host = wasm_host(config, store.clone(), options.clone()).await?;
+        let native = native_host(store, options).await?;
         let [wasm, native] = per_system(checked(
-            load::alternate(1, budget, ROUNDS, &projections(host, native, account(0))).await,
+            load::alternate(1, budget, ROUNDS, &projections([host, native], account(0))).await,
         )?)?;
         let events = |run: &LoadResult| run.per_second * length as f64;
         let row = Row::measured(
@@ -445,15 +445,15 @@ async fn instantiate(config: &Config) -> anyhow::Result<Vec<Row>> {
         snapshot_capacity: 0,
         ..bench_options()
     };
-    let host = wasm_host(config, store.clone(), options).await?;
+    let host = wasm_host(config, store.clone(), options.clone()).await?;
     let budget = Budget {
         warmup_ops: if config.quick { 1 } else { 1000 },
         duration: Duration::from_secs(if config.quick { 5 } else { 2 }),
         max_ops: config.quick.then_some(20),
     };
-    let native = Arc::new(NativeHost::with_snapshots(store, 0));
+    let native = native_host(store, options).await?;
     let [wasm, native] = per_system(checked(
-        load::alternate(1, budget, ROUNDS, &projections(host, native, account(99))).await,
+        load::alternate(1, budget, ROUNDS, &projections([host, native], account(99))).await,
     )?)?;
     let row = Row::measured(
         4,
@@ -610,14 +610,14 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
     }
     drop(idle);
 
-    let steady: [Arc<dyn Bank>; 1] = [Arc::new(WasmBank(
+    let steady: [Arc<dyn Bank>; 1] = [Arc::new(HostBank(
         wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?,
     ))];
     open_accounts(&steady).await?;
     let [steady] = per_system(compare(&steady, clients, budget).await?)?;
 
     let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
-    let bank: Arc<dyn Bank> = Arc::new(WasmBank(host.clone()));
+    let bank: Arc<dyn Bank> = Arc::new(HostBank(host.clone()));
     open_accounts(std::slice::from_ref(&bank)).await?;
     let swapper = {
         let component = config.component.clone();
@@ -698,7 +698,7 @@ async fn http(config: &Config) -> anyhow::Result<Vec<Row>> {
             client,
             base: format!("http://{address}"),
         }),
-        Arc::new(WasmBank(in_process)),
+        Arc::new(HostBank(in_process)),
     ];
     let compared = async {
         open_accounts(&banks).await?;
@@ -736,7 +736,7 @@ async fn stream_growth(config: &Config) -> anyhow::Result<Vec<Row>> {
         for length in [long, 10] {
             let store = open_store(config, kind)?;
             prefill(store.as_ref(), 0, length - 1).await?;
-            let bank = Arc::new(WasmBank(wasm_host(config, store, bench_options()).await?));
+            let bank = Arc::new(HostBank(wasm_host(config, store, bench_options()).await?));
             // Warm-up: the first command folds the stream into a snapshot.
             ops.push(load::op(move |_, _| {
                 let bank = bank.clone();

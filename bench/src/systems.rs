@@ -1,19 +1,16 @@
 //! The systems under test behind one interface, [`Bank`]: "run this bank
-//! command on account N". The wasm host (in process or over HTTP), the
-//! native baseline, and the cqrs-es peers.
+//! command on account N". The host (in process, with the bank component
+//! or the native baseline, or over HTTP), and the cqrs-es peers.
 //!
 //! Accounts are `Bank/Account/acc-000` .. `acc-099`.
-
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use bank::AccountCommand;
 use cqrs_es::{CqrsFramework, EventStore as CqrsEventStore};
-use cqrs_wasi_host::model::{StreamId, json_document};
+use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::{CommandRequest, Host};
 
-use crate::native::{NativeError, NativeHost};
 use crate::peers::BankAccount;
 
 /// A bank command of the workload.
@@ -63,35 +60,16 @@ pub trait Bank: Send + Sync {
     async fn run(&self, index: usize, command: Command) -> anyhow::Result<()>;
 }
 
-/// The host with the bank component, in process.
-pub struct WasmBank(pub Host);
+/// A host with the bank (the component, or the native baseline), in
+/// process.
+pub struct HostBank(pub Host);
 
 #[async_trait]
-impl Bank for WasmBank {
+impl Bank for HostBank {
     async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
         let request = CommandRequest::new(account(index), command.type_name(), command.payload())?;
         self.0.execute(request).await?;
         Ok(())
-    }
-}
-
-/// The native baseline.
-pub struct NativeBank(pub Arc<NativeHost>);
-
-#[async_trait]
-impl Bank for NativeBank {
-    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
-        // Parsed per command, as `CommandRequest::new` does for the host.
-        let payload = json_document(command.payload().as_bytes().to_vec())?;
-        match self
-            .0
-            .execute(&account(index), command.type_name(), &payload)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(NativeError::Rejected(message)) => bail!("rejected: {message}"),
-            Err(NativeError::Other(error)) => Err(error),
-        }
     }
 }
 

@@ -43,7 +43,8 @@ use crate::notifications::{
 use crate::registry::{Registry, RollbackError, RouteConflict, VersionInfo};
 use crate::repository::{Repository, RepositoryError};
 use crate::runtime::{
-    GuestFault, LoadError, LoadedComponent, Runtime, RuntimeConfig, RuntimeError, digest_of,
+    GuestFault, LoadError, LoadedComponent, NativeHandlers, Runtime, RuntimeConfig, RuntimeError,
+    digest_of,
 };
 use crate::store::{DeadLetter, EventStore, InstancePage, StoreError};
 
@@ -467,6 +468,23 @@ impl Host {
         self.go_live(component, kept).await
     }
 
+    /// Deploys native handlers (Rust code run by the host itself, no
+    /// sandbox: see [`NativeHandlers`]) as component `name` at `version`,
+    /// beside the wasm components: their commands and projections are
+    /// routed, appended and folded like a component's, under the same
+    /// grants. They live in memory only: deploy them again after a
+    /// restart.
+    pub async fn deploy_native(
+        &self,
+        name: &str,
+        version: &str,
+        handlers: Arc<dyn NativeHandlers>,
+    ) -> Result<ComponentInfo, HostError> {
+        validate_name(NameKind::ComponentName, name)?;
+        let component = Arc::new(LoadedComponent::native(name, version, handlers)?);
+        self.go_live(component, None).await
+    }
+
     /// Makes an earlier version of `name` live again: the one with `digest`,
     /// or the one deployed before the live one.
     pub async fn rollback(
@@ -559,7 +577,13 @@ impl Host {
             .registry
             .install(component.clone(), OffsetDateTime::now_utc())?;
         let info = ComponentInfo::of(&component, &self.inner.registry);
-        if let Some(repository) = &self.inner.repository {
+        // Native handlers are the embedder's to deploy at each start.
+        if let Some(repository) = self
+            .inner
+            .repository
+            .as_ref()
+            .filter(|_| !component.is_native())
+        {
             repository.save_versions(&name, &info.versions)?;
         }
         tracing::info!(component = %name, digest = %info.digest, "component is live");

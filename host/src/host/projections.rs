@@ -16,7 +16,7 @@ use super::cache::Lru;
 use super::{HostError, Inner, parse_json};
 use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
 use crate::runtime::{
-    CallSlot, CommandImports, INSTANCES_PER_CALL, Lease, LoadedComponent, ProjectionImports,
+    CallSlot, CommandImports, INSTANCES_PER_CALL, Instance, LoadedComponent, ProjectionImports,
     ProjectionRoute, Role, wit,
 };
 use crate::store::AppendOutcome;
@@ -107,7 +107,7 @@ pub(super) struct Folder<'a> {
     slot: Slot,
     /// The instances taken so far, by component digest, the most recently
     /// used last.
-    leases: Vec<(String, Lease<ProjectionImports>)>,
+    leases: Vec<(String, Instance<ProjectionImports>)>,
 }
 
 enum Slot {
@@ -151,7 +151,7 @@ impl<'a> Folder<'a> {
     async fn lease(
         &mut self,
         component: &LoadedComponent,
-    ) -> Result<&mut Lease<ProjectionImports>, HostError> {
+    ) -> Result<&mut Instance<ProjectionImports>, HostError> {
         if let Some(at) = self
             .leases
             .iter()
@@ -317,7 +317,7 @@ impl Appended<'_> {
 pub(super) async fn advance(
     inner: &Inner,
     component: &LoadedComponent,
-    lease: &mut Lease<CommandImports>,
+    lease: &mut Instance<CommandImports>,
     projected: Vec<ProjectionState>,
     appended: Appended<'_>,
 ) {
@@ -388,7 +388,7 @@ fn declared_by<'a>(route: &ProjectionRoute, events: &'a [RecordedEvent]) -> Vec<
 async fn apply(
     inner: &Inner,
     component: &LoadedComponent,
-    lease: &mut Lease<impl Role>,
+    lease: &mut Instance<impl Role>,
     route: &ProjectionRoute,
     state: Option<&RawValue>,
     stream: &StreamId,

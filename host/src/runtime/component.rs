@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 
 use super::bindings::{command_handler, notification_handler, projection, wit};
 use super::convert::{EventIdText, batch_events, stream_param};
+use super::native::NativeHandlers;
 use super::pool::{Exports, Lease, Pool, Warm};
 use super::roles::{
     CommandImports, NotificationImports, NotificationServices, ProjectionImports, Role, StoreReads,
@@ -190,10 +191,12 @@ impl SubscriptionRoute {
 }
 
 /// One version of a component, compiled, linked and validated, with a pool
-/// of warm instances per role it exports.
+/// of warm instances per role it exports; or native handlers an embedder
+/// deployed ([`super::native`]), which have no pools.
 pub struct LoadedComponent {
     name: Arc<str>,
     digest: String,
+    native: Option<Arc<dyn NativeHandlers>>,
     command_handlers: Option<Arc<Pool<CommandImports>>>,
     projections: Option<Arc<Pool<ProjectionImports>>>,
     notification_handlers: Option<Arc<Pool<NotificationImports>>>,
@@ -324,12 +327,52 @@ impl LoadedComponent {
             },
             name,
             digest,
+            native: None,
             command_routes: Vec::new(),
             projection_routes: Vec::new(),
             subscriptions: Vec::new(),
         };
         component.describe(runtime).await?;
         Ok(component)
+    }
+
+    /// Native handlers deployed as the component `name`, at `version`
+    /// (what their events record as `handlerVersion`, and what their
+    /// projections' snapshots are keyed by: give each build its own).
+    pub fn native(
+        name: &str,
+        version: &str,
+        handlers: Arc<dyn NativeHandlers>,
+    ) -> Result<Self, LoadError> {
+        let invalid = |error| LoadError::InvalidDescription {
+            name: name.to_owned(),
+            error,
+        };
+        let command_routes = handlers.commands();
+        for route in &command_routes {
+            validate_command_route(route).map_err(invalid)?;
+        }
+        let projection_routes = handlers.projections();
+        for route in &projection_routes {
+            validate_projection_route(route).map_err(invalid)?;
+        }
+        if version.is_empty() || !version.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(LoadError::WrongExports {
+                name: name.to_owned(),
+                reason: format!("has version {version:?}; a version is visible ASCII, not empty"),
+            });
+        }
+        Ok(LoadedComponent {
+            name: Arc::from(name),
+            digest: format!("native:{version}"),
+            native: Some(handlers),
+            command_handlers: None,
+            projections: None,
+            notification_handlers: None,
+            command_routes,
+            projection_routes,
+            subscriptions: Vec::new(),
+        })
     }
 
     /// Calls every `describe` the component exports, each in an instance of
@@ -357,15 +400,14 @@ impl LoadedComponent {
                 e.into_load_error(COMMAND_HANDLER_EXPORT, &wrong_exports, &describe_failed)
             })?;
             for routes in described {
-                validate_name(NameKind::Domain, &routes.domain).map_err(invalid)?;
-                validate_name(NameKind::EntityType, &routes.entity_type).map_err(invalid)?;
                 for command_type in routes.command_types {
-                    validate_name(NameKind::CommandType, &command_type).map_err(invalid)?;
-                    self.command_routes.push(CommandRoute {
+                    let route = CommandRoute {
                         domain: routes.domain.clone(),
                         entity_type: routes.entity_type.clone(),
                         command_type,
-                    });
+                    };
+                    validate_command_route(&route).map_err(invalid)?;
+                    self.command_routes.push(route);
                 }
             }
         }
@@ -375,19 +417,14 @@ impl LoadedComponent {
                 e.into_load_error(PROJECTION_EXPORT, &wrong_exports, &describe_failed)
             })?;
             for info in described {
-                let id = info.id;
-                validate_name(NameKind::Domain, &id.domain).map_err(invalid)?;
-                validate_name(NameKind::EntityType, &id.entity_type).map_err(invalid)?;
-                validate_name(NameKind::ProjectionType, &id.projection_type).map_err(invalid)?;
-                for event_type in &info.event_types {
-                    validate_name(NameKind::EventType, event_type).map_err(invalid)?;
-                }
-                self.projection_routes.push(ProjectionRoute {
-                    domain: id.domain,
-                    entity_type: id.entity_type,
-                    projection_type: id.projection_type,
+                let route = ProjectionRoute {
+                    domain: info.id.domain,
+                    entity_type: info.id.entity_type,
+                    projection_type: info.id.projection_type,
                     event_types: info.event_types,
-                });
+                };
+                validate_projection_route(&route).map_err(invalid)?;
+                self.projection_routes.push(route);
             }
         }
         if let Some(pool) = &self.notification_handlers {
@@ -417,9 +454,15 @@ impl LoadedComponent {
         &self.name
     }
 
-    /// The content digest of its bytes (`sha256:...`).
+    /// The content digest of its bytes (`sha256:...`), or for native
+    /// handlers `native:` and their version.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Whether it is native handlers rather than a wasm component.
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
     }
 
     /// The commands it handles.
@@ -437,20 +480,28 @@ impl LoadedComponent {
         &self.subscriptions
     }
 
-    /// An instance for a command handler's call.
-    pub(crate) async fn command_handler(&self) -> Result<Lease<CommandImports>, GuestFault> {
-        checkout(
-            &self.name,
-            self.command_handlers.as_ref(),
-            "a command handler",
-        )
-        .await
+    /// What runs a command handler's call.
+    pub(crate) async fn command_handler(&self) -> Result<Instance<CommandImports>, GuestFault> {
+        self.instance(self.command_handlers.as_ref(), "a command handler")
+            .await
     }
 
-    /// An instance for folding events through `projection.apply`, batch
-    /// after batch, over as many streams as the caller likes.
-    pub(crate) async fn projector(&self) -> Result<Lease<ProjectionImports>, GuestFault> {
-        checkout(&self.name, self.projections.as_ref(), "a projection").await
+    /// What folds events through `projection.apply`, batch after batch,
+    /// over as many streams as the caller likes.
+    pub(crate) async fn projector(&self) -> Result<Instance<ProjectionImports>, GuestFault> {
+        self.instance(self.projections.as_ref(), "a projection")
+            .await
+    }
+
+    async fn instance<R: Role>(
+        &self,
+        pool: Option<&Arc<Pool<R>>>,
+        role: &str,
+    ) -> Result<Instance<R>, GuestFault> {
+        match &self.native {
+            Some(handlers) => Ok(Instance::Native(handlers.clone())),
+            None => checkout(&self.name, pool, role).await.map(Instance::Wasm),
+        }
     }
 
     /// An instance for a notification handler's call.
@@ -638,6 +689,61 @@ impl<R: Role> Lease<R> {
         })
         .await
     }
+}
+
+/// What runs calls of one role: a warm instance of a wasm component, or
+/// native handlers.
+pub(crate) enum Instance<R: Role> {
+    /// An instance checked out of its version's pool.
+    Wasm(Lease<R>),
+    /// Native handlers, called directly.
+    Native(Arc<dyn NativeHandlers>),
+}
+
+impl<R: Role> Instance<R> {
+    /// `projection.apply` (see [`Lease::apply`]).
+    pub(crate) async fn apply(
+        &mut self,
+        route: &ProjectionRoute,
+        state: Option<&[u8]>,
+        stream: &StreamId,
+        events: &[&RecordedEvent],
+    ) -> Result<Result<Vec<u8>, wit::ProjectionError>, GuestFault> {
+        match self {
+            Instance::Wasm(lease) => lease.apply(route, state, stream, events).await,
+            Instance::Native(handlers) => Ok(handlers.apply(route, state, stream, events)),
+        }
+    }
+}
+
+impl Instance<CommandImports> {
+    /// `command-handler.handle` (see [`Lease::handle`]).
+    pub(crate) async fn handle(
+        &mut self,
+        reads: Arc<dyn StoreReads>,
+        command: &wit::Command<'_>,
+    ) -> Result<Result<Vec<wit::NewEvent>, wit::CommandError>, GuestFault> {
+        match self {
+            Instance::Wasm(lease) => lease.handle(reads, command).await,
+            Instance::Native(handlers) => Ok(handlers.handle(command, &*reads).await),
+        }
+    }
+}
+
+fn validate_command_route(route: &CommandRoute) -> Result<(), NameError> {
+    validate_name(NameKind::Domain, &route.domain)?;
+    validate_name(NameKind::EntityType, &route.entity_type)?;
+    validate_name(NameKind::CommandType, &route.command_type)
+}
+
+fn validate_projection_route(route: &ProjectionRoute) -> Result<(), NameError> {
+    validate_name(NameKind::Domain, &route.domain)?;
+    validate_name(NameKind::EntityType, &route.entity_type)?;
+    validate_name(NameKind::ProjectionType, &route.projection_type)?;
+    for event_type in &route.event_types {
+        validate_name(NameKind::EventType, event_type)?;
+    }
+    Ok(())
 }
 
 impl Lease<CommandImports> {

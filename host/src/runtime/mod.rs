@@ -21,6 +21,7 @@ mod bindings;
 mod component;
 mod convert;
 mod guest_log;
+mod native;
 mod pool;
 mod roles;
 mod state;
@@ -36,11 +37,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use bindings::notification_handler::Subscription;
 pub use bindings::wit;
+pub(crate) use component::Instance;
 pub use component::{
     CommandRoute, LoadError, LoadedComponent, ProjectionRoute, SubscriptionRoute, digest_of,
 };
 pub(crate) use convert::{context_param, stream_from_wit, stream_param};
-pub(crate) use pool::Lease;
+pub use native::NativeHandlers;
 pub use pool::{Isolation, ReuseConfig};
 pub(crate) use roles::{CommandImports, NotificationImports, ProjectionImports, Role};
 pub use roles::{NotificationServices, SendOutcome, SendRequest, StoreReads};

@@ -693,6 +693,10 @@ impl<R: Role> Lease<R> {
 
 /// What runs calls of one role: a warm instance of a wasm component, or
 /// native handlers.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "lives on its call's stack and is never moved in a loop; boxing the lease would allocate on every call"
+)]
 pub(crate) enum Instance<R: Role> {
     /// An instance checked out of its version's pool.
     Wasm(Lease<R>),

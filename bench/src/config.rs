@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
+
 use crate::load::Budget;
 use crate::suite::ACCOUNTS;
 
@@ -24,6 +26,9 @@ pub struct Config {
     pub verbose: bool,
     /// Runs only these figures (all when empty): for profiling one.
     pub only: Vec<u8>,
+    /// How the wasm hosts of this pass keep their instances; the suite runs
+    /// the figures that call components once per mode.
+    pub isolation: Isolation,
 }
 
 impl Config {
@@ -42,6 +47,26 @@ impl Config {
                 duration: Duration::from_secs(2),
                 max_ops: None,
             }
+        }
+    }
+
+    /// The runtime every wasm host of the pass runs under.
+    pub(crate) fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_dir: Some(self.work_dir.join("cache")),
+            reuse: ReuseConfig {
+                isolation: self.isolation,
+                ..ReuseConfig::default()
+            },
+            ..RuntimeConfig::default()
+        }
+    }
+
+    /// The pass's name in row names.
+    pub(crate) fn mode(&self) -> &'static str {
+        match self.isolation {
+            Isolation::Reuse => "reuse",
+            Isolation::PerCall => "per-call",
         }
     }
 

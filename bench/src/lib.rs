@@ -10,7 +10,8 @@
 //! - [`peers`] holds the bank as a `cqrs-es` aggregate and an in-memory
 //!   `PersistedEventRepository`; [`pg`] sets up PostgreSQL for our store and
 //!   `postgres-es`;
-//! - [`systems`] puts every system under test behind one interface;
+//! - [`systems`] puts every system under test behind one interface, and
+//!   [`http_load`] is the lean HTTP load generator of figure 8;
 //! - [`notify`] measures notification dispatch and local delivery;
 //! - [`report`] writes the table and the JSON.
 //!
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod http_load;
 pub mod load;
 pub mod native;
 pub mod notify;

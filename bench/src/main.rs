@@ -9,6 +9,7 @@ use clap::Parser;
 use cqrs_wasi_bench::config::Config;
 use cqrs_wasi_bench::report::Report;
 use cqrs_wasi_bench::suite;
+use cqrs_wasi_host::runtime::Isolation;
 
 /// Runs the cqrs-wasi benchmark suite.
 #[derive(Debug, Parser)]
@@ -28,7 +29,7 @@ struct Args {
     /// A smoke run: a few hundred commands, numbers meaningless.
     #[arg(long)]
     quick: bool,
-    /// Runs only these figures (1-9), for profiling one; repeatable.
+    /// Runs only these figures (1-10), for profiling one; repeatable.
     #[arg(long)]
     only: Vec<u8>,
 }
@@ -62,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         work_dir: work.path().to_path_buf(),
         verbose: true,
         only: args.only,
+        isolation: Isolation::default(),
     };
     let rows = suite::run(&config).await?;
     let report = Report::new(args.quick, rows);

@@ -149,6 +149,20 @@ impl Row {
         self
     }
 
+    /// States a target that this row's measurement is not held to (it is
+    /// for another mode): shown, never counted as met or missed.
+    pub fn untargeted(mut self, target: &str) -> Self {
+        self.target = Some(target.to_owned());
+        self.met = None;
+        self
+    }
+
+    /// Names the isolation mode the row was measured in.
+    pub fn in_mode(mut self, mode: &str) -> Self {
+        self.name = format!("{} [{mode}]", self.name);
+        self
+    }
+
     /// Adds a note.
     pub fn note(mut self, note: impl Into<String>) -> Self {
         self.note = note.into();

@@ -4,7 +4,6 @@
 //!
 //! Accounts are `Bank/Account/acc-000` .. `acc-099`.
 
-use anyhow::{Context, bail};
 use async_trait::async_trait;
 use bank::AccountCommand;
 use cqrs_es::{CqrsFramework, EventStore as CqrsEventStore};
@@ -23,14 +22,14 @@ pub enum Command {
 }
 
 impl Command {
-    fn type_name(self) -> &'static str {
+    pub(crate) fn type_name(self) -> &'static str {
         match self {
             Command::Open => "OpenAccount",
             Command::Deposit => "Deposit",
         }
     }
 
-    fn payload(self) -> &'static str {
+    pub(crate) fn payload(self) -> &'static str {
         match self {
             Command::Open => r#"{"owner": "Ada"}"#,
             Command::Deposit => r#"{"amount": 1}"#,
@@ -87,39 +86,6 @@ where
             .execute(&format!("acc-{index:03}"), command.typed())
             .await
             .map_err(|e| anyhow::anyhow!("cqrs-es: {e}"))
-    }
-}
-
-/// The host's HTTP API, over loopback.
-pub struct HttpBank {
-    /// The client (its pool keeps the connections open).
-    pub client: reqwest::Client,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-}
-
-#[async_trait]
-impl Bank for HttpBank {
-    async fn run(&self, index: usize, command: Command) -> anyhow::Result<()> {
-        let url = format!(
-            "{}/api/commands/Bank/Account/acc-{index:03}/{}",
-            self.base,
-            command.type_name()
-        );
-        let response = self
-            .client
-            .post(url)
-            .body(command.payload())
-            .send()
-            .await
-            .context("POST")?;
-        let status = response.status();
-        // Read the body, so the connection goes back to the pool.
-        let body = response.bytes().await.context("answer body")?;
-        if !status.is_success() {
-            bail!("{status}: {}", String::from_utf8_lossy(&body));
-        }
-        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
 """The bank-py component: `Bank/Account` with its `Balance` projection, and
-the welcome letters its new accounts get.
+the letters its customers get.
 
 Built with `cargo xtask components` (componentize-py, world
 `domain-component` of `wit/`) into `target/components/bank_py.wasm`.
@@ -8,10 +8,10 @@ Built with `cargo xtask components` (componentize-py, world
 from cqrs_wasi import export
 
 from bank import account, balance
-from letters import letter, welcome_new_accounts
+from letters import congratulate_savers, letter, welcome_new_accounts
 
 CommandHandler, Projection, NotificationHandler = export(
     commands=[account, letter],
     projections=[balance],
-    notifications=[welcome_new_accounts],
+    notifications=[welcome_new_accounts, congratulate_savers],
 )

@@ -1,11 +1,11 @@
 // Test fixture: the JavaScript part of a mixed deployment (the welcome
-// notification handler of `examples/bank-js`, without the handlers of the
-// commands it sends), and `Test/FaultyJs`, a handler that misbehaves on
+// letters of `examples/bank-js`: the notification handler and the `Letter`
+// handler of the commands it sends), and `Test/FaultyJs`, a handler that misbehaves on
 // request, to show that the host limits a JavaScript component as it limits
 // a Rust one (`tests/components/faulty`).
 
 import { defineCommandHandler, exportComponent, message } from '../../../sdk/js/cqrs-wasi.js';
-import { welcomeNewAccounts } from '../../../examples/bank-js/letters.js';
+import { letter, welcomeNewAccounts } from '../../../examples/bank-js/letters.js';
 
 const Fail = message('Fail');
 const Loop = message('Loop');
@@ -28,6 +28,6 @@ const faulty = defineCommandHandler('Test', 'FaultyJs', [Fail, Loop, Allocate], 
 });
 
 export const { commandHandler, projection, notificationHandler } = exportComponent({
-  commands: [faulty],
+  commands: [letter, faulty],
   notifications: [welcomeNewAccounts],
 });

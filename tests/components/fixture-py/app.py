@@ -1,15 +1,13 @@
-"""Test fixture: the Python part of a mixed deployment (the bank's and the
-letters' command handlers of `examples/bank-py`, without their projection
-and notification handler), and `Test/FaultyPy`, a handler that misbehaves
-on request, to show that the host limits a Python component as it limits a
-Rust one (`tests/components/faulty`)."""
+"""Test fixture: the Python part of a mixed deployment (the bank's command
+handler of `examples/bank-py`, without its projection), and `Test/FaultyPy`,
+a handler that misbehaves on request, to show that the host limits a Python
+component as it limits a Rust one (`tests/components/faulty`)."""
 
 from dataclasses import dataclass
 
 from cqrs_wasi import command_handler, export
 
 from bank import account
-from letters import letter
 
 
 @dataclass
@@ -41,4 +39,4 @@ def faulty(command, ctx) -> list:
                 hoard.append(bytearray(1 << 20))
 
 
-CommandHandler, Projection, NotificationHandler = export(commands=[account, letter, faulty])
+CommandHandler, Projection, NotificationHandler = export(commands=[account, faulty])

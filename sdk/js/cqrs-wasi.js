@@ -95,7 +95,10 @@ export function message(name, fields = {}, defaults = {}) {
   const Message = class {
     constructor(values = {}) {
       for (const field of Object.keys(fields)) {
-        this[field] = field in values ? values[field] : structuredClone(defaults[field]);
+        // An absent field without a default is written as `null`, as the
+        // Rust SDK writes `None`.
+        if (field in values) this[field] = values[field];
+        else this[field] = field in defaults ? structuredClone(defaults[field]) : null;
       }
     }
 
@@ -321,11 +324,19 @@ function failure(error) {
   return error instanceof Error ? `${error.name}: ${error.message}` : `thrown: ${String(error)}`;
 }
 
-/** Throws `payload` as the export's WIT error. */
-function fail(tag, val) {
-  const error = new Error(typeof val === 'string' ? val : tag);
-  error.payload = val === undefined ? tag : { tag, val };
+/**
+ * Throws `payload` as the export's WIT error: ComponentizeJS lowers a thrown
+ * value's `payload` as the `result`'s error.
+ */
+function fail(payload) {
+  const error = new Error(typeof payload === 'string' ? payload : payload.val);
+  error.payload = payload;
   throw error;
+}
+
+/** A case of a WIT variant, as ComponentizeJS represents it. */
+function variant(tag, val) {
+  return { tag, val };
 }
 
 function handle(handlers, command) {
@@ -334,13 +345,13 @@ function handle(handlers, command) {
     (h) => h.domain === stream.domain && h.entityType === stream.entityType && h.commands.has(command.commandType),
   );
   if (!handler) {
-    fail('other', `this component does not handle ${command.commandType} on ${stream.domain}/${stream.entityType}`);
+    fail(variant('other', `this component does not handle ${command.commandType} on ${stream.domain}/${stream.entityType}`));
   }
   let decoded;
   try {
     decoded = decode(handler.commands.get(command.commandType), command.payload);
   } catch (error) {
-    fail('invalid-payload', error.message);
+    fail(variant('invalid-payload', error.message));
   }
   const ctx = new CommandContext(stream, command.commandId, command.context);
   let events;
@@ -350,10 +361,10 @@ function handle(handlers, command) {
       payload: encode(event),
     }));
   } catch (error) {
-    if (error instanceof Rejected) fail('rejected', error.message);
-    if (error instanceof InvalidPayload) fail('invalid-payload', error.message);
-    if (error instanceof StoreError) fail('store', { tag: error.kind, val: error.detail });
-    fail('other', failure(error));
+    if (error instanceof Rejected) fail(variant('rejected', error.message));
+    if (error instanceof InvalidPayload) fail(variant('invalid-payload', error.message));
+    if (error instanceof StoreError) fail(variant('store', variant(error.kind, error.detail)));
+    fail(variant('other', failure(error)));
   }
   return events;
 }
@@ -363,24 +374,24 @@ function apply(projections, id, state, batch) {
     (p) => p.domain === id.domain && p.entityType === id.entityType && p.name === id.projectionType,
   );
   if (!projection) {
-    fail('other', `this component does not compute projection ${id.projectionType} of ${id.domain}/${id.entityType}`);
+    fail(variant('other', `this component does not compute projection ${id.projectionType} of ${id.domain}/${id.entityType}`));
   }
   let current;
   try {
     current = state === undefined ? new projection.State() : decode(projection.State, state);
   } catch (error) {
-    fail('invalid-state', error.message);
+    fail(variant('invalid-state', error.message));
   }
   for (const event of batch.events) {
     const context = batch.contexts[event.context];
     if (context === undefined) {
-      fail('invalid-event', `event ${event.sequence} names context ${event.context}, but the batch gives ${batch.contexts.length}`);
+      fail(variant('invalid-event', `event ${event.sequence} names context ${event.context}, but the batch gives ${batch.contexts.length}`));
     }
     try {
       current = fold(projection, current, recordedFromWit(batch.stream, event, context));
     } catch (error) {
-      if (error instanceof PayloadError) fail('invalid-event', error.message);
-      fail('other', failure(error));
+      if (error instanceof PayloadError) fail(variant('invalid-event', error.message));
+      fail(variant('other', failure(error)));
     }
   }
   return encode(current);

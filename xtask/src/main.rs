@@ -66,10 +66,7 @@ fn main() -> anyhow::Result<()> {
             }
             run(serve.args(&rest))
         }
-        "test" => {
-            guests::build(&root, |_| true)?;
-            test(cargo(), &rest)
-        }
+        "test" => test(cargo(), &rest),
         "bench" => bench(&rest),
         "ci" => {
             // CI builds a fresh clone once: incremental caches would only
@@ -105,8 +102,17 @@ const POSTGRES: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
 /// connections.
 const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs the suite with `cargo`, which may carry settings of its own.
+/// Runs the suite with `cargo`, which may carry settings of its own: first
+/// the Python and JavaScript components it deploys are built, and the
+/// Python example's own tests run natively.
 fn test(mut cargo: Command, extra: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    guests::build(&root, |_| true)?;
+    run(Command::new(root.join("target/lang/python/bin/python"))
+        .args(["-m", "unittest", "discover", "--start-directory"])
+        .arg(root.join("examples/bank-py/tests"))
+        .env("PYTHONPATH", "sdk/python:examples/bank-py")
+        .env("PYTHONDONTWRITEBYTECODE", "1"))?;
     ensure_postgres()?;
     run(cargo
         .args(["test", "--workspace"])

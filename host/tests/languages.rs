@@ -313,12 +313,21 @@ async fn tour(language: Bank) -> anyhow::Result<(Vec<(StatusCode, Value)>, Vec<S
         let answer: Value = response.json().await?;
         answers.push((status, normalized(answer)));
     }
+    // A welcome for each account opened, congratulations for the one that
+    // reached 1,000.
+    let letters = [
+        "welcome-acc-042",
+        "welcome-acc-7",
+        "welcome-acc-10",
+        "savings-acc-10",
+    ];
     eventually("the letters", async || {
-        Ok(
-            support::letters(&host.host, "welcome-acc-042").await?.len() == 1
-                && support::letters(&host.host, "welcome-acc-10").await?.len() == 1
-                && support::letters(&host.host, "savings-acc-10").await?.len() == 1,
-        )
+        for key in letters {
+            if support::letters(&host.host, key).await?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     })
     .await?;
     let mut events: Vec<String> = host

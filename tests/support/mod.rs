@@ -34,6 +34,7 @@ pub fn root() -> &'static Path {
 /// `tests/components`.
 const COMPONENTS: &[&str] = &[
     "announcer",
+    "balance",
     "bank",
     "counter",
     "faulty",

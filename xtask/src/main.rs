@@ -1,11 +1,16 @@
 //! Project automation, run as `cargo xtask <task>`:
 //!
-//! - `components`: build the example components to wasm32-wasip2.
-//! - `serve [ARGS]`: build them, then run `cqrs-wasi serve [ARGS]` (with no
-//!   arguments: the bank example from ./data on 127.0.0.1:8080).
-//! - `test`: the whole test suite, with everything it needs: it starts the
-//!   local PostgreSQL server when nothing listens at 127.0.0.1:5432, and
-//!   makes the PostgreSQL tests fail rather than skip without one.
+//! - `components [--lang python|js|all]`: build the example components to
+//!   wasm32-wasip2; with `--lang`, the Python or JavaScript ones (or every
+//!   one, fixtures included), installing their toolchains first.
+//! - `serve [--lang python|js] [ARGS]`: build them, then run `cqrs-wasi serve
+//!   [ARGS]` (with no arguments: the bank example from ./data on
+//!   127.0.0.1:8080; with `--lang`, its Python or JavaScript twin).
+//! - `test`: the whole test suite, with everything it needs: the Python and
+//!   JavaScript components (and their toolchains, under `target/lang`); it
+//!   starts the local PostgreSQL server when nothing listens at
+//!   127.0.0.1:5432, and makes the PostgreSQL tests fail rather than skip
+//!   without one.
 //! - `ci`: formatting and lints, then `test`.
 //! - `bench [ARGS]`: build the components, then run the benchmark suite in
 //!   release mode (`cqrs-wasi-bench [ARGS]`), with the local PostgreSQL
@@ -19,6 +24,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+mod guests;
 
 /// The example components `serve` loads, built into `target/components`.
 /// (The tests build the components they need themselves.)
@@ -37,20 +44,27 @@ fn main() -> anyhow::Result<()> {
         ensure_wasm_target()?;
     }
     match task.as_str() {
-        "components" => components(),
+        "components" => match lang_flag(rest)? {
+            (None, _) => components(),
+            (Some(lang), _) => guests::build(&root, |g| lang.builds(g)),
+        },
         "serve" => {
+            let (lang, rest) = lang_flag(rest)?;
             components()?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--package",
-                    "cqrs-wasi-host",
-                    "--bin",
-                    "cqrs-wasi",
-                    "--",
-                    "serve",
-                ])
-                .args(&rest))
+            let mut serve = cargo();
+            serve.args([
+                "run",
+                "--package",
+                "cqrs-wasi-host",
+                "--bin",
+                "cqrs-wasi",
+                "--",
+                "serve",
+            ]);
+            if let Some(lang) = lang {
+                serve.arg("--config").arg(lang.serve_config(&root)?);
+            }
+            run(serve.args(&rest))
         }
         "test" => test(cargo(), &rest),
         "bench" => bench(&rest),
@@ -75,7 +89,7 @@ fn main() -> anyhow::Result<()> {
             test(cargo(), &rest)
         }
         _ => bail!(
-            "usage: cargo xtask <task>\n\ntasks:\n  components  build the example components\n  serve       build them and run the example host\n  test        run the whole test suite\n  ci          check formatting and lints, then test\n  bench       run the benchmark suite (results in target/bench)"
+            "usage: cargo xtask <task>\n\ntasks:\n  components  build the example components (--lang python|js|all: those languages' ones)\n  serve       build them and run the example host (--lang python|js: the bank in that language)\n  test        run the whole test suite\n  ci          check formatting and lints, then test\n  bench       run the benchmark suite (results in target/bench)"
         ),
     }
 }
@@ -88,8 +102,17 @@ const POSTGRES: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
 /// connections.
 const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs the suite with `cargo`, which may carry settings of its own.
+/// Runs the suite with `cargo`, which may carry settings of its own: first
+/// the Python and JavaScript components it deploys are built, and the
+/// Python example's own tests run natively.
 fn test(mut cargo: Command, extra: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    guests::build(&root, |_| true)?;
+    run(Command::new(root.join("target/lang/python/bin/python"))
+        .args(["-m", "unittest", "discover", "--start-directory"])
+        .arg(root.join("examples/bank-py/tests"))
+        .env("PYTHONPATH", "sdk/python:examples/bank-py")
+        .env("PYTHONDONTWRITEBYTECODE", "1"))?;
     ensure_postgres()?;
     run(cargo
         .args(["test", "--workspace"])
@@ -216,6 +239,65 @@ fn components() -> anyhow::Result<()> {
         build.args(["--package", name]);
     }
     run(&mut build)
+}
+
+/// Which Python or JavaScript components a `--lang` flag asks for.
+#[derive(Debug, Clone, Copy)]
+enum LangFlag {
+    One(guests::Lang),
+    All,
+}
+
+impl LangFlag {
+    fn builds(self, guest: &guests::Guest) -> bool {
+        match self {
+            LangFlag::All => true,
+            // The bank in that language; the fixtures are the tests'.
+            LangFlag::One(lang) => guest.lang == lang && guest.name.starts_with("bank_"),
+        }
+    }
+
+    /// Builds the bank in this language and writes a configuration that
+    /// serves it, as the default one serves the Rust bank: as component
+    /// `bank`, so that the README's commands work unchanged.
+    fn serve_config(self, root: &Path) -> anyhow::Result<PathBuf> {
+        let LangFlag::One(lang) = self else {
+            bail!("serve --lang takes python or js");
+        };
+        guests::build(root, |g| self.builds(g))?;
+        let (name, file) = match lang {
+            guests::Lang::Python => ("python", "bank_py.wasm"),
+            guests::Lang::Js => ("js", "bank_js.wasm"),
+        };
+        let component = guests::output_dir(root).join(file);
+        let config = root.join(format!("target/lang/serve-{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "# Written by `cargo xtask serve --lang {name}`: the default configuration,\n\
+                 # serving the bank written in {name}.\n\
+                 [[components]]\nname = \"bank\"\npath = {path:?}\n",
+                path = component.display().to_string(),
+            ),
+        )?;
+        Ok(config)
+    }
+}
+
+/// Takes `--lang python|js|all` off the front of `args`.
+fn lang_flag(args: Vec<String>) -> anyhow::Result<(Option<LangFlag>, Vec<String>)> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) != Some("--lang") {
+        return Ok((None, args.collect()));
+    }
+    args.next();
+    let lang = match args.next().as_deref() {
+        Some("python") => LangFlag::One(guests::Lang::Python),
+        Some("js") => LangFlag::One(guests::Lang::Js),
+        Some("all") => LangFlag::All,
+        other => bail!("--lang takes python, js or all, not {other:?}"),
+    };
+    Ok((Some(lang), args.collect()))
 }
 
 fn cargo() -> Command {

@@ -5,8 +5,11 @@
 //! `Account` command handler and the `Balance` projection. Built natively,
 //! its tests exercise the same rules without wasm.
 
-use cqrs_wasi::{CommandContext, CommandError, CommandHandler, Projection, RecordedEvent};
-use serde::{Deserialize, Serialize};
+mod balance;
+
+pub use balance::{AccountEvent, Balance, BalanceState};
+use cqrs_wasi::{CommandContext, CommandError, CommandHandler};
+use serde::Deserialize;
 
 /// What can be asked of an account.
 #[derive(Debug, Deserialize)]
@@ -28,28 +31,6 @@ pub enum AccountCommand {
     },
     /// Closes an empty account.
     CloseAccount {},
-}
-
-/// What happened to an account.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub enum AccountEvent {
-    /// The account was opened.
-    AccountOpened {
-        /// Who holds it.
-        owner: String,
-    },
-    /// Money was added.
-    MoneyDeposited {
-        /// How much.
-        amount: i64,
-    },
-    /// Money was taken out.
-    MoneyWithdrawn {
-        /// How much.
-        amount: i64,
-    },
-    /// The account was closed.
-    AccountClosed {},
 }
 
 /// The `Account` command handler.
@@ -123,36 +104,6 @@ fn positive(amount: i64) -> Result<(), CommandError> {
         Err(CommandError::InvalidPayload(format!(
             "amount must be more than zero, got {amount}"
         )))
-    }
-}
-
-/// State of the `Balance` projection.
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BalanceState {
-    /// Money in the account.
-    pub balance: i64,
-    /// Opened and not closed.
-    pub open: bool,
-}
-
-/// The `Balance` projection: how much is in the account, and whether it is
-/// open.
-pub struct Balance;
-
-impl Projection for Balance {
-    const DOMAIN: &'static str = "Bank";
-    const ENTITY_TYPE: &'static str = "Account";
-    const NAME: &'static str = "Balance";
-    type Event = AccountEvent;
-    type State = BalanceState;
-
-    fn apply(state: &mut BalanceState, event: AccountEvent, _: &RecordedEvent) {
-        match event {
-            AccountEvent::AccountOpened { .. } => state.open = true,
-            AccountEvent::MoneyDeposited { amount } => state.balance += amount,
-            AccountEvent::MoneyWithdrawn { amount } => state.balance -= amount,
-            AccountEvent::AccountClosed {} => state.open = false,
-        }
     }
 }
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum FaultCommand {
     /// Panics, which traps.
     Panic {},
+    /// Returns an error that is not the domain's (`other`).
+    Fail {},
     /// Never returns.
     Loop {},
     /// Allocates until memory runs out.
@@ -92,6 +94,9 @@ impl CommandHandler for Faulty {
     ) -> Result<Vec<FaultEvent>, CommandError> {
         match command {
             FaultCommand::Panic {} => panic!("the handler panicked on purpose"),
+            FaultCommand::Fail {} => Err(CommandError::Other(
+                "the handler failed on purpose".to_owned(),
+            )),
             FaultCommand::Loop {} => loop {
                 std::hint::spin_loop();
             },

@@ -44,12 +44,10 @@ use anyhow::Context;
 use bank::{Account, AccountEvent, Balance};
 use cqrs_wasi::{CommandContext, CommandError, native};
 use cqrs_wasi_host::model::{
-    EventContext, Expectation, NameKind, NewEvent, RecordedEvent, StreamId, json_document,
+    EventContext, Expectation, KindSet, NameKind, NewEvent, RecordedEvent, StreamId, json_document,
     validate_name,
 };
-use cqrs_wasi_host::store::{
-    AppendOutcome, AppendRequest, CommandKey, EventStore, Raise, StoreError,
-};
+use cqrs_wasi_host::store::{AppendOutcome, AppendRequest, CommandKey, EventStore, StoreError};
 use lru::LruCache;
 use serde_json::value::RawValue;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -193,7 +191,7 @@ impl NativeHost {
                     context: context.clone(),
                     command: Some(key.clone()),
                     // As the benchmarked host: no notifications.
-                    raise: Raise::NONE,
+                    raise: KindSet::NONE,
                 })
                 .await;
             match appended {

@@ -15,7 +15,7 @@ use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::{
-    AppendRequest, CommandKey, EventStore, MemoryStore, PostgresOptions, PostgresStore, Raise,
+    AppendRequest, CommandKey, EventStore, MemoryStore, PostgresOptions, PostgresStore,
     SqliteOptions, SqliteStore,
 };
 use cqrs_wasi_host::{Host, HostOptions};
@@ -335,7 +335,7 @@ async fn prefill(store: &dyn EventStore, index: usize, deposits: usize) -> anyho
                 events: std::mem::take(&mut pending),
                 context: EventContext::default(),
                 command: None,
-                raise: Raise::NONE,
+                raise: KindSet::NONE,
             })
             .await?;
         if left == 0 {
@@ -554,7 +554,7 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
                             command_id: cqrs_wasi_host::model::new_id().to_string(),
                             command_type: "Deposit".to_owned(),
                         }),
-                        raise: Raise::NONE,
+                        raise: KindSet::NONE,
                     };
                     let outcome = if one_at_a_time {
                         let _turn = turn.lock().await;

@@ -107,7 +107,8 @@ impl Default for NotificationsSection {
     fn default() -> Self {
         NotificationsSection {
             raise: NotificationKind::ALL
-                .iter()
+                .into_iter()
+                .filter(|kind| kind.is_raised_by_streams())
                 .map(|kind| kind.as_str().to_owned())
                 .collect(),
             rules: Vec::new(),
@@ -134,7 +135,9 @@ impl NotificationsSection {
                 .iter()
                 .map(|name| {
                     name.parse::<NotificationKind>()
-                        .map_err(|_| ConfigError::NotificationKind(name.clone()))
+                        .ok()
+                        .filter(|kind| kind.is_raised_by_streams())
+                        .ok_or_else(|| ConfigError::NotificationKind(name.clone()))
                 })
                 .collect::<Result<KindSet, _>>()
         };

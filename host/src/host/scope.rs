@@ -8,8 +8,7 @@ use std::sync::Arc;
 use super::commands::{CommandRequest, execute};
 use super::projections::{ProjectionState, Slot, fold};
 use super::{HostError, Inner};
-use crate::model::{EventContext, RecordedEvent, StreamId};
-use crate::notifications::dispatch::PUBLISHED;
+use crate::model::{EventContext, NotificationKind, RecordedEvent, StreamId};
 use crate::notifications::model::Published;
 use crate::runtime::{GuestServices, LoadedComponent, SendOutcome, SendRequest, wit};
 use crate::store::{Document, InstancePage, StoreError};
@@ -301,7 +300,7 @@ impl CallScope {
         };
         let document = Document {
             id: published.id(),
-            kind: PUBLISHED.to_owned(),
+            kind: NotificationKind::Published,
             topic: Some(topic),
             body: serde_json::value::to_raw_value(&published)
                 .map_err(|e| wit::PublishError::Other(e.to_string()))?

@@ -31,15 +31,9 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
-use super::model::{Notification, ProjectionCompleted, Published};
+use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
 use super::sink::{DeliveryOutcome, NotificationSink};
 use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
-
-/// The outbox document kind of a projection-completed notification.
-pub(crate) const PROJECTION_COMPLETED: &str = "ProjectionCompleted";
-
-/// The outbox document kind of a custom event a handler published.
-pub(crate) const PUBLISHED: &str = "Published";
 
 /// How many rows one round takes at most.
 const BATCH: usize = 512;
@@ -460,32 +454,37 @@ pub fn notification_of(record: &OutboxRecord) -> Result<Notification, String> {
     let built = match &record.entry {
         OutboxEntry::NewEntity(event) => Notification::new_entity(event),
         OutboxEntry::EventAppended(event) => Notification::event_appended(event),
-        OutboxEntry::Document(document) if document.kind == PROJECTION_COMPLETED => {
-            let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
-                .map_err(|error| {
-                    format!(
-                        "outbox row {} is not a projection result: {error}",
-                        record.position
-                    )
-                })?;
-            Notification::projection_completed(completed)
-        }
-        OutboxEntry::Document(document) if document.kind == PUBLISHED => {
-            let published: Published =
-                serde_json::from_str(document.body.get()).map_err(|error| {
-                    format!(
-                        "outbox row {} is not a published event: {error}",
-                        record.position
-                    )
-                })?;
-            Notification::published(published)
-        }
-        OutboxEntry::Document(document) => {
-            return Err(format!(
-                "outbox row {} holds a {:?} document, which this host cannot send",
-                record.position, document.kind
-            ));
-        }
+        OutboxEntry::Document(document) => match document.kind {
+            NotificationKind::ProjectionCompleted => {
+                let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
+                    .map_err(|error| {
+                        format!(
+                            "outbox row {} is not a projection result: {error}",
+                            record.position
+                        )
+                    })?;
+                Notification::projection_completed(completed)
+            }
+            NotificationKind::Published => {
+                let published: Published =
+                    serde_json::from_str(document.body.get()).map_err(|error| {
+                        format!(
+                            "outbox row {} is not a published event: {error}",
+                            record.position
+                        )
+                    })?;
+                Notification::published(published)
+            }
+            // The store writes these as rows of their events, never as
+            // documents.
+            NotificationKind::NewEntity | NotificationKind::EventAppended => {
+                return Err(format!(
+                    "outbox row {} holds a {:?} document, which this host cannot send",
+                    record.position,
+                    document.kind.as_str()
+                ));
+            }
+        },
     };
     built.map_err(|error| format!("outbox row {}: {error}", record.position))
 }

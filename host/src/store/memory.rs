@@ -13,13 +13,13 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::outbox::{EventRow, Feeds, LocalClaims};
+use super::outbox::{Feeds, LocalClaims};
 use super::rules::{self, Op, StoreTxn, StoredEventId};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
     Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
 };
-use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
+use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
 
 /// An event store in process memory.
 ///
@@ -57,9 +57,9 @@ struct State {
     completions: HashSet<(String, String)>,
 }
 
-/// An outbox row: an event's index, or a document.
+/// An outbox row: a change-feed kind and its event's index, or a document.
 enum Row {
-    Event(EventRow, usize),
+    Event(NotificationKind, usize),
     Document(Document),
 }
 
@@ -196,7 +196,10 @@ impl StoreTxn for State {
         Ok(())
     }
 
-    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError> {
         for &(kind, position) in rows {
             // Position `n` is at index `n - 1`, and the event was just added.
             let index = usize::try_from(position - 1).map_err(StoreError::backend)?;
@@ -360,25 +363,34 @@ impl Outbox for MemoryStore {
         let state = self.state();
         // Row `n` is at index `n - 1`; `from` 0 reads like 1.
         let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
-        Ok(state
+        state
             .outbox
             .iter()
             .enumerate()
             .skip(skip)
             .take(max_count)
-            .map(|(index, row)| OutboxRecord {
-                position: index as u64 + 1,
-                entry: match row {
-                    Row::Event(EventRow::NewEntity, event) => {
-                        OutboxEntry::NewEntity(state.events[*event].clone())
-                    }
-                    Row::Event(EventRow::EventAppended, event) => {
-                        OutboxEntry::EventAppended(state.events[*event].clone())
+            .map(|(index, row)| {
+                let position = index as u64 + 1;
+                let entry = match row {
+                    Row::Event(kind, event) => {
+                        let event = state.events[*event].clone();
+                        match kind {
+                            NotificationKind::NewEntity => OutboxEntry::NewEntity(event),
+                            NotificationKind::EventAppended => OutboxEntry::EventAppended(event),
+                            // The rules write rows of events for the change
+                            // feed only (`outbox::rows_for`).
+                            NotificationKind::ProjectionCompleted | NotificationKind::Published => {
+                                return Err(StoreError::backend(format!(
+                                    "outbox row {position} points at an event, but is a {kind} row"
+                                )));
+                            }
+                        }
                     }
                     Row::Document(document) => OutboxEntry::Document(document.clone()),
-                },
+                };
+                Ok(OutboxRecord { position, entry })
             })
-            .collect())
+            .collect()
     }
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {

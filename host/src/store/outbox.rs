@@ -1,9 +1,9 @@
 //! The transactional outbox every store keeps beside its events.
 //!
-//! An append writes one outbox row per notification it raises (which kinds,
-//! the host decides: [`Raise`]) in the same transaction as its events, so a
-//! notification exists exactly when the events it describes do. Rows the
-//! host produces later — projection-completed notifications, events a
+//! An append writes one outbox row per change-feed notification it raises
+//! (which kinds, the host decides: the [`KindSet`] of its request) in the
+//! same transaction as its events, so a notification exists exactly when
+//! the events it describes do. Rows the host produces later — projection-completed notifications, events a
 //! handler publishes — are [`Document`]s, added idempotently by their id.
 //! Rows are read in position order, and positions follow commit order with
 //! the same guarantee as [`EventStore::read_all`](super::EventStore::read_all):
@@ -30,75 +30,32 @@ use tokio::sync::{OwnedMutexGuard, watch};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::RecordedEvent;
+use crate::model::{KindSet, NotificationKind, RecordedEvent};
 
-/// Which notifications an append raises. Decided by the host per domain and
-/// entity type; the store writes one row per raised notification.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Raise {
-    /// A new-entity row when the append creates its stream.
-    pub new_entity: bool,
-    /// An event-appended row for every event.
-    pub event_appended: bool,
-}
-
-impl Raise {
-    /// No rows.
-    pub const NONE: Raise = Raise {
-        new_entity: false,
-        event_appended: false,
-    };
-    /// Both change-feed kinds.
-    pub const ALL: Raise = Raise {
-        new_entity: true,
-        event_appended: true,
-    };
-}
-
-/// What an event-derived outbox row announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EventRow {
-    /// The stream was created (the row points at its first event).
-    NewEntity,
-    /// The event was appended.
-    EventAppended,
-}
-
-impl EventRow {
-    /// The stored form; also the row's `kind`.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            EventRow::NewEntity => "NewEntity",
-            EventRow::EventAppended => "EventAppended",
-        }
-    }
-
-    pub(super) fn parse(kind: &str) -> Option<EventRow> {
-        match kind {
-            "NewEntity" => Some(EventRow::NewEntity),
-            "EventAppended" => Some(EventRow::EventAppended),
-            _ => None,
-        }
-    }
-}
-
-/// The rows an append of events at `positions` (first to last) raises:
-/// each as its kind and the position of the event it points at.
+/// The rows an append of events at `positions` (first to last) writes for
+/// the kinds its stream raises: each as its kind and the position of the
+/// event it points at, a new entity's before its first event's.
 pub(super) fn rows_for(
-    raise: Raise,
+    raise: KindSet,
     first_sequence: u64,
     positions: &[u64],
-) -> Vec<(EventRow, u64)> {
+) -> Vec<(NotificationKind, u64)> {
     let mut rows = Vec::with_capacity(positions.len() + 1);
-    if raise.new_entity
-        && first_sequence == 1
-        && let Some(&first) = positions.first()
-    {
-        rows.push((EventRow::NewEntity, first));
-    }
-    if raise.event_appended {
-        rows.extend(positions.iter().map(|&p| (EventRow::EventAppended, p)));
+    for kind in raise.iter() {
+        match kind {
+            NotificationKind::NewEntity => {
+                if first_sequence == 1
+                    && let Some(&first) = positions.first()
+                {
+                    rows.push((kind, first));
+                }
+            }
+            NotificationKind::EventAppended => {
+                rows.extend(positions.iter().map(|&position| (kind, position)));
+            }
+            // Documents, which the host adds once the append has committed.
+            NotificationKind::ProjectionCompleted | NotificationKind::Published => {}
+        }
     }
     rows
 }
@@ -109,8 +66,10 @@ pub(super) fn rows_for(
 pub struct Document {
     /// The notification's id; a second document with it is not added.
     pub id: Uuid,
-    /// What it is, for its reader (`ProjectionCompleted`, `Published`).
-    pub kind: String,
+    /// What it is, for its reader: a kind that is not part of the change
+    /// feed ([`NotificationKind::is_change_feed`]), whose rows point at
+    /// their events instead.
+    pub kind: NotificationKind,
     /// The one topic it is for, or `None` for every destination.
     pub topic: Option<String>,
     /// Its content, in the form its reader wrote it.
@@ -205,8 +164,8 @@ pub(super) enum Hold {
 
 /// The outbox part of the store contract.
 ///
-/// An append writes its notification rows (as its [`Raise`] says) in its own
-/// transaction; [`Document`]s are added once per id. Rows are read in
+/// An append writes its notification rows (of the change-feed kinds its
+/// [`KindSet`] holds) in its own transaction; [`Document`]s are added once per id. Rows are read in
 /// position order, and positions follow commit order as event positions do,
 /// so a reader resuming after the last row it saw never misses one. Each
 /// destination drains the outbox through a [`Claim`] (one dispatcher at a

@@ -128,14 +128,14 @@ use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
 pub(super) use self::outbox::ClaimConnection;
-use super::outbox::{Added, DeadLetter, Document, EventRow, Feeds};
+use super::outbox::{Added, DeadLetter, Document, Feeds};
 use super::rules::{self, AppendReads, Done, Op, StoreTxn, StoredEventId};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
     InstancePage, StoreError,
 };
-use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
+use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
 
 /// Schema migrations, oldest first. Migration `i` takes the schema from
 /// version `i` to `i + 1` (recorded in `schema_migrations`); a new version
@@ -1481,7 +1481,10 @@ impl StoreTxn for PgTxn<'_> {
 
     /// Held back like events (which take the append lock first), and sent
     /// after them.
-    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError> {
         if !self.locked {
             self.lock_appends().await?;
         }

@@ -20,12 +20,12 @@ use std::task::{Context, Poll, Waker};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::outbox::{self, Added, DeadLetter, Document, EventRow, Raise};
+use super::outbox::{self, Added, DeadLetter, Document};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
 };
-use crate::model::{EventContext, NameKind, NewEvent, StreamId, validate_name};
+use crate::model::{EventContext, NameKind, NewEvent, NotificationKind, StreamId, validate_name};
 
 /// What [`append`] decides on: the answers of [`StoreTxn::append_reads`].
 pub(super) struct AppendReads {
@@ -129,7 +129,10 @@ pub(super) trait StoreTxn {
 
     /// Adds outbox rows pointing at events (each a kind and the event's
     /// position), in order, after every row already there.
-    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError>;
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError>;
 
     /// Adds the documents whose ids the outbox does not hold yet, in order;
     /// returns how many.
@@ -205,7 +208,8 @@ impl Op {
                 let events = !request.events.is_empty();
                 Added {
                     events,
-                    outbox_rows: events && request.raise != Raise::NONE,
+                    outbox_rows: events
+                        && request.raise.iter().any(NotificationKind::is_change_feed),
                 }
             }
             Op::AddDocuments(_) => Added {
@@ -232,7 +236,10 @@ impl Op {
             } => record_rejection(txn, stream, command, message)
                 .await
                 .map(Done::Recorded),
-            Op::AddDocuments(documents) => txn.insert_documents(documents).await.map(Done::Added),
+            Op::AddDocuments(documents) => {
+                refuse_change_feed_documents(documents)?;
+                txn.insert_documents(documents).await.map(Done::Added)
+            }
             Op::SetCheckpoint { destination, next } => txn
                 .set_checkpoint(destination, *next)
                 .await
@@ -480,6 +487,22 @@ fn earlier_append(
         stream_sequence: original.last().map_or(0, |event| event.sequence),
         events: original,
     }))
+}
+
+/// A document of a change-feed kind would be read back as a row that
+/// points at an event, which it does not: it is refused before anything is
+/// written.
+fn refuse_change_feed_documents(documents: &[Document]) -> Result<(), StoreError> {
+    match documents
+        .iter()
+        .find(|document| document.kind.is_change_feed())
+    {
+        Some(document) => Err(StoreError::backend(format!(
+            "document {} is a {} notification, which is a row of its event, never a document",
+            document.id, document.kind
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn validate_command(command: &CommandKey) -> Result<(), StoreError> {

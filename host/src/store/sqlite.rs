@@ -18,14 +18,14 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::outbox::{EventRow, Feeds, LocalClaims};
+use super::outbox::{Feeds, LocalClaims};
 use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
-use super::sql::{from_sql_int, sql_bound, to_sql_int};
+use super::sql::{from_sql_int, row_kind, sql_bound, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
     Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
 };
-use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
+use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
 
 /// Schema migrations, oldest first. Migration `i` takes the file from schema
 /// version `i` to `i + 1` (kept in `PRAGMA user_version`); a new version is
@@ -574,7 +574,10 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(())
     }
 
-    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError> {
         let mut insert = self
             .connection
             .prepare_cached("INSERT INTO outbox (kind, event_position) VALUES (?1, ?2)")
@@ -599,7 +602,7 @@ impl StoreTxn for SqliteTxn<'_> {
         for document in documents {
             added += insert
                 .execute(params![
-                    document.kind,
+                    document.kind.as_str(),
                     document.id.to_string(),
                     document.topic,
                     document.body.get(),
@@ -785,10 +788,11 @@ fn query_events(
 fn outbox_record(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
     let position = from_sql_int(row.get(0).map_err(StoreError::backend)?)?;
     let kind: String = row.get(1).map_err(StoreError::backend)?;
-    let entry = match EventRow::parse(&kind) {
-        Some(EventRow::NewEntity) => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
-        Some(EventRow::EventAppended) => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
-        None => {
+    let kind = row_kind(position, &kind)?;
+    let entry = match kind {
+        NotificationKind::NewEntity => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
+        NotificationKind::EventAppended => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
+        NotificationKind::ProjectionCompleted | NotificationKind::Published => {
             let id: String = row.get(2).map_err(StoreError::backend)?;
             let body: String = row.get(4).map_err(StoreError::backend)?;
             OutboxEntry::Document(Document {

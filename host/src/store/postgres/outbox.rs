@@ -18,9 +18,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::{PostgresStore, pg_error, recorded_event_at};
-use crate::store::outbox::{Added, EventRow, Feeds, Hold};
+use crate::model::NotificationKind;
+use crate::store::outbox::{Added, Feeds, Hold};
 use crate::store::rules::Op;
-use crate::store::sql::{from_sql_int, sql_bound, to_sql_int};
+use crate::store::sql::{from_sql_int, row_kind, sql_bound, to_sql_int};
 use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
 
 /// The names of [`OUTBOX_CHANNEL`] and [`EVENTS_CHANNEL`], for the
@@ -375,11 +376,11 @@ impl Drop for RollingBack {
 /// Maps a row selected with [`SELECT_OUTBOX`].
 fn outbox_record(row: &Row) -> Result<OutboxRecord, StoreError> {
     let position = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
-    let kind: String = row.try_get(1).map_err(pg_error)?;
-    let entry = match EventRow::parse(&kind) {
-        Some(EventRow::NewEntity) => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
-        Some(EventRow::EventAppended) => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
-        None => {
+    let kind = row_kind(position, row.try_get(1).map_err(pg_error)?)?;
+    let entry = match kind {
+        NotificationKind::NewEntity => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
+        NotificationKind::EventAppended => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
+        NotificationKind::ProjectionCompleted | NotificationKind::Published => {
             let body: String = row.try_get(4).map_err(pg_error)?;
             OutboxEntry::Document(Document {
                 id: row.try_get(2).map_err(pg_error)?,

@@ -22,7 +22,7 @@ use crate::notifications::{
 use crate::runtime::RuntimeConfig;
 use crate::secret::Secret;
 use crate::store::{
-    EventStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, StoreError,
+    EventStore, MemoryStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, StoreError,
 };
 
 /// Where the example bank component is built by `cargo xtask`.
@@ -302,11 +302,11 @@ impl StoreConfig {
 }
 
 fn default_postgres_schema() -> String {
-    PostgresOptions::default().schema
+    PostgresConfig::default().schema
 }
 
 fn default_postgres_pool_size() -> usize {
-    PostgresOptions::default().pool_size
+    PostgresConfig::default().pool_size
 }
 
 fn default_sqlite_path() -> PathBuf {
@@ -522,9 +522,9 @@ impl Config {
                         source,
                     })?;
                 }
-                let options = SqliteOptions {
+                let options = SqliteConfig {
                     durable: *durable,
-                    ..SqliteOptions::default()
+                    ..SqliteConfig::default()
                 };
                 Arc::new(SqliteStore::open(path, options)?)
             }
@@ -533,7 +533,7 @@ impl Config {
                 schema,
                 pool_size,
             } => {
-                let options = PostgresOptions {
+                let options = PostgresConfig {
                     schema: schema.clone(),
                     pool_size: *pool_size,
                 };

@@ -9,7 +9,7 @@ use cqrs_wasi_host::model::{
 };
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use cqrs_wasi_host::store::{
-    AppendRequest, EventStore, MemoryStore, SqliteOptions, SqliteStore, StoreError,
+    AppendRequest, EventStore, MemoryStore, SqliteConfig, SqliteStore, StoreError,
 };
 use proptest::prelude::*;
 use serde_json::value::RawValue;
@@ -220,7 +220,7 @@ proptest! {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let store = SqliteStore::open(
             dir.path().join("events.db"),
-            SqliteOptions { durable: false, ..SqliteOptions::default() },
+            SqliteConfig { durable: false, ..SqliteConfig::default() },
         )
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
         runtime().block_on(check(&store, steps))?;

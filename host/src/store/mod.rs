@@ -29,8 +29,8 @@ pub use memory::MemoryStore;
 pub use outbox::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord};
 #[cfg(any(test, feature = "test-util"))]
 pub use postgres::testing as postgres_testing;
-pub use postgres::{PostgresOptions, PostgresStore};
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use postgres::{PostgresConfig, PostgresStore};
+pub use sqlite::{SqliteConfig, SqliteStore};
 
 use crate::model::{
     EventContext, Expectation, KindSet, NameError, NewEvent, RecordedEvent, StreamId,

@@ -1,7 +1,7 @@
 //! The shared [`EventStore`]: PostgreSQL, for several hosts on one store.
 //!
 //! This module owns the store's schema inside one PostgreSQL schema (named by
-//! [`PostgresOptions::schema`]) and its migrations, the connection pool, and
+//! [`PostgresConfig::schema`]) and its migrations, the connection pool, and
 //! the transaction protocol that keeps appends from several hosts correct. It
 //! must not decide any append rule itself (those live in [`super::rules`]),
 //! must never acknowledge a write before its transaction has committed, and
@@ -309,7 +309,7 @@ macro_rules! select_events {
 
 /// How a [`PostgresStore`] connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresOptions {
+pub struct PostgresConfig {
     /// The PostgreSQL schema that holds the store's tables, created when
     /// missing. Hosts sharing a store name the same schema; a database can
     /// hold several stores in different schemas. Lowercase ASCII letters,
@@ -320,9 +320,9 @@ pub struct PostgresOptions {
     pub pool_size: usize,
 }
 
-impl Default for PostgresOptions {
+impl Default for PostgresConfig {
     fn default() -> Self {
-        PostgresOptions {
+        PostgresConfig {
             schema: "cqrs_wasi".to_owned(),
             pool_size: 16,
         }
@@ -399,33 +399,33 @@ struct OpenError {
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
-    /// or the key-value form) and opens the store in the schema `options`
-    /// name, creating the schema and its tables when missing and migrating an
+    /// or the key-value form) and opens the store in the schema `config`
+    /// names, creating the schema and its tables when missing and migrating an
     /// older version. Hosts opening the same schema at once take turns.
     ///
     /// Fails with [`StoreError::SchemaTooNew`] when the schema was written by
     /// a newer version of this code, and with [`StoreError::Backend`] naming
     /// the schema and the server (never the password) when the URL or the
-    /// options are invalid or the server cannot be reached.
+    /// settings are invalid or the server cannot be reached.
     ///
     /// The store's tasks (the one that commits appends, the one that
     /// listens for other hosts' changes) run on the runtime this is called
     /// on, so use the store while that runtime runs: once it has shut down,
     /// appends fail.
-    pub async fn open(url: &str, options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+    pub async fn open(url: &str, config: PostgresConfig) -> Result<PostgresStore, StoreError> {
         let open_error = |target: &str, cause: Box<dyn std::error::Error + Send + Sync>| {
             StoreError::backend(OpenError {
-                schema: options.schema.clone(),
+                schema: config.schema.clone(),
                 target: target.to_owned(),
                 cause,
             })
         };
-        let mut config: tokio_postgres::Config = url
+        let mut client_config: tokio_postgres::Config = url
             .parse()
             .map_err(|error| open_error(&describe_url(url), Box::new(error)))?;
-        let target = describe(&config);
-        validate_schema_name(&options.schema).map_err(|error| open_error(&target, error.into()))?;
-        if options.pool_size == 0 {
+        let target = describe(&client_config);
+        validate_schema_name(&config.schema).map_err(|error| open_error(&target, error.into()))?;
+        if config.pool_size == 0 {
             return Err(open_error(
                 &target,
                 "the pool size must be at least 1".into(),
@@ -433,28 +433,28 @@ impl PostgresStore {
         }
         // Every connection resolves the store's tables, and nothing else, in
         // its schema. The name was validated, so it needs no quoting.
-        let search_path = format!("-c search_path={}", options.schema);
-        let startup_options = match config.get_options() {
+        let search_path = format!("-c search_path={}", config.schema);
+        let startup_options = match client_config.get_options() {
             Some(given) => format!("{given} {search_path}"),
             None => search_path,
         };
-        config.options(&startup_options);
-        if config.get_application_name().is_none() {
-            config.application_name("cqrs-wasi");
+        client_config.options(&startup_options);
+        if client_config.get_application_name().is_none() {
+            client_config.application_name("cqrs-wasi");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
+        if client_config.get_connect_timeout().is_none() {
+            client_config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let listen_config = config.clone();
+        let listen_config = client_config.clone();
         let manager = Manager::from_config(
-            config,
+            client_config,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
+            .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
@@ -466,9 +466,9 @@ impl PostgresStore {
         let store = PostgresStore {
             appends,
             pool,
-            schema: options.schema.clone(),
+            schema: config.schema.clone(),
             target,
-            listener: outbox::listen(listen_config, options.schema.clone(), feeds.clone()),
+            listener: outbox::listen(listen_config, config.schema.clone(), feeds.clone()),
             feeds,
             dropped_claims: Default::default(),
         };
@@ -1826,7 +1826,7 @@ mod tests {
                 "INSERT INTO schema_migrations (version) VALUES ({newer})"
             ))
             .await;
-        match PostgresStore::open(schema.url(), schema.options()).await {
+        match PostgresStore::open(schema.url(), schema.config()).await {
             Err(error @ StoreError::SchemaTooNew { found, supported }) => {
                 assert_eq!(found as usize, newer);
                 assert_eq!(supported as usize, MIGRATIONS.len());
@@ -1843,7 +1843,7 @@ mod tests {
         };
         let mut opening = JoinSet::new();
         for _ in 0..4 {
-            let (url, options) = (schema.url().to_owned(), schema.options());
+            let (url, options) = (schema.url().to_owned(), schema.config());
             opening.spawn(async move { PostgresStore::open(&url, options).await });
         }
         let stores: Vec<PostgresStore> = opening
@@ -1906,23 +1906,23 @@ mod tests {
         let url = "postgres://someone:s3cret@127.0.0.1:1/nowhere";
         let refusals = [
             (
-                PostgresOptions {
+                PostgresConfig {
                     schema: "Has-Capitals".to_owned(),
-                    ..PostgresOptions::default()
+                    ..PostgresConfig::default()
                 },
                 "invalid schema name",
             ),
             (
-                PostgresOptions {
+                PostgresConfig {
                     schema: "1st".to_owned(),
-                    ..PostgresOptions::default()
+                    ..PostgresConfig::default()
                 },
                 "invalid schema name",
             ),
             (
-                PostgresOptions {
+                PostgresConfig {
                     pool_size: 0,
-                    ..PostgresOptions::default()
+                    ..PostgresConfig::default()
                 },
                 "pool size",
             ),
@@ -1935,7 +1935,7 @@ mod tests {
             assert!(!message.contains("s3cret"), "{message}");
         }
         let error =
-            PostgresStore::open("postgres://someone:s3cret@[::1", PostgresOptions::default())
+            PostgresStore::open("postgres://someone:s3cret@[::1", PostgresConfig::default())
                 .await
                 .unwrap_err();
         assert!(!flatten(&error).contains("s3cret"), "{error}");
@@ -2044,9 +2044,9 @@ mod tests {
         };
         let store = PostgresStore::open(
             schema.url(),
-            PostgresOptions {
+            PostgresConfig {
                 pool_size: 1,
-                ..schema.options()
+                ..schema.config()
             },
         )
         .await
@@ -2125,9 +2125,9 @@ mod tests {
         let Some(schema) = ScratchSchema::new().await else {
             return;
         };
-        let options = PostgresOptions {
+        let options = PostgresConfig {
             pool_size: 1,
-            ..schema.options()
+            ..schema.config()
         };
         let store = PostgresStore::open(schema.url(), options.clone())
             .await
@@ -2171,9 +2171,9 @@ mod tests {
         let store = Arc::new(
             PostgresStore::open(
                 schema.url(),
-                PostgresOptions {
+                PostgresConfig {
                     pool_size: 24,
-                    ..schema.options()
+                    ..schema.config()
                 },
             )
             .await

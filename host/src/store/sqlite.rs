@@ -126,7 +126,7 @@ const SELECT_OUTBOX: &str = "
 
 /// How a [`SqliteStore`] trades safety for speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqliteOptions {
+pub struct SqliteConfig {
     /// Whether every acknowledged append is on disk (`synchronous=FULL`: the
     /// log is fsynced at each commit). When `false` (`synchronous=NORMAL`),
     /// the file is never corrupted, but a power loss or OS crash may drop the
@@ -137,9 +137,9 @@ pub struct SqliteOptions {
     pub read_connections: usize,
 }
 
-impl Default for SqliteOptions {
+impl Default for SqliteConfig {
     fn default() -> Self {
-        SqliteOptions {
+        SqliteConfig {
             durable: true,
             read_connections: 4,
         }
@@ -154,7 +154,7 @@ impl Default for SqliteOptions {
 /// writes already queued and waits for the writer thread to close the file.
 pub struct SqliteStore {
     path: PathBuf,
-    options: SqliteOptions,
+    config: SqliteConfig,
     reads: Arc<ReadPool>,
     /// `None` only once the store is being dropped.
     writer: Option<Writer>,
@@ -174,9 +174,9 @@ impl SqliteStore {
     /// Fails with [`StoreError::SchemaTooNew`] when the file was written by a
     /// newer version of this code, and with [`StoreError::Backend`] naming
     /// the path when the file cannot be opened as a SQLite database.
-    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: impl AsRef<Path>, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let mut connection = open_writer(&path, options)?;
+        let mut connection = open_writer(&path, config)?;
         migrate(&mut connection).map_err(|error| match error {
             StoreError::Backend(source) => StoreError::backend(OpenError {
                 path: path.clone(),
@@ -193,10 +193,10 @@ impl SqliteStore {
             reads: Arc::new(ReadPool {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
-                keep: options.read_connections,
+                keep: config.read_connections,
             }),
             path,
-            options,
+            config,
             writer: Some(Writer { jobs, thread }),
             claims: LocalClaims::default(),
             feeds: Feeds::default(),
@@ -254,7 +254,7 @@ impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
-            .field("options", &self.options)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -282,7 +282,7 @@ fn writer_stopped() -> StoreError {
 }
 
 /// Opens the one read-write connection and sets the pragmas it depends on.
-fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connection, StoreError> {
+fn open_writer(path: &Path, config: SqliteConfig) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -292,7 +292,7 @@ fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connection, StoreE
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // In WAL mode FULL fsyncs the log at every commit; NORMAL only at
         // checkpoints, which can lose recent commits but never corrupts.
-        let synchronous = if options.durable { "FULL" } else { "NORMAL" };
+        let synchronous = if config.durable { "FULL" } else { "NORMAL" };
         connection.pragma_update(None, "synchronous", synchronous)?;
         connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
     };
@@ -1120,14 +1120,14 @@ mod tests {
         tempfile::tempdir().expect("a temporary directory")
     }
 
-    fn open_in(dir: &TempDir, options: SqliteOptions) -> SqliteStore {
+    fn open_in(dir: &TempDir, options: SqliteConfig) -> SqliteStore {
         SqliteStore::open(dir.path().join("events.db"), options).expect("the store opens")
     }
 
     async fn fixture() -> Option<Fixture> {
         let dir = temp_dir();
         Some(Fixture {
-            store: Arc::new(open_in(&dir, SqliteOptions::default())),
+            store: Arc::new(open_in(&dir, SqliteConfig::default())),
             guard: Box::new(dir),
         })
     }
@@ -1141,7 +1141,7 @@ mod tests {
 
         async fn fixture() -> Option<Fixture> {
             let dir = temp_dir();
-            let options = SqliteOptions {
+            let options = SqliteConfig {
                 durable: false,
                 read_connections: 0,
             };
@@ -1159,7 +1159,7 @@ mod tests {
         let dir = temp_dir();
         let (a, b) = (stream("a"), stream("b"));
         let (written, record) = {
-            let store = open_in(&dir, SqliteOptions::default());
+            let store = open_in(&dir, SqliteConfig::default());
             append_n(&store, &a, 3).await;
             let mut with_command = request(&b, Expectation::NoStream, events(2));
             with_command.command = Some(command("cmd-1"));
@@ -1172,7 +1172,7 @@ mod tests {
             (store.read_all(0, 100).await.unwrap(), record)
         };
 
-        let store = open_in(&dir, SqliteOptions::default());
+        let store = open_in(&dir, SqliteConfig::default());
         let read = store.read_all(0, 100).await.unwrap();
         assert_eq!(
             serde_json::to_string(&read).unwrap(),
@@ -1200,7 +1200,7 @@ mod tests {
     #[tokio::test]
     async fn command_records_are_stored_as_camel_case_json() {
         let dir = temp_dir();
-        let store = open_in(&dir, SqliteOptions::default());
+        let store = open_in(&dir, SqliteConfig::default());
         let s = stream("json");
         let mut append = request(&s, Expectation::Any, Vec::new());
         append.command = Some(command("cmd-1"));
@@ -1250,7 +1250,7 @@ mod tests {
     #[test]
     fn a_schema_newer_than_the_code_is_refused() {
         let dir = temp_dir();
-        drop(open_in(&dir, SqliteOptions::default()));
+        drop(open_in(&dir, SqliteConfig::default()));
         let path = dir.path().join("events.db");
         let connection = Connection::open(&path).unwrap();
         connection
@@ -1258,7 +1258,7 @@ mod tests {
             .unwrap();
         drop(connection);
 
-        match SqliteStore::open(&path, SqliteOptions::default()) {
+        match SqliteStore::open(&path, SqliteConfig::default()) {
             Err(StoreError::SchemaTooNew { found, supported }) => {
                 assert_eq!(found as usize, MIGRATIONS.len() + 1);
                 assert_eq!(supported as usize, MIGRATIONS.len());
@@ -1270,7 +1270,7 @@ mod tests {
     #[test]
     fn a_new_file_gets_the_newest_schema_version() {
         let dir = temp_dir();
-        drop(open_in(&dir, SqliteOptions::default()));
+        drop(open_in(&dir, SqliteConfig::default()));
         let connection = Connection::open(dir.path().join("events.db")).unwrap();
         let version: i64 = connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -1286,7 +1286,7 @@ mod tests {
     fn an_unopenable_path_is_an_error_that_names_it() {
         let dir = temp_dir();
         let missing = dir.path().join("no-such-directory").join("events.db");
-        let error = SqliteStore::open(&missing, SqliteOptions::default()).unwrap_err();
+        let error = SqliteStore::open(&missing, SqliteConfig::default()).unwrap_err();
         assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
         assert!(
             error.to_string().contains(&missing.display().to_string()),
@@ -1295,7 +1295,7 @@ mod tests {
 
         let not_sqlite = dir.path().join("not-sqlite.db");
         std::fs::write(&not_sqlite, vec![b'x'; 4096]).unwrap();
-        let error = SqliteStore::open(&not_sqlite, SqliteOptions::default()).unwrap_err();
+        let error = SqliteStore::open(&not_sqlite, SqliteConfig::default()).unwrap_err();
         assert!(
             error
                 .to_string()
@@ -1309,7 +1309,7 @@ mod tests {
     fn a_failed_job_in_a_batch_is_undone_alone() {
         let dir = temp_dir();
         let path = dir.path().join("events.db");
-        let mut connection = open_writer(&path, SqliteOptions::default()).unwrap();
+        let mut connection = open_writer(&path, SqliteConfig::default()).unwrap();
         migrate(&mut connection).unwrap();
         let s = stream("batch");
 
@@ -1384,7 +1384,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appends_with_wrong_expectations_fail_alone() {
         let dir = temp_dir();
-        let store = Arc::new(open_in(&dir, SqliteOptions::default()));
+        let store = Arc::new(open_in(&dir, SqliteConfig::default()));
         let s = stream("mixed");
         let mut appends = JoinSet::new();
         for n in 0..20 {
@@ -1419,7 +1419,7 @@ mod tests {
     #[tokio::test]
     async fn writes_after_the_writer_stopped_fail_with_a_backend_error() {
         let dir = temp_dir();
-        let mut store = open_in(&dir, SqliteOptions::default());
+        let mut store = open_in(&dir, SqliteConfig::default());
         append_n(&store, &stream("a"), 1).await;
         let writer = store.writer.take().unwrap();
         drop(writer.jobs);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
-use super::{PostgresOptions, PostgresStore};
+use super::{PostgresConfig, PostgresStore};
 
 /// The environment variable naming the test database's URL.
 pub const URL_VAR: &str = "CQRS_WASI_TEST_POSTGRES_URL";
@@ -79,9 +79,9 @@ impl ScratchSchema {
         &self.name
     }
 
-    /// Options that open a store in this schema.
-    pub fn options(&self) -> PostgresOptions {
-        PostgresOptions {
+    /// The settings that open a store in this schema.
+    pub fn config(&self) -> PostgresConfig {
+        PostgresConfig {
             schema: self.name.clone(),
             pool_size: 8,
         }
@@ -93,7 +93,7 @@ impl ScratchSchema {
     ///
     /// When the store cannot be opened.
     pub async fn open(&self) -> PostgresStore {
-        PostgresStore::open(&self.url, self.options())
+        PostgresStore::open(&self.url, self.config())
             .await
             .unwrap_or_else(|error| panic!("the store opens: {error}"))
     }

@@ -14,7 +14,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::outbox::{Feeds, LocalClaims};
-use super::rules::{self, Op, StoreTxn, StoredEventId};
+use super::rules::{
+    self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
+    StoreTxn, StoredEventId, Write,
+};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
     Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
@@ -69,11 +72,11 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Runs a write op under the state's lock and wakes dispatchers.
-    fn write(&self, op: Op) -> Result<rules::Done, StoreError> {
-        let done = rules::run_ready(op.run(&mut *self.state(), rules::now_micros()));
+    /// Runs a write under the state's lock and wakes its followers.
+    fn write<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {
+        let done = rules::run_ready(write.run(&mut *self.state(), rules::now_micros()));
         if done.is_ok() {
-            self.feeds.bump(op.adds());
+            self.feeds.bump(write.adds());
         }
         done
     }
@@ -262,7 +265,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.write(Op::Append(request))?.appended()
+        self.write(Append(request))
     }
 
     async fn record_rejection(
@@ -271,12 +274,11 @@ impl EventStore for MemoryStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        self.write(Op::Reject {
+        self.write(Reject {
             stream: stream.clone(),
             command: command.clone(),
             message: message.to_owned(),
-        })?
-        .recorded()
+        })
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -352,7 +354,7 @@ impl EventStore for MemoryStore {
 #[async_trait::async_trait]
 impl Outbox for MemoryStore {
     async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
-        self.write(Op::AddDocuments(documents))?.added()
+        self.write(AddDocuments(documents))
     }
 
     async fn read_outbox(
@@ -412,11 +414,10 @@ impl Outbox for MemoryStore {
         if next <= claim.next_position() {
             return Ok(());
         }
-        self.write(Op::SetCheckpoint {
+        self.write(SetCheckpoint {
             destination: claim.destination().to_owned(),
             next,
-        })?
-        .done()
+        })
     }
 
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -429,7 +430,7 @@ impl Outbox for MemoryStore {
     }
 
     async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
-        self.write(Op::PutDeadLetters(letters))?.done()
+        self.write(PutDeadLetters(letters))
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -443,18 +444,17 @@ impl Outbox for MemoryStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(Op::DeleteDeadLetter {
+        self.write(DeleteDeadLetter {
             destination: destination.to_owned(),
             notification_id,
-        })?
-        .flag()
+        })
     }
 
     async fn record_completions(
         &self,
         completions: Vec<(String, String)>,
     ) -> Result<(), StoreError> {
-        self.write(Op::Complete(completions))?.done()
+        self.write(Complete(completions))
     }
 
     async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {

@@ -129,7 +129,7 @@ use uuid::Uuid;
 
 pub(super) use self::outbox::ClaimConnection;
 use super::outbox::{Added, DeadLetter, Document, Feeds};
-use super::rules::{self, AppendReads, Done, Op, StoreTxn, StoredEventId};
+use super::rules::{self, Append, AppendReads, Reject, StoreTxn, StoredEventId, Write};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
@@ -506,20 +506,25 @@ impl PostgresStore {
         connection(&self.pool).await
     }
 
-    /// Runs `op`: an append of events through the queue that commits them
-    /// in batches, anything else in a transaction of its own.
-    async fn write(&self, op: Op) -> Result<Done, StoreError> {
-        let request = match op {
-            Op::Append(request) if !request.events.is_empty() => request,
-            op => return write(&self.pool, &op).await,
-        };
+    /// Runs `append` through the queue that commits appends of events in
+    /// batches; an append of no events, which only records its command, in a
+    /// transaction of its own.
+    async fn append_grouped(&self, append: Append) -> Result<AppendOutcome, StoreError> {
+        if !append.adds().events {
+            return transact(&self.pool, &append).await;
+        }
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::backend("the store's append queue is gone");
         self.appends
-            .send(Job { request, reply })
+            .send(Job { append, reply })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs `write` in a transaction of its own.
+    async fn write<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {
+        transact(&self.pool, &write).await
     }
 
     /// Queries events with one of the [`select_events!`] statements.
@@ -540,28 +545,24 @@ impl PostgresStore {
     }
 }
 
-/// Whether `op` appends events: those go through group commit, and take the
-/// append lock before their reads, to hand out positions themselves.
-fn appends_events(op: &Op) -> bool {
-    matches!(op, Op::Append(request) if !request.events.is_empty())
-}
-
 async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
     pool.get().await.map_err(pool_error)
 }
 
-/// Runs `op` in a transaction of its own until it does not lose a race, at
-/// most [`WRITE_ATTEMPTS`] times; every attempt is serial but the first of
-/// a write that appends no events, which is optimistic.
-async fn write(pool: &Pool, op: &Op) -> Result<Done, StoreError> {
-    let mut mode = if appends_events(op) {
+/// Runs `write` in a transaction of its own until it does not lose a race,
+/// at most [`WRITE_ATTEMPTS`] times; every attempt is serial but the first
+/// of a write that appends no events, which is optimistic. A write that
+/// appends events takes the append lock before its reads, to hand out
+/// positions itself.
+async fn transact<W: Write>(pool: &Pool, write: &W) -> Result<W::Output, StoreError> {
+    let mut mode = if write.adds().events {
         Mode::Serial
     } else {
         Mode::Optimistic
     };
     let mut attempt = 1;
     loop {
-        match write_once(pool, op, mode).await {
+        match transact_once(pool, write, mode).await {
             Err(error) if lost_race(&error) && attempt < WRITE_ATTEMPTS => {
                 tracing::debug!(%error, attempt, "a write lost a race; running it again");
                 mode = Mode::Serial;
@@ -572,14 +573,18 @@ async fn write(pool: &Pool, op: &Op) -> Result<Done, StoreError> {
     }
 }
 
-/// Runs `op` in one transaction and commits it if the rules accept it.
+/// Runs `write` in one transaction and commits it if the rules accept it.
 /// A refusal or an error rolls back (dropping an unfinished [`PgTxn`]
 /// does).
-async fn write_once(pool: &Pool, op: &Op, mode: Mode) -> Result<Done, StoreError> {
+async fn transact_once<W: Write>(
+    pool: &Pool,
+    write: &W,
+    mode: Mode,
+) -> Result<W::Output, StoreError> {
     let written_at = rules::now_micros();
     let client = connection(pool).await?;
     let mut txn = PgTxn::new(&client, mode);
-    let done = op.run(&mut txn, written_at).await?;
+    let done = write.run(&mut txn, written_at).await?;
     txn.commit().await?;
     Ok(done)
 }
@@ -592,8 +597,8 @@ const MAX_BATCH: usize = 64;
 /// An append waiting for its batch, and where its caller waits for the
 /// answer.
 struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
+    append: Append,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
 /// Commits the appends queued on `jobs`, every one already waiting
@@ -619,20 +624,21 @@ async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
             waiting.push_back(job);
         }
         let mut streams = HashSet::new();
-        let (mut ops, mut replies) = (Vec::new(), Vec::new());
+        let (mut appends, mut replies) = (Vec::new(), Vec::new());
         for job in std::mem::take(&mut waiting) {
-            if ops.len() < MAX_BATCH && streams.insert(job.request.stream.clone()) {
-                ops.push(Op::Append(job.request));
+            let Append(request) = &job.append;
+            if appends.len() < MAX_BATCH && streams.insert(request.stream.clone()) {
+                appends.push(job.append);
                 replies.push(job.reply);
             } else {
                 waiting.push_back(job);
             }
         }
-        let results = match write_batch(&pool, &ops).await {
+        let results = match write_batch(&pool, &appends).await {
             Ok(results) => results,
             Err(error) => {
-                tracing::debug!(%error, appends = ops.len(), "a batch of appends failed; running them one by one");
-                join_all(ops.iter().map(|op| write(&pool, op))).await
+                tracing::debug!(%error, appends = appends.len(), "a batch of appends failed; running them one by one");
+                join_all(appends.iter().map(|append| transact(&pool, append))).await
             }
         };
         for (reply, result) in replies.into_iter().zip(results) {
@@ -642,8 +648,8 @@ async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Runs `ops` side by side in one serial transaction on one connection, and
-/// commits them together: one snapshot taken under the append lock, one
+/// Runs `appends` side by side in one serial transaction on one connection,
+/// and commits them together: one snapshot taken under the append lock, one
 /// round trip for all their reads, one for all their writes, one `COMMIT`
 /// and one WAL flush.
 ///
@@ -651,19 +657,22 @@ async fn commit_appends(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
 /// are held back until `COMMIT`, so none sees another's: two that write to
 /// the same stream, or the same command or event id, both write it, and a
 /// unique constraint fails the batch. `Err` means the transaction failed as
-/// a whole (an op's statement failed, which aborts it, or `COMMIT` did) and
-/// nothing of it is committed; an op's refusal, which writes nothing, is its
-/// own result.
-async fn write_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+/// a whole (an append's statement failed, which aborts it, or `COMMIT` did)
+/// and nothing of it is committed; an append's refusal, which writes
+/// nothing, is its own result.
+async fn write_batch(
+    pool: &Pool,
+    appends: &[Append],
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let written_at = rules::now_micros();
     let client = connection(pool).await?;
     let mut batch = PgTxn::new(&client, Mode::Serial);
-    let mut members: Vec<PgTxn> = ops.iter().map(|_| PgTxn::member_of(&batch)).collect();
-    let runs = ops
+    let mut members: Vec<PgTxn> = appends.iter().map(|_| PgTxn::member_of(&batch)).collect();
+    let runs = appends
         .iter()
         .zip(&mut members)
-        .map(|(op, txn)| op.run(txn, written_at));
-    // `BEGIN` and the lock go first, then every op's reads.
+        .map(|(append, txn)| append.run(txn, written_at));
+    // `BEGIN` and the lock go first, then every append's reads.
     let mut results = batch.send(join_all(runs)).await?;
     let failed = results
         .iter()
@@ -673,7 +682,7 @@ async fn write_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Result<Done, StoreEr
     {
         return Err(error);
     }
-    // A refusal comes before any write, but were a write held by an op
+    // A refusal comes before any write, but were a write held by an append
     // that then failed, it must not commit.
     for (member, result) in members.into_iter().zip(&results) {
         if result.is_ok() {
@@ -907,7 +916,7 @@ struct PgTxn<'c> {
     /// Writes not sent yet, sent with the next statement.
     held: Held,
     /// Whether this value ends the transaction (commits it, or rolls it
-    /// back when dropped), or runs one op in a batch's transaction and
+    /// back when dropped), or runs one append in a batch's transaction and
     /// hands what it holds to the batch ([`PgTxn::adopt`]).
     ends: bool,
 }
@@ -928,7 +937,7 @@ impl<'c> PgTxn<'c> {
         }
     }
 
-    /// A transaction for one op of `batch`: it sends no `BEGIN` (the batch
+    /// A transaction for one append of `batch`: it sends no `BEGIN` (the batch
     /// has), holds the append lock (the batch is serial), and leaves the
     /// end of the transaction to the batch.
     fn member_of(batch: &PgTxn<'c>) -> Self {
@@ -1663,7 +1672,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.write(Op::Append(request)).await?.appended()
+        self.append_grouped(Append(request)).await
     }
 
     async fn record_rejection(
@@ -1672,12 +1681,12 @@ impl EventStore for PostgresStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        let op = Op::Reject {
+        self.write(Reject {
             stream: stream.clone(),
             command: command.clone(),
             message: message.to_owned(),
-        };
-        self.write(op).await?.recorded()
+        })
+        .await
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {

@@ -7,6 +7,7 @@
 //! transaction holding it has committed.
 
 use std::fmt;
+use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,7 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::outbox::{Feeds, LocalClaims};
-use super::rules::{self, Done, Op, StoreTxn, StoredEventId};
+use super::rules::{
+    self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
+    StoreTxn, StoredEventId, Write,
+};
 use super::sql::{from_sql_int, row_kind, sql_bound, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
@@ -163,7 +167,7 @@ pub struct SqliteStore {
 }
 
 struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
     thread: JoinHandle<()>,
 }
 
@@ -203,20 +207,16 @@ impl SqliteStore {
         })
     }
 
-    /// Hands `op` to the writer thread and waits for its answer, which comes
-    /// only after the transaction holding it has committed.
+    /// Hands `write` to the writer thread and waits for its answer, which
+    /// comes only after the transaction holding it has committed.
     ///
     /// If the caller stops waiting, the job still runs: an append that was
     /// handed over may land even though nobody hears of it.
-    async fn write(&self, op: Op) -> Result<Done, StoreError> {
+    async fn write<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {
         let writer = self.writer.as_ref().ok_or_else(writer_stopped)?;
-        let adds = op.adds();
-        let (reply, answer) = oneshot::channel();
-        writer
-            .jobs
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| writer_stopped())?;
+        let adds = write.adds();
+        let (job, answer) = queued(write);
+        writer.jobs.send(job).await.map_err(|_| writer_stopped())?;
         let done = answer.await.map_err(|_| writer_stopped())?;
         if done.is_ok() {
             self.feeds.bump(adds);
@@ -348,15 +348,75 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 
 // ------------------------------------------------------------------ writer
 
-/// One write, and where its caller waits for the answer.
-struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
+/// A write waiting for the writer thread, whatever it answers: the queue
+/// holds writes of every kind, each with its own typed reply.
+trait Job: Send {
+    /// Carries the write out in the batch's transaction; what it answers is
+    /// sent once the batch has committed (or failed).
+    fn run(self: Box<Self>, txn: &mut SqliteTxn<'_>, written_at: OffsetDateTime) -> Box<dyn Ran>;
+
+    /// Answers with `error` without running: the batch's transaction failed
+    /// before the job's turn.
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+/// A [`Job`] that has run, holding its answer until the batch ends.
+trait Ran: Send {
+    /// Whether the write succeeded, so that its savepoint is kept.
+    fn succeeded(&self) -> bool;
+
+    /// Sends the answer: the write's own once the batch has committed, or
+    /// `batch`'s error when the batch's transaction failed.
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>);
+}
+
+/// Where a caller waits for the answer of a write that answers `T`.
+type Answered<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+/// `write` as a [`Job`], and where its caller waits for the answer.
+fn queued<W: Write>(write: W) -> (Box<dyn Job>, Answered<W::Output>) {
+    let (reply, answer) = oneshot::channel();
+    (Box::new(Queued { write, reply }), answer)
+}
+
+struct Queued<W: Write> {
+    write: W,
+    reply: oneshot::Sender<Result<W::Output, StoreError>>,
+}
+
+impl<W: Write> Job for Queued<W> {
+    fn run(self: Box<Self>, txn: &mut SqliteTxn<'_>, written_at: OffsetDateTime) -> Box<dyn Ran> {
+        Box::new(Answer {
+            result: rules::run_ready(self.write.run(txn, written_at)),
+            reply: self.reply,
+        })
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        // A caller that stopped waiting needs no answer.
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+struct Answer<T> {
+    result: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send> Ran for Answer<T> {
+    fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
+        // A caller that stopped waiting needs no answer.
+        let _ = self.reply.send(batch.and(self.result));
+    }
 }
 
 /// The writer thread: takes every job already waiting, commits them together,
 /// and answers, until the store closes the queue.
-fn run_writer(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
+fn run_writer(mut connection: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = queue.blocking_recv() {
         batch.push(job);
@@ -372,20 +432,25 @@ fn run_writer(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
 
 /// Runs a batch in one transaction and answers every job after COMMIT, or
 /// every job with the error if the transaction as a whole failed.
-fn write_batch(connection: &mut Connection, jobs: impl Iterator<Item = Job>) {
-    let (ops, replies): (Vec<Op>, Vec<_>) = jobs.map(|job| (job.op, job.reply)).unzip();
-    match run_batch(connection, &ops) {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                // A caller that stopped waiting needs no answer.
-                let _ = reply.send(result);
+fn write_batch(connection: &mut Connection, jobs: impl ExactSizeIterator<Item = Box<dyn Job>>) {
+    let count = jobs.len();
+    let mut waiting = jobs.peekable();
+    let mut ran = Vec::with_capacity(count);
+    match run_batch(connection, &mut waiting, &mut ran) {
+        Ok(()) => {
+            for job in ran {
+                job.answer(Ok(()));
             }
         }
         Err(error) => {
-            tracing::error!(%error, jobs = ops.len(), "an SQLite write transaction failed");
+            tracing::error!(%error, jobs = count, "an SQLite write transaction failed");
             let error = Arc::new(error);
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::backend(BatchFailed(Arc::clone(&error)))));
+            let failed = || StoreError::backend(BatchFailed(Arc::clone(&error)));
+            for job in ran {
+                job.answer(Err(failed()));
+            }
+            for job in waiting {
+                job.fail(failed());
             }
         }
     }
@@ -396,28 +461,35 @@ fn write_batch(connection: &mut Connection, jobs: impl Iterator<Item = Job>) {
 #[error("the write transaction failed: {0}")]
 struct BatchFailed(#[source] Arc<rusqlite::Error>);
 
-/// Runs each op in its own savepoint, so that one that fails is undone alone
-/// and gets its own error, then commits once for all.
+/// Runs each job of `waiting` in its own savepoint, so that one that fails
+/// is undone alone and gets its own error, moving it to `ran`, then commits
+/// once for all.
 ///
 /// `Err` means the transaction itself failed (it could not begin, a
-/// savepoint could not be undone, or COMMIT failed) and is rolled back.
+/// savepoint could not be undone, or COMMIT failed) and is rolled back;
+/// the jobs it had not come to are still in `waiting`.
 fn run_batch(
     connection: &mut Connection,
-    ops: &[Op],
-) -> rusqlite::Result<Vec<Result<Done, StoreError>>> {
+    waiting: &mut Peekable<impl Iterator<Item = Box<dyn Job>>>,
+    ran: &mut Vec<Box<dyn Ran>>,
+) -> rusqlite::Result<()> {
     // One clock reading for the batch: its events are written together.
     let written_at = rules::now_micros();
     let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
+    while waiting.peek().is_some() {
         let savepoint = tx.savepoint()?;
-        let result = rules::run_ready(op.run(
+        // Taken only once its savepoint is open, so that a job the batch
+        // fails before its turn is still waiting (and is answered).
+        let Some(job) = waiting.next() else { break };
+        let done = job.run(
             &mut SqliteTxn {
                 connection: &savepoint,
             },
             written_at,
-        ));
-        if result.is_ok() {
+        );
+        let succeeded = done.succeeded();
+        ran.push(done);
+        if succeeded {
             savepoint.commit()?;
         } else {
             // Rolls back to the savepoint and releases it. If SQLite already
@@ -425,10 +497,8 @@ fn run_batch(
             // savepoint is gone, this fails, and so does the batch.
             savepoint.finish()?;
         }
-        results.push(result);
     }
-    tx.commit()?;
-    Ok(results)
+    tx.commit()
 }
 
 /// The write primitives of [`rules`] on the open transaction of a batch.
@@ -846,7 +916,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.write(Op::Append(request)).await?.appended()
+        self.write(Append(request)).await
     }
 
     async fn record_rejection(
@@ -855,12 +925,12 @@ impl EventStore for SqliteStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        let op = Op::Reject {
+        self.write(Reject {
             stream: stream.clone(),
             command: command.clone(),
             message: message.to_owned(),
-        };
-        self.write(op).await?.recorded()
+        })
+        .await
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -957,7 +1027,7 @@ impl EventStore for SqliteStore {
 #[async_trait::async_trait]
 impl Outbox for SqliteStore {
     async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
-        self.write(Op::AddDocuments(documents)).await?.added()
+        self.write(AddDocuments(documents)).await
     }
 
     async fn read_outbox(
@@ -1021,12 +1091,11 @@ impl Outbox for SqliteStore {
         if next <= claim.next_position() {
             return Ok(());
         }
-        self.write(Op::SetCheckpoint {
+        self.write(SetCheckpoint {
             destination: claim.destination().to_owned(),
             next,
         })
-        .await?
-        .done()
+        .await
     }
 
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -1049,7 +1118,7 @@ impl Outbox for SqliteStore {
     }
 
     async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
-        self.write(Op::PutDeadLetters(letters)).await?.done()
+        self.write(PutDeadLetters(letters)).await
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -1074,19 +1143,18 @@ impl Outbox for SqliteStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(Op::DeleteDeadLetter {
+        self.write(DeleteDeadLetter {
             destination: destination.to_owned(),
             notification_id,
         })
-        .await?
-        .flag()
+        .await
     }
 
     async fn record_completions(
         &self,
         completions: Vec<(String, String)>,
     ) -> Result<(), StoreError> {
-        self.write(Op::Complete(completions)).await?.done()
+        self.write(Complete(completions)).await
     }
 
     async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {
@@ -1313,44 +1381,30 @@ mod tests {
         migrate(&mut connection).unwrap();
         let s = stream("batch");
 
-        let mut ops = Vec::new();
+        let mut appends = Vec::new();
         for n in 0..10u64 {
             // Good and bad interleaved; the bad ones would have inserted
             // events had they got that far.
-            ops.push(Op::Append(request(&s, Expectation::Exact(n), events(1))));
-            ops.push(Op::Append(request(
-                &s,
-                Expectation::Exact(100 + n),
-                events(2),
-            )));
+            appends.push(Append(request(&s, Expectation::Exact(n), events(1))));
+            appends.push(Append(request(&s, Expectation::Exact(100 + n), events(2))));
         }
         let reused = events(1);
-        ops.push(Op::Append(request(
+        appends.push(Append(request(
             &stream("other"),
             Expectation::Any,
             reused.clone(),
         )));
-        ops.push(Op::Append(request(
-            &stream("third"),
-            Expectation::Any,
-            reused,
-        )));
-        let (jobs, answers): (Vec<Job>, Vec<_>) = ops
-            .into_iter()
-            .map(|op| {
-                let (reply, answer) = oneshot::channel();
-                (Job { op, reply }, answer)
-            })
-            .unzip();
+        appends.push(Append(request(&stream("third"), Expectation::Any, reused)));
+        let (jobs, answers): (Vec<_>, Vec<_>) = appends.into_iter().map(queued).unzip();
         write_batch(&mut connection, jobs.into_iter());
 
-        let results: Vec<Result<Done, StoreError>> = answers
+        let results: Vec<Result<AppendOutcome, StoreError>> = answers
             .into_iter()
             .map(|answer| answer.blocking_recv().expect("every job is answered"))
             .collect();
         for (n, pair) in results[..20].chunks(2).enumerate() {
             match &pair[0] {
-                Ok(Done::Appended(outcome)) => {
+                Ok(outcome) => {
                     assert_eq!(outcome.events[0].sequence, n as u64 + 1)
                 }
                 _ => panic!("good append {n} failed"),
@@ -1360,7 +1414,7 @@ mod tests {
                 _ => panic!("bad append {n} did not conflict"),
             }
         }
-        assert!(matches!(results[20], Ok(Done::Appended(_))));
+        assert!(results[20].is_ok());
         assert!(matches!(results[21], Err(StoreError::EventIdReused { .. })));
 
         let count: i64 = connection

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{PostgresStore, pg_error, recorded_event_at};
 use crate::model::NotificationKind;
 use crate::store::outbox::{Added, Feeds, Hold};
-use crate::store::rules::Op;
+use crate::store::rules::{AddDocuments, Complete, DeleteDeadLetter, PutDeadLetters};
 use crate::store::sql::{from_sql_int, row_kind, sql_bound, to_sql_int};
 use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
 
@@ -399,7 +399,7 @@ fn outbox_record(row: &Row) -> Result<OutboxRecord, StoreError> {
 #[async_trait::async_trait]
 impl Outbox for PostgresStore {
     async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
-        self.write(Op::AddDocuments(documents)).await?.added()
+        self.write(AddDocuments(documents)).await
     }
 
     async fn read_outbox(
@@ -520,7 +520,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
-        self.write(Op::PutDeadLetters(letters)).await?.done()
+        self.write(PutDeadLetters(letters)).await
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -545,19 +545,18 @@ impl Outbox for PostgresStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(Op::DeleteDeadLetter {
+        self.write(DeleteDeadLetter {
             destination: destination.to_owned(),
             notification_id,
         })
-        .await?
-        .flag()
+        .await
     }
 
     async fn record_completions(
         &self,
         completions: Vec<(String, String)>,
     ) -> Result<(), StoreError> {
-        self.write(Op::Complete(completions)).await?.done()
+        self.write(Complete(completions)).await
     }
 
     async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {

@@ -20,7 +20,9 @@
 //! not know what a notification looks like on the wire, where it is sent,
 //! or when to retry: that is `crate::notifications`.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -129,16 +131,22 @@ pub struct DeadLetter {
 pub struct Claim {
     destination: String,
     next: u64,
-    pub(super) hold: Hold,
+    hold: Box<dyn Hold>,
 }
 
 impl Claim {
-    pub(super) fn new(destination: &str, next: u64, hold: Hold) -> Claim {
+    pub(super) fn new(destination: &str, next: u64, hold: impl Hold) -> Claim {
         Claim {
             destination: destination.to_owned(),
             next,
-            hold,
+            hold: Box::new(hold),
         }
+    }
+
+    /// What keeps the claim exclusive, for the backend that made it to end
+    /// the round with.
+    pub(super) fn into_hold(self) -> Box<dyn Hold> {
+        self.hold
     }
 
     /// The destination claimed.
@@ -152,15 +160,15 @@ impl Claim {
     }
 }
 
-/// What keeps a claim exclusive, per backend.
-#[derive(Debug)]
-pub(super) enum Hold {
-    /// A lock inside this process (memory, SQLite: one process per store).
-    Local(#[allow(dead_code, reason = "held for its Drop")] OwnedMutexGuard<()>),
-    /// A PostgreSQL connection in a transaction that holds the destination's
-    /// checkpoint row `FOR UPDATE`.
-    Postgres(Box<super::postgres::ClaimConnection>),
-}
+/// What keeps a claim exclusive, supplied by the backend that made it: a
+/// lock inside this process ([`LocalClaims`]), or a shared store's
+/// transaction that holds the destination's checkpoint row. Held for its
+/// `Drop`, which frees the destination; the backend takes it back, as its
+/// own type, to end the round.
+pub(super) trait Hold: Any + Send + Sync + fmt::Debug {}
+
+/// A destination's lock in [`LocalClaims`].
+impl Hold for OwnedMutexGuard<()> {}
 
 /// The outbox part of the store contract.
 ///
@@ -236,7 +244,7 @@ pub(super) struct LocalClaims {
 
 impl LocalClaims {
     /// The destination's lock, unless another round holds it.
-    pub(super) fn try_hold(&self, destination: &str) -> Option<Hold> {
+    pub(super) fn try_hold(&self, destination: &str) -> Option<OwnedMutexGuard<()>> {
         let lock = Arc::clone(
             self.locks
                 .lock()
@@ -244,7 +252,7 @@ impl LocalClaims {
                 .entry(destination.to_owned())
                 .or_default(),
         );
-        lock.try_lock_owned().ok().map(Hold::Local)
+        lock.try_lock_owned().ok()
     }
 }
 

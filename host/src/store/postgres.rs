@@ -127,7 +127,6 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
-pub(super) use self::outbox::ClaimConnection;
 use super::outbox::{Added, DeadLetter, Document, Feeds};
 use super::rules::{self, Append, AppendReads, Reject, StoreTxn, StoredEventId, Write};
 use super::sql::{from_sql_int, sql_bound, to_sql_int};

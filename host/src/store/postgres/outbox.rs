@@ -7,6 +7,7 @@
 //! functions take a connection whose transaction the caller has begun, and
 //! which the caller commits.
 
+use std::any::Any;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,12 +252,14 @@ async fn listen_once(
 }
 
 /// The connection of a PostgreSQL [`Claim`]: in a transaction that holds the
-/// destination's checkpoint row.
+/// destination's checkpoint row `FOR UPDATE`.
 #[derive(Debug)]
-pub(crate) struct ClaimConnection {
+struct ClaimConnection {
     client: InTransaction,
     dropped: Arc<DroppedClaims>,
 }
+
+impl Hold for ClaimConnection {}
 
 impl ClaimConnection {
     fn client(&self) -> Result<&Object, StoreError> {
@@ -471,17 +474,14 @@ impl Outbox for PostgresStore {
             return Ok(None);
         };
         let next = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
-        Ok(Some(Claim::new(
-            destination,
-            next,
-            Hold::Postgres(Box::new(connection)),
-        )))
+        Ok(Some(Claim::new(destination, next, connection)))
     }
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         let destination = claim.destination().to_owned();
         let from = claim.next_position();
-        let Hold::Postgres(connection) = claim.hold else {
+        let hold: Box<dyn Any> = claim.into_hold();
+        let Ok(connection) = hold.downcast::<ClaimConnection>() else {
             return Err(StoreError::backend(
                 "a claim of another store was released here",
             ));

@@ -118,7 +118,6 @@ use deadpool_postgres::{
     ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
 };
 use futures_util::future::join_all;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -129,11 +128,12 @@ use uuid::Uuid;
 
 use super::outbox::{Added, DeadLetter, Document, Feeds};
 use super::rules::{self, Append, AppendReads, Reject, StoreTxn, StoredEventId, Write};
-use super::sql::{from_sql_int, sql_bound, to_sql_int};
+use super::sql::{from_json, from_sql_int, raw_json, sql_bound, to_json, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
     InstancePage, StoreError,
 };
+use crate::error_chain::error_chain;
 use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
 
 /// Schema migrations, oldest first. Migration `i` takes the schema from
@@ -387,13 +387,18 @@ fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 /// The store could not be opened: connected to, created or migrated. The
-/// message ends with the cause, flattened (so it is not also a `source`).
+/// message ends with the chain of its source, which is often an error of
+/// the client, whose own message says little.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the PostgreSQL store in schema {schema:?} at {target}: {}", flatten(.cause.as_ref()))]
+#[error(
+    "cannot open the PostgreSQL store in schema {schema:?} at {target}: {}",
+    error_chain(.source.as_ref())
+)]
 struct OpenError {
     schema: String,
     target: String,
-    cause: Box<dyn std::error::Error + Send + Sync>,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl PostgresStore {
@@ -412,11 +417,11 @@ impl PostgresStore {
     /// on, so use the store while that runtime runs: once it has shut down,
     /// appends fail.
     pub async fn open(url: &str, config: PostgresConfig) -> Result<PostgresStore, StoreError> {
-        let open_error = |target: &str, cause: Box<dyn std::error::Error + Send + Sync>| {
+        let open_error = |target: &str, source: Box<dyn std::error::Error + Send + Sync>| {
             StoreError::backend(OpenError {
                 schema: config.schema.clone(),
                 target: target.to_owned(),
-                cause,
+                source,
             })
         };
         let mut client_config: tokio_postgres::Config = url
@@ -812,7 +817,7 @@ fn lost_race(error: &StoreError) -> bool {
     };
     source
         .downcast_ref::<PgError>()
-        .and_then(|error| error.code.as_ref())
+        .and_then(PgError::code)
         .is_some_and(|code| {
             [
                 SqlState::UNIQUE_VIOLATION,
@@ -823,54 +828,37 @@ fn lost_race(error: &StoreError) -> bool {
         })
 }
 
-/// An error of the PostgreSQL client or its pool, with its causes on one
-/// line: the client's own message is only "db error" or "error connecting to
-/// server", and the part worth reading (the server's message, the refused
-/// connection) is its source.
+/// An error of the PostgreSQL client or its pool. Its message quotes its
+/// causes: the client's own message is only "db error" or "error connecting
+/// to server", and the part worth reading (the server's message, the
+/// refused connection) is a cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct PgError {
-    message: String,
-    /// The server's SQLSTATE, if the server answered with an error.
-    code: Option<SqlState>,
+enum PgError {
+    /// A statement, or the connection it went on, failed.
+    #[error("{}", error_chain(.0))]
+    Client(#[source] tokio_postgres::Error),
+    /// No pooled connection could be had.
+    #[error("{}", error_chain(.0))]
+    Pool(#[source] deadpool_postgres::PoolError),
 }
 
 impl PgError {
-    fn new(error: &(dyn std::error::Error + 'static), code: Option<SqlState>) -> Self {
-        PgError {
-            message: flatten(error),
-            code,
+    /// The server's SQLSTATE, if the server answered with an error.
+    fn code(&self) -> Option<&SqlState> {
+        match self {
+            PgError::Client(error)
+            | PgError::Pool(deadpool_postgres::PoolError::Backend(error)) => error.code(),
+            PgError::Pool(_) => None,
         }
     }
-}
-
-/// `error: cause: cause of the cause ...`, leaving out a cause whose
-/// message its error already quotes.
-fn flatten(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 fn pg_error(error: tokio_postgres::Error) -> StoreError {
-    let code = error.code().cloned();
-    StoreError::backend(PgError::new(&error, code))
+    StoreError::backend(PgError::Client(error))
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
-    let code = match &error {
-        deadpool_postgres::PoolError::Backend(error) => error.code().cloned(),
-        _ => None,
-    };
-    StoreError::backend(PgError::new(&error, code))
+    StoreError::backend(PgError::Pool(error))
 }
 
 /// How a write transaction takes the append lock.
@@ -1447,7 +1435,7 @@ impl StoreTxn for PgTxn<'_> {
             self.read_last_position().await?;
         }
         let first_position = self.positions.take(count)?;
-        let context = serde_json::to_string(context).map_err(StoreError::backend)?;
+        let context = to_json("event context", context)?;
         let insert = self.prepare(INSERT_EVENTS).await?;
         let held = self
             .held
@@ -1478,7 +1466,7 @@ impl StoreTxn for PgTxn<'_> {
     /// then fails the commit, a lost race like any other (see
     /// [`PgTxn::commit`]).
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(StoreError::backend)?;
+        let json = to_json("command record", record)?;
         let insert = self.prepare(INSERT_COMMANDS).await?;
         self.held
             .records
@@ -1620,8 +1608,8 @@ fn recorded_event_at(row: &Row, first: usize) -> Result<RecordedEvent, StoreErro
         event_type: text(6)?,
         written_at: row.try_get(first + 7).map_err(pg_error)?,
         // Trusted: it is the text of a `RawValue` this module wrote.
-        payload: RawValue::from_string(text(8)?).map_err(StoreError::backend)?,
-        context: serde_json::from_str(&text(9)?).map_err(StoreError::backend)?,
+        payload: raw_json("event payload", text(8)?)?,
+        context: from_json("event context", &text(9)?)?,
     })
 }
 
@@ -1653,8 +1641,7 @@ fn stored_event_ids(
 }
 
 fn command_record(row: &Row) -> Result<CommandRecord, StoreError> {
-    let json: &str = row.try_get(0).map_err(pg_error)?;
-    serde_json::from_str(json).map_err(StoreError::backend)
+    from_json("command record", row.try_get(0).map_err(pg_error)?)
 }
 
 fn stream_sequence(row: Option<Row>) -> Result<u64, StoreError> {
@@ -1937,7 +1924,7 @@ mod tests {
         ];
         for (options, expected) in refusals {
             let error = PostgresStore::open(url, options).await.unwrap_err();
-            let message = crate::store::postgres::flatten(&error);
+            let message = error_chain(&error);
             assert!(message.contains(expected), "{message}");
             assert!(message.contains("127.0.0.1:1/nowhere"), "{message}");
             assert!(!message.contains("s3cret"), "{message}");
@@ -1946,7 +1933,7 @@ mod tests {
             PostgresStore::open("postgres://someone:s3cret@[::1", PostgresConfig::default())
                 .await
                 .unwrap_err();
-        assert!(!flatten(&error).contains("s3cret"), "{error}");
+        assert!(!error_chain(&error).contains("s3cret"), "{error}");
     }
 
     /// Appends `request` the way [`PostgresStore::append`] does, but pauses

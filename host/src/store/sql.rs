@@ -1,7 +1,12 @@
 //! Conventions shared by the SQL backends (SQLite, PostgreSQL): how the
-//! store's unsigned numbers map to SQL's signed 64-bit integers.
+//! store's unsigned numbers map to SQL's signed 64-bit integers, and how the
+//! records they keep as JSON text convert.
 //!
 //! Only conversions live here; each backend owns its own schema and queries.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::StoreError;
 use crate::model::{NotificationKind, UnknownNotificationKind};
@@ -37,4 +42,51 @@ struct UnknownRowKind {
     position: u64,
     #[source]
     source: UnknownNotificationKind,
+}
+
+/// Reads a `what` (a command record, a dead letter, an event's context) the
+/// store keeps as JSON text.
+pub(super) fn from_json<T: DeserializeOwned>(
+    what: &'static str,
+    json: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|source| StoreError::backend(JsonRecordError::Unreadable { what, source }))
+}
+
+/// The JSON text a `what` is kept as.
+pub(super) fn to_json(what: &'static str, value: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|source| StoreError::backend(JsonRecordError::Unwritable { what, source }))
+}
+
+/// A `what` (an event's payload, a document's body) the store keeps as the
+/// JSON text it was given, read back as it is.
+pub(super) fn raw_json(what: &'static str, text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text)
+        .map_err(|source| StoreError::backend(JsonRecordError::Unreadable { what, source }))
+}
+
+/// A record kept as JSON text that did not convert. Kept apart from the
+/// database's own errors so that the message says which record, with the
+/// serde error as its source; a caller has nothing else to do about it than
+/// about any storage failure, so it is not a variant of [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+enum JsonRecordError {
+    /// The store holds what this code did not write: corrupt, or written
+    /// by a newer host.
+    #[error("a stored {what} does not read back: {source}")]
+    Unreadable {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value has no JSON form (it does not happen with the store's own
+    /// types, whose keys are strings).
+    #[error("a {what} cannot be stored as JSON: {source}")]
+    Unwritable {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }

@@ -14,7 +14,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
-use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -24,7 +23,7 @@ use super::rules::{
     self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
     StoreTxn, StoredEventId, Write,
 };
-use super::sql::{from_sql_int, row_kind, sql_bound, to_sql_int};
+use super::sql::{from_json, from_sql_int, raw_json, row_kind, sql_bound, to_json, to_sql_int};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
     Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
@@ -577,7 +576,7 @@ impl StoreTxn for SqliteTxn<'_> {
         context: &EventContext,
         written_at: OffsetDateTime,
     ) -> Result<Vec<AppendedEvent>, StoreError> {
-        let context = serde_json::to_string(context).map_err(StoreError::backend)?;
+        let context = to_json("event context", context)?;
         let micros = i64::try_from(written_at.unix_timestamp_nanos() / 1_000)
             .map_err(StoreError::backend)?;
         let mut insert = self
@@ -636,7 +635,7 @@ impl StoreTxn for SqliteTxn<'_> {
     }
 
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(StoreError::backend)?;
+        let json = to_json("command record", record)?;
         self.connection
             .prepare_cached("INSERT INTO commands (command_id, record) VALUES (?1, ?2)")
             .and_then(|mut insert| insert.execute(params![record.command_id(), json]))
@@ -703,7 +702,7 @@ impl StoreTxn for SqliteTxn<'_> {
             )
             .map_err(StoreError::backend)?;
         for letter in letters {
-            let json = serde_json::to_string(letter).map_err(StoreError::backend)?;
+            let json = to_json("dead letter", letter)?;
             upsert
                 .execute(params![
                     letter.destination,
@@ -833,8 +832,8 @@ fn recorded_event_at(row: &Row<'_>, first: usize) -> Result<RecordedEvent, Store
         event_type: text(6)?,
         written_at,
         // Trusted: it is the text of a `RawValue` this module wrote.
-        payload: RawValue::from_string(text(8)?).map_err(StoreError::backend)?,
-        context: serde_json::from_str(&text(9)?).map_err(StoreError::backend)?,
+        payload: raw_json("event payload", text(8)?)?,
+        context: from_json("event context", &text(9)?)?,
     })
 }
 
@@ -870,9 +869,7 @@ fn outbox_record(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
                 kind,
                 topic: row.get(3).map_err(StoreError::backend)?,
                 // Trusted: it is the text of a `RawValue` this module wrote.
-                body: RawValue::from_string(body)
-                    .map_err(StoreError::backend)?
-                    .into(),
+                body: raw_json("document body", body)?.into(),
             })
         }
     };
@@ -887,7 +884,7 @@ fn load_command(
         .prepare_cached("SELECT record FROM commands WHERE command_id = ?1")
         .and_then(|mut select| select.query_row([command_id], |row| row.get(0)).optional())
         .map_err(StoreError::backend)?;
-    json.map(|json| serde_json::from_str(&json).map_err(StoreError::backend))
+    json.map(|json| from_json("command record", &json))
         .transpose()
 }
 
@@ -1129,11 +1126,8 @@ impl Outbox for SqliteStore {
             let rows = select
                 .query_map([], |row| row.get::<_, String>(0))
                 .map_err(StoreError::backend)?;
-            rows.map(|json| {
-                serde_json::from_str(&json.map_err(StoreError::backend)?)
-                    .map_err(StoreError::backend)
-            })
-            .collect()
+            rows.map(|json| from_json("dead letter", &json.map_err(StoreError::backend)?))
+                .collect()
         })
         .await
     }

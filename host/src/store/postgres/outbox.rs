@@ -13,16 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Object};
-use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::{PostgresStore, pg_error, recorded_event_at};
+use crate::error_chain::error_chain;
 use crate::model::NotificationKind;
 use crate::store::outbox::{Added, Feeds, Hold};
 use crate::store::rules::{AddDocuments, Complete, DeleteDeadLetter, PutDeadLetters};
-use crate::store::sql::{from_sql_int, row_kind, sql_bound, to_sql_int};
+use crate::store::sql::{
+    from_json, from_sql_int, raw_json, row_kind, sql_bound, to_json, to_sql_int,
+};
 use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
 
 /// The names of [`OUTBOX_CHANNEL`] and [`EVENTS_CHANNEL`], for the
@@ -157,7 +159,7 @@ pub(super) async fn put_dead_letters(
         .await
         .map_err(pg_error)?;
     for letter in letters {
-        let json = serde_json::to_string(letter).map_err(StoreError::backend)?;
+        let json = to_json("dead letter", letter)?;
         client
             .execute(
                 &upsert,
@@ -201,7 +203,9 @@ pub(super) fn listen(
         loop {
             match listen_once(&config, &schema, &feeds).await {
                 Ok(()) => tracing::warn!("the store listener's connection closed"),
-                Err(error) => tracing::warn!(%error, "the store listener's connection failed"),
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "the store listener's connection failed");
+                }
             }
             feeds.bump(Added {
                 events: true,
@@ -316,7 +320,7 @@ impl InTransaction {
         match tokio::time::timeout(ROLLBACK_WAIT, client.batch_execute("ROLLBACK")).await {
             Ok(Ok(())) => self.finished(),
             Ok(Err(error)) => {
-                tracing::warn!(error = %super::flatten(&error), "could not roll back a dropped claim; closing its connection");
+                tracing::warn!(error = %error_chain(&error), "could not roll back a dropped claim; closing its connection");
             }
             Err(_) => {
                 tracing::warn!(
@@ -390,9 +394,7 @@ fn outbox_record(row: &Row) -> Result<OutboxRecord, StoreError> {
                 kind,
                 topic: row.try_get(3).map_err(pg_error)?,
                 // Trusted: it is the text of a `RawValue` this module wrote.
-                body: RawValue::from_string(body)
-                    .map_err(StoreError::backend)?
-                    .into(),
+                body: raw_json("document body", body)?.into(),
             })
         }
     };
@@ -533,10 +535,7 @@ impl Outbox for PostgresStore {
             .await
             .map_err(pg_error)?
             .iter()
-            .map(|row| {
-                let json: &str = row.try_get(0).map_err(pg_error)?;
-                serde_json::from_str(json).map_err(StoreError::backend)
-            })
+            .map(|row| from_json("dead letter", row.try_get(0).map_err(pg_error)?))
             .collect()
     }
 

@@ -128,7 +128,10 @@ use uuid::Uuid;
 
 use super::outbox::{Added, DeadLetter, Document, Feeds};
 use super::rules::{self, Append, AppendReads, Reject, StoreTxn, StoredEventId, Write};
-use super::sql::{from_json, from_sql_int, raw_json, sql_bound, to_json, to_sql_int};
+use super::sql::{
+    SqlRow, from_json, from_sql_int, recorded_event_at, select_event_ids, select_events, sql_bound,
+    stored_event_id, to_json, to_sql_int,
+};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, EventStore,
     InstancePage, StoreError,
@@ -236,19 +239,6 @@ const BEGIN_SERIAL: &str = concat!(
 
 const SELECT_COMMAND_RECORD: &str = "SELECT record::text FROM commands WHERE command_id = $1";
 
-/// Prefixes a clause that picks events by id with the columns
-/// [`stored_event_ids`] reads.
-macro_rules! select_event_ids {
-    ($condition:literal) => {
-        concat!(
-            "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type,
-                    written_at
-             FROM events WHERE ",
-            $condition
-        )
-    };
-}
-
 const SELECT_EVENT_IDS: &str = select_event_ids!("event_id = ANY($1)");
 
 /// [`SELECT_EVENT_IDS`] for one id, an append of one event. The server
@@ -293,18 +283,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a call waits for a pooled connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(30);
-
-/// Prefixes a `FROM events` clause with the columns [`recorded_event`]
-/// reads, in its order (the order the SQLite backend uses too).
-macro_rules! select_events {
-    ($rest:literal) => {
-        concat!(
-            "SELECT domain, entity_type, instance_key, sequence, position, event_id, \
-             event_type, written_at, payload::text, context::text FROM events ",
-            $rest
-        )
-    };
-}
 
 /// How a [`PostgresStore`] connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,7 +522,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?
             .iter()
-            .map(recorded_event)
+            .map(|row| recorded_event_at(row, 0))
             .collect()
     }
 }
@@ -1590,29 +1568,6 @@ fn last_position(row: &Row) -> Result<u64, StoreError> {
     from_sql_int(row.try_get(0).map_err(pg_error)?)
 }
 
-/// Maps a row selected with [`select_events!`].
-fn recorded_event(row: &Row) -> Result<RecordedEvent, StoreError> {
-    recorded_event_at(row, 0)
-}
-
-/// Maps the columns of [`select_events!`] that start at column `first`.
-fn recorded_event_at(row: &Row, first: usize) -> Result<RecordedEvent, StoreError> {
-    let text = |index: usize| row.try_get::<_, String>(first + index).map_err(pg_error);
-    let int = |index: usize| row.try_get::<_, i64>(first + index).map_err(pg_error);
-    let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
-    Ok(RecordedEvent {
-        stream,
-        sequence: from_sql_int(int(3)?)?,
-        position: from_sql_int(int(4)?)?,
-        event_id: row.try_get(first + 5).map_err(pg_error)?,
-        event_type: text(6)?,
-        written_at: row.try_get(first + 7).map_err(pg_error)?,
-        // Trusted: it is the text of a `RawValue` this module wrote.
-        payload: raw_json("event payload", text(8)?)?,
-        context: from_json("event context", &text(9)?)?,
-    })
-}
-
 /// Maps the rows of [`query_event_ids`] to where each of `event_ids` was
 /// appended, in their order; `stream` is the stream of the append being
 /// checked.
@@ -1621,23 +1576,33 @@ fn stored_event_ids(
     event_ids: &[Uuid],
     rows: &[Row],
 ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let get = |index| row.try_get::<_, &str>(index).map_err(pg_error);
-        let event_id: Uuid = row.try_get(0).map_err(pg_error)?;
-        let same_stream = get(1)? == stream.domain()
-            && get(2)? == stream.entity_type()
-            && get(3)? == stream.instance_key();
-        let event = AppendedEvent {
-            event_id,
-            sequence: from_sql_int(row.try_get(4).map_err(pg_error)?)?,
-            position: from_sql_int(row.try_get(5).map_err(pg_error)?)?,
-            event_type: get(6)?.to_owned(),
-            written_at: Some(row.try_get(7).map_err(pg_error)?),
-        };
-        found.insert(event_id, StoredEventId { same_stream, event });
-    }
+    let mut found = rows
+        .iter()
+        .map(|row| stored_event_id(row, stream))
+        .collect::<Result<HashMap<_, _>, _>>()?;
     Ok(event_ids.iter().map(|id| found.remove(id)).collect())
+}
+
+impl SqlRow for Row {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        self.try_get(index).map_err(pg_error)
+    }
+
+    fn optional_text(&self, index: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(index).map_err(pg_error)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        self.try_get(index).map_err(pg_error)
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        self.try_get(index).map_err(pg_error)
+    }
+
+    fn time(&self, index: usize) -> Result<OffsetDateTime, StoreError> {
+        self.try_get(index).map_err(pg_error)
+    }
 }
 
 fn command_record(row: &Row) -> Result<CommandRecord, StoreError> {
@@ -1696,6 +1661,7 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.query_events(
             select_events!(
+                "::text",
                 "WHERE domain = $1 AND entity_type = $2 AND instance_key = $3
                  AND sequence >= $4 ORDER BY sequence LIMIT $5"
             ),
@@ -1775,7 +1741,7 @@ impl EventStore for PostgresStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.query_events(
-            select_events!("WHERE position >= $1 ORDER BY position LIMIT $2"),
+            select_events!("::text", "WHERE position >= $1 ORDER BY position LIMIT $2"),
             &[&sql_bound(from), &sql_bound(max_count)],
         )
         .await

@@ -1,15 +1,179 @@
-//! Conventions shared by the SQL backends (SQLite, PostgreSQL): how the
-//! store's unsigned numbers map to SQL's signed 64-bit integers, and how the
-//! records they keep as JSON text convert.
+//! What the SQL backends (SQLite, PostgreSQL) share: the columns an event
+//! and an outbox row are read from and how such a row becomes a
+//! [`RecordedEvent`] or an [`OutboxRecord`], how the store's unsigned
+//! numbers map to SQL's signed 64-bit integers, and how the records they
+//! keep as JSON text convert.
 //!
-//! Only conversions live here; each backend owns its own schema and queries.
+//! Each backend owns its schema, its connections and the rest of its
+//! statements, and gives its client's rows the [`SqlRow`] view, with its own
+//! column types (SQLite keeps ids as text and times as microseconds). This
+//! module must not run a query.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::StoreError;
-use crate::model::{NotificationKind, UnknownNotificationKind};
+use super::outbox::{Document, OutboxEntry, OutboxRecord};
+use super::rules::StoredEventId;
+use super::{AppendedEvent, StoreError};
+use crate::model::{NotificationKind, RecordedEvent, StreamId, UnknownNotificationKind};
+
+/// The columns of an event, in the order [`recorded_event_at`] reads them:
+/// each name after `$table` (`""`, or a table alias such as `"e."`), and
+/// each JSON column followed by `$json`, how the backend reads JSON as text
+/// (`""` in SQLite, `"::text"` in PostgreSQL).
+macro_rules! event_columns {
+    ($table:literal, $json:literal) => {
+        concat!(
+            $table,
+            "domain, ",
+            $table,
+            "entity_type, ",
+            $table,
+            "instance_key, ",
+            $table,
+            "sequence, ",
+            $table,
+            "position, ",
+            $table,
+            "event_id, ",
+            $table,
+            "event_type, ",
+            $table,
+            "written_at, ",
+            $table,
+            "payload",
+            $json,
+            ", ",
+            $table,
+            "context",
+            $json
+        )
+    };
+}
+
+/// Events, with their [`event_columns!`] from column 0, picked and ordered
+/// by the clause `$rest`; `$json` as for [`event_columns!`].
+macro_rules! select_events {
+    ($json:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::store::sql::event_columns!("", $json),
+            " FROM events ",
+            $rest
+        )
+    };
+}
+
+/// Outbox rows picked and ordered by the clause `$rest` (on `o`), as
+/// [`outbox_record`] reads them: the row's own columns, then, for a row
+/// that points at an event, the event's [`event_columns!`] from column 5;
+/// `$json` as for [`event_columns!`].
+macro_rules! select_outbox {
+    ($json:literal, $rest:literal) => {
+        concat!(
+            "SELECT o.position, o.kind, o.notification_id, o.topic, o.body",
+            $json,
+            ", ",
+            $crate::store::sql::event_columns!("e.", $json),
+            " FROM outbox o LEFT JOIN events e ON e.position = o.event_position ",
+            $rest
+        )
+    };
+}
+
+/// Events picked by the clause `$condition`, with the columns
+/// [`stored_event_id`] reads.
+macro_rules! select_event_ids {
+    ($condition:literal) => {
+        concat!(
+            "SELECT event_id, domain, entity_type, instance_key, sequence, position, event_type, \
+             written_at FROM events WHERE ",
+            $condition
+        )
+    };
+}
+
+pub(super) use {event_columns, select_event_ids, select_events, select_outbox};
+
+/// A row of a query's result, as one of the SQL backends' clients gives it:
+/// the column at `index` as one of the types the store's columns hold.
+pub(super) trait SqlRow {
+    /// A text column.
+    fn text(&self, index: usize) -> Result<String, StoreError>;
+    /// A text column that may be `NULL`.
+    fn optional_text(&self, index: usize) -> Result<Option<String>, StoreError>;
+    /// An integer column.
+    fn int(&self, index: usize) -> Result<i64, StoreError>;
+    /// An event or notification id.
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError>;
+    /// When an event was written.
+    fn time(&self, index: usize) -> Result<OffsetDateTime, StoreError>;
+}
+
+/// Maps the [`event_columns!`] of `row` that start at column `first`.
+pub(super) fn recorded_event_at(
+    row: &impl SqlRow,
+    first: usize,
+) -> Result<RecordedEvent, StoreError> {
+    let text = |index: usize| row.text(first + index);
+    let int = |index: usize| row.int(first + index);
+    let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
+    Ok(RecordedEvent {
+        stream,
+        sequence: from_sql_int(int(3)?)?,
+        position: from_sql_int(int(4)?)?,
+        event_id: row.uuid(first + 5)?,
+        event_type: text(6)?,
+        written_at: row.time(first + 7)?,
+        // Trusted: it is the text of a `RawValue` the store wrote.
+        payload: raw_json("event payload", text(8)?)?,
+        context: from_json("event context", &text(9)?)?,
+    })
+}
+
+/// Maps a row selected with [`select_outbox!`].
+pub(super) fn outbox_record(row: &impl SqlRow) -> Result<OutboxRecord, StoreError> {
+    let position = from_sql_int(row.int(0)?)?;
+    let kind = row_kind(position, &row.text(1)?)?;
+    let entry = match kind {
+        NotificationKind::NewEntity => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
+        NotificationKind::EventAppended => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
+        NotificationKind::ProjectionCompleted | NotificationKind::Published => {
+            OutboxEntry::Document(Document {
+                id: row.uuid(2)?,
+                kind,
+                topic: row.optional_text(3)?,
+                // Trusted: it is the text of a `RawValue` the store wrote.
+                body: raw_json("document body", row.text(4)?)?.into(),
+            })
+        }
+    };
+    Ok(OutboxRecord { position, entry })
+}
+
+/// Maps a row selected with [`select_event_ids!`]: the event's id, and
+/// where it was appended; `stream` is the stream of the append being
+/// checked.
+pub(super) fn stored_event_id(
+    row: &impl SqlRow,
+    stream: &StreamId,
+) -> Result<(Uuid, StoredEventId), StoreError> {
+    let event_id = row.uuid(0)?;
+    let same_stream = row.text(1)? == stream.domain()
+        && row.text(2)? == stream.entity_type()
+        && row.text(3)? == stream.instance_key();
+    let event = AppendedEvent {
+        event_id,
+        sequence: from_sql_int(row.int(4)?)?,
+        position: from_sql_int(row.int(5)?)?,
+        event_type: row.text(6)?,
+        written_at: Some(row.time(7)?),
+    };
+    Ok((event_id, StoredEventId { same_stream, event }))
+}
 
 /// A stored sequence or position; negative only in a corrupted store.
 pub(super) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
@@ -28,7 +192,7 @@ pub(super) fn sql_bound(value: impl TryInto<i64>) -> i64 {
 }
 
 /// The kind of the outbox row at `position`, from its stored name.
-pub(super) fn row_kind(position: u64, stored: &str) -> Result<NotificationKind, StoreError> {
+fn row_kind(position: u64, stored: &str) -> Result<NotificationKind, StoreError> {
     stored
         .parse()
         .map_err(|source| StoreError::backend(UnknownRowKind { position, source }))

@@ -23,10 +23,13 @@ use super::rules::{
     self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
     StoreTxn, StoredEventId, Write,
 };
-use super::sql::{from_json, from_sql_int, raw_json, row_kind, sql_bound, to_json, to_sql_int};
+use super::sql::{
+    SqlRow, from_json, from_sql_int, outbox_record, recorded_event_at, select_event_ids,
+    select_events, select_outbox, sql_bound, stored_event_id, to_json, to_sql_int,
+};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
-    Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
+    Document, EventStore, InstancePage, Outbox, OutboxRecord, StoreError,
 };
 use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
 
@@ -105,27 +108,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Room for every statement this module prepares, so none is re-parsed.
 const STATEMENT_CACHE: usize = 64;
-
-/// Prefixes a `FROM events` clause with the columns [`recorded_event`]
-/// reads, in its order.
-macro_rules! select_events {
-    ($rest:literal) => {
-        concat!(
-            "SELECT domain, entity_type, instance_key, sequence, position, event_id, \
-             event_type, written_at, payload, context FROM events ",
-            $rest
-        )
-    };
-}
-
-/// Outbox rows from `?1`, at most `?2`: the row's own columns, then (for a
-/// row that points at an event) the event's, in [`recorded_event`]'s order.
-const SELECT_OUTBOX: &str = "
-    SELECT o.position, o.kind, o.notification_id, o.topic, o.body,
-           e.domain, e.entity_type, e.instance_key, e.sequence, e.position, e.event_id,
-           e.event_type, e.written_at, e.payload, e.context
-    FROM outbox o LEFT JOIN events e ON e.position = o.event_position
-    WHERE o.position >= ?1 ORDER BY o.position LIMIT ?2";
 
 /// How a [`SqliteStore`] trades safety for speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -522,41 +504,15 @@ impl StoreTxn for SqliteTxn<'_> {
     ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
         let mut statement = self
             .connection
-            .prepare_cached(
-                "SELECT domain, entity_type, instance_key, sequence, position, event_type,
-                        written_at
-                 FROM events WHERE event_id = ?1",
-            )
+            .prepare_cached(select_event_ids!("event_id = ?1"))
             .map_err(StoreError::backend)?;
         let mut stored = Vec::with_capacity(event_ids.len());
         for &event_id in event_ids {
-            let found = statement
-                .query_row([event_id.to_string()], |row| {
-                    Ok((
-                        row.get::<_, String>(0)? == stream.domain()
-                            && row.get::<_, String>(1)? == stream.entity_type()
-                            && row.get::<_, String>(2)? == stream.instance_key(),
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, i64>(4)?,
-                        row.get::<_, String>(5)?,
-                        row.get::<_, i64>(6)?,
-                    ))
-                })
-                .optional()
+            let mut rows = statement
+                .query([event_id.to_string()])
                 .map_err(StoreError::backend)?;
-            let found = match found {
-                Some((same_stream, sequence, position, event_type, written_at)) => {
-                    Some(StoredEventId {
-                        same_stream,
-                        event: AppendedEvent {
-                            event_id,
-                            event_type,
-                            sequence: from_sql_int(sequence)?,
-                            position: from_sql_int(position)?,
-                            written_at: Some(from_micros(written_at)?),
-                        },
-                    })
-                }
+            let found = match rows.next().map_err(StoreError::backend)? {
+                Some(row) => Some(stored_event_id(row, stream)?.1),
                 None => None,
             };
             stored.push(found);
@@ -807,73 +763,45 @@ fn from_micros(micros: i64) -> Result<OffsetDateTime, StoreError> {
         .map_err(StoreError::backend)
 }
 
-/// Maps a row selected with [`select_events!`].
-fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
-    recorded_event_at(row, 0)
-}
-
-/// Maps the columns of [`select_events!`] that start at column `first`.
-fn recorded_event_at(row: &Row<'_>, first: usize) -> Result<RecordedEvent, StoreError> {
-    let text = |index: usize| {
-        row.get::<_, String>(first + index)
-            .map_err(StoreError::backend)
-    };
-    let int = |index: usize| {
-        row.get::<_, i64>(first + index)
-            .map_err(StoreError::backend)
-    };
-    let stream = StreamId::new(text(0)?, text(1)?, text(2)?).map_err(StoreError::backend)?;
-    let written_at = from_micros(int(7)?)?;
-    Ok(RecordedEvent {
-        stream,
-        sequence: from_sql_int(int(3)?)?,
-        position: from_sql_int(int(4)?)?,
-        event_id: Uuid::parse_str(&text(5)?).map_err(StoreError::backend)?,
-        event_type: text(6)?,
-        written_at,
-        // Trusted: it is the text of a `RawValue` this module wrote.
-        payload: raw_json("event payload", text(8)?)?,
-        context: from_json("event context", &text(9)?)?,
-    })
-}
-
-fn query_events(
+/// Runs `sql` and maps every row with `map`.
+fn query_rows<T>(
     connection: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+    map: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let mut statement = connection
         .prepare_cached(sql)
         .map_err(StoreError::backend)?;
     let mut rows = statement.query(params).map_err(StoreError::backend)?;
-    let mut events = Vec::new();
+    let mut mapped = Vec::new();
     while let Some(row) = rows.next().map_err(StoreError::backend)? {
-        events.push(recorded_event(row)?);
+        mapped.push(map(row)?);
     }
-    Ok(events)
+    Ok(mapped)
 }
 
-/// Maps a row selected with [`SELECT_OUTBOX`].
-fn outbox_record(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
-    let position = from_sql_int(row.get(0).map_err(StoreError::backend)?)?;
-    let kind: String = row.get(1).map_err(StoreError::backend)?;
-    let kind = row_kind(position, &kind)?;
-    let entry = match kind {
-        NotificationKind::NewEntity => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
-        NotificationKind::EventAppended => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
-        NotificationKind::ProjectionCompleted | NotificationKind::Published => {
-            let id: String = row.get(2).map_err(StoreError::backend)?;
-            let body: String = row.get(4).map_err(StoreError::backend)?;
-            OutboxEntry::Document(Document {
-                id: Uuid::parse_str(&id).map_err(StoreError::backend)?,
-                kind,
-                topic: row.get(3).map_err(StoreError::backend)?,
-                // Trusted: it is the text of a `RawValue` this module wrote.
-                body: raw_json("document body", body)?.into(),
-            })
-        }
-    };
-    Ok(OutboxRecord { position, entry })
+/// Ids are kept as text, and times as microseconds since the Unix epoch.
+impl SqlRow for Row<'_> {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        self.get(index).map_err(StoreError::backend)
+    }
+
+    fn optional_text(&self, index: usize) -> Result<Option<String>, StoreError> {
+        self.get(index).map_err(StoreError::backend)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        self.get(index).map_err(StoreError::backend)
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        Uuid::parse_str(&self.text(index)?).map_err(StoreError::backend)
+    }
+
+    fn time(&self, index: usize) -> Result<OffsetDateTime, StoreError> {
+        from_micros(self.int(index)?)
+    }
 }
 
 fn load_command(
@@ -944,9 +872,10 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream = stream.clone();
         self.read(move |connection| {
-            query_events(
+            query_rows(
                 connection,
                 select_events!(
+                    "",
                     "WHERE domain = ?1 AND entity_type = ?2 AND instance_key = ?3
                      AND sequence >= ?4 ORDER BY sequence LIMIT ?5"
                 ),
@@ -957,6 +886,7 @@ impl EventStore for SqliteStore {
                     sql_bound(from),
                     sql_bound(max_count),
                 ],
+                |row| recorded_event_at(row, 0),
             )
         })
         .await
@@ -980,26 +910,19 @@ impl EventStore for SqliteStore {
         let after = cursor.unwrap_or_default().to_owned();
         let keys = self
             .read(move |connection| {
-                let mut select = connection
-                    .prepare_cached(
-                        "SELECT instance_key FROM streams
-                         WHERE domain = ?1 AND entity_type = ?2 AND instance_key > ?3
-                         ORDER BY instance_key LIMIT ?4",
-                    )
-                    .map_err(StoreError::backend)?;
-                let keys = select
-                    .query_map(
-                        params![
-                            domain,
-                            entity_type,
-                            after,
-                            sql_bound(limit.saturating_add(1))
-                        ],
-                        |row| row.get(0),
-                    )
-                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-                    .map_err(StoreError::backend)?;
-                Ok(keys)
+                query_rows(
+                    connection,
+                    "SELECT instance_key FROM streams
+                     WHERE domain = ?1 AND entity_type = ?2 AND instance_key > ?3
+                     ORDER BY instance_key LIMIT ?4",
+                    params![
+                        domain,
+                        entity_type,
+                        after,
+                        sql_bound(limit.saturating_add(1))
+                    ],
+                    |row| row.text(0),
+                )
             })
             .await?;
         Ok(rules::instance_page(keys, cursor, limit))
@@ -1011,10 +934,11 @@ impl EventStore for SqliteStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read(move |connection| {
-            query_events(
+            query_rows(
                 connection,
-                select_events!("WHERE position >= ?1 ORDER BY position LIMIT ?2"),
+                select_events!("", "WHERE position >= ?1 ORDER BY position LIMIT ?2"),
                 params![sql_bound(from), sql_bound(max_count)],
+                |row| recorded_event_at(row, 0),
             )
         })
         .await
@@ -1033,17 +957,12 @@ impl Outbox for SqliteStore {
         max_count: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         self.read(move |connection| {
-            let mut statement = connection
-                .prepare_cached(SELECT_OUTBOX)
-                .map_err(StoreError::backend)?;
-            let mut rows = statement
-                .query(params![sql_bound(from), sql_bound(max_count)])
-                .map_err(StoreError::backend)?;
-            let mut records = Vec::new();
-            while let Some(row) = rows.next().map_err(StoreError::backend)? {
-                records.push(outbox_record(row)?);
-            }
-            Ok(records)
+            query_rows(
+                connection,
+                select_outbox!("", "WHERE o.position >= ?1 ORDER BY o.position LIMIT ?2"),
+                params![sql_bound(from), sql_bound(max_count)],
+                |row| outbox_record(row),
+            )
         })
         .await
     }
@@ -1097,19 +1016,12 @@ impl Outbox for SqliteStore {
 
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|connection| {
-            let mut select = connection
-                .prepare_cached(
-                    "SELECT destination, next_position FROM outbox_checkpoints ORDER BY destination",
-                )
-                .map_err(StoreError::backend)?;
-            let rows = select
-                .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)?)))
-                .map_err(StoreError::backend)?;
-            rows.map(|row| {
-                let (destination, next) = row.map_err(StoreError::backend)?;
-                Ok((destination, from_sql_int(next)?))
-            })
-            .collect()
+            query_rows(
+                connection,
+                "SELECT destination, next_position FROM outbox_checkpoints ORDER BY destination",
+                [],
+                |row| Ok((row.text(0)?, from_sql_int(row.int(1)?)?)),
+            )
         })
         .await
     }
@@ -1120,14 +1032,12 @@ impl Outbox for SqliteStore {
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.read(|connection| {
-            let mut select = connection
-                .prepare_cached("SELECT letter FROM dead_letters ORDER BY destination, position")
-                .map_err(StoreError::backend)?;
-            let rows = select
-                .query_map([], |row| row.get::<_, String>(0))
-                .map_err(StoreError::backend)?;
-            rows.map(|json| from_json("dead letter", &json.map_err(StoreError::backend)?))
-                .collect()
+            query_rows(
+                connection,
+                "SELECT letter FROM dead_letters ORDER BY destination, position",
+                [],
+                |row| from_json("dead letter", &row.text(0)?),
+            )
         })
         .await
     }

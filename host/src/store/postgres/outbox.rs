@@ -14,18 +14,17 @@ use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Object};
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use super::{PostgresStore, pg_error, recorded_event_at};
+use super::{PostgresStore, pg_error};
 use crate::error_chain::error_chain;
-use crate::model::NotificationKind;
 use crate::store::outbox::{Added, Feeds, Hold};
 use crate::store::rules::{AddDocuments, Complete, DeleteDeadLetter, PutDeadLetters};
 use crate::store::sql::{
-    from_json, from_sql_int, raw_json, row_kind, sql_bound, to_json, to_sql_int,
+    from_json, from_sql_int, outbox_record, select_outbox, sql_bound, to_json, to_sql_int,
 };
-use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
+use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxRecord, StoreError};
 
 /// The names of [`OUTBOX_CHANNEL`] and [`EVENTS_CHANNEL`], for the
 /// statements that must spell them out.
@@ -62,14 +61,11 @@ const SIGNAL_BOTH: &str = concat!(notify!(events_channel!()), "; ", notify!(outb
 /// connection.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// Outbox rows from `$1`, at most `$2`: the row's own columns, then (for a
-/// row that points at an event) the event's, in `recorded_event`'s order.
-const SELECT_OUTBOX: &str = "
-    SELECT o.position, o.kind, o.notification_id, o.topic, o.body::text,
-           e.domain, e.entity_type, e.instance_key, e.sequence, e.position, e.event_id,
-           e.event_type, e.written_at, e.payload::text, e.context::text
-    FROM outbox o LEFT JOIN events e ON e.position = o.event_position
-    WHERE o.position >= $1 ORDER BY o.position LIMIT $2";
+/// Outbox rows from `$1`, at most `$2`.
+const SELECT_OUTBOX: &str = select_outbox!(
+    "::text",
+    "WHERE o.position >= $1 ORDER BY o.position LIMIT $2"
+);
 
 /// Numbers rows after the last position handed out, in the order of their
 /// events (rows of one event in the order given), and moves the sequence
@@ -378,27 +374,6 @@ impl Drop for RollingBack {
     fn drop(&mut self) {
         self.0.0.send_modify(|pending| *pending -= 1);
     }
-}
-
-/// Maps a row selected with [`SELECT_OUTBOX`].
-fn outbox_record(row: &Row) -> Result<OutboxRecord, StoreError> {
-    let position = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
-    let kind = row_kind(position, row.try_get(1).map_err(pg_error)?)?;
-    let entry = match kind {
-        NotificationKind::NewEntity => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
-        NotificationKind::EventAppended => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
-        NotificationKind::ProjectionCompleted | NotificationKind::Published => {
-            let body: String = row.try_get(4).map_err(pg_error)?;
-            OutboxEntry::Document(Document {
-                id: row.try_get(2).map_err(pg_error)?,
-                kind,
-                topic: row.try_get(3).map_err(pg_error)?,
-                // Trusted: it is the text of a `RawValue` this module wrote.
-                body: raw_json("document body", body)?.into(),
-            })
-        }
-    };
-    Ok(OutboxRecord { position, entry })
 }
 
 #[async_trait::async_trait]

@@ -1,11 +1,21 @@
 //! The outbox in PostgreSQL: its rows, the `LISTEN/NOTIFY` wake-up, and
 //! destination claims with `FOR UPDATE SKIP LOCKED`.
 //!
-//! Rows are only inserted under `append_lock` (the caller takes it), with
-//! positions handed out like events' (see the parent module), so a reader
-//! following positions never skips a row of a slow transaction. The write
-//! functions take a connection whose transaction the caller has begun, and
-//! which the caller commits.
+//! Outbox rows take their positions from `outbox_position`, and only under
+//! `append_lock` (the caller takes it), as events do (see
+//! [`super::positions`]), so they follow commit order with the same
+//! guarantee: a reader following positions never skips a row of a slow
+//! transaction. The write functions take a connection whose transaction the
+//! caller has begun, and which the caller commits.
+//!
+//! A transaction that adds outbox rows also sends `NOTIFY cqrs_wasi_outbox`,
+//! and one that adds events `NOTIFY cqrs_wasi_events` (each with the schema
+//! as payload), delivered at its commit to every host that `LISTEN`s, so
+//! dispatchers and projection propagation wake on work instead of polling,
+//! and an append that raises no notification wakes no dispatcher. Each
+//! destination's checkpoint row is claimed `FOR UPDATE SKIP LOCKED` for a
+//! round of dispatch: whichever host gets it drains the destination, the
+//! others skip it.
 
 use std::any::Any;
 use std::future::poll_fn;
@@ -17,7 +27,8 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use super::{PostgresStore, pg_error};
+use super::PostgresStore;
+use super::error::pg_error;
 use crate::error_chain::error_chain;
 use crate::store::outbox::{Added, Feeds, Hold};
 use crate::store::rules::{AddDocuments, Complete, DeleteDeadLetter, PutDeadLetters};

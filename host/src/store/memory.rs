@@ -90,6 +90,13 @@ impl MemoryStore {
     }
 }
 
+/// The index of the `from`th of a list numbered from 1 (a stream's
+/// sequences, positions): `from` 0 reads like 1, and one past any index
+/// reads as the end.
+fn index_of(from: u64) -> usize {
+    usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX)
+}
+
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
@@ -274,11 +281,7 @@ impl EventStore for MemoryStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        self.write(Reject {
-            stream: stream.clone(),
-            command: command.clone(),
-            message: message.to_owned(),
-        })
+        self.write(Reject::new(stream, command, message))
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -295,8 +298,8 @@ impl EventStore for MemoryStore {
         let Some(indexes) = state.stream(stream) else {
             return Ok(Vec::new());
         };
-        // Sequence `n` is at `indexes[n - 1]`; `from` 0 reads like 1.
-        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        // Sequence `n` is at `indexes[n - 1]`.
+        let skip = index_of(from);
         Ok(indexes
             .iter()
             .skip(skip)
@@ -339,8 +342,8 @@ impl EventStore for MemoryStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.state();
-        // Position `n` is at index `n - 1`; `from` 0 reads like 1.
-        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        // Position `n` is at index `n - 1`.
+        let skip = index_of(from);
         Ok(state
             .events
             .iter()
@@ -363,8 +366,8 @@ impl Outbox for MemoryStore {
         max_count: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let state = self.state();
-        // Row `n` is at index `n - 1`; `from` 0 reads like 1.
-        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        // Row `n` is at index `n - 1`.
+        let skip = index_of(from);
         state
             .outbox
             .iter()
@@ -411,13 +414,10 @@ impl Outbox for MemoryStore {
     }
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
-        if next <= claim.next_position() {
-            return Ok(());
+        match SetCheckpoint::ending(&claim, next) {
+            Some(write) => self.write(write),
+            None => Ok(()),
         }
-        self.write(SetCheckpoint {
-            destination: claim.destination().to_owned(),
-            next,
-        })
     }
 
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -444,10 +444,7 @@ impl Outbox for MemoryStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(DeleteDeadLetter {
-            destination: destination.to_owned(),
-            notification_id,
-        })
+        self.write(DeleteDeadLetter::new(destination, notification_id))
     }
 
     async fn record_completions(

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::outbox::{self, Added, DeadLetter, Document};
+use super::outbox::{self, Added, Claim, DeadLetter, Document};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
@@ -207,9 +207,21 @@ impl Write for Append {
 
 /// [`record_rejection`] of this command; answers the record that stands.
 pub(super) struct Reject {
-    pub stream: StreamId,
-    pub command: CommandKey,
-    pub message: String,
+    stream: StreamId,
+    command: CommandKey,
+    message: String,
+}
+
+impl Reject {
+    /// The rejection of `command`, addressed to `stream`, with the
+    /// handler's `message`.
+    pub(super) fn new(stream: &StreamId, command: &CommandKey, message: &str) -> Reject {
+        Reject {
+            stream: stream.clone(),
+            command: command.clone(),
+            message: message.to_owned(),
+        }
+    }
 }
 
 impl Write for Reject {
@@ -249,8 +261,19 @@ impl Write for AddDocuments {
 
 /// Move a destination's checkpoint forward.
 pub(super) struct SetCheckpoint {
-    pub destination: String,
-    pub next: u64,
+    destination: String,
+    next: u64,
+}
+
+impl SetCheckpoint {
+    /// The move that ends a round of `claim` at `next`; `None` for a round
+    /// that moved nothing, which costs no write.
+    pub(super) fn ending(claim: &Claim, next: u64) -> Option<SetCheckpoint> {
+        (next > claim.next_position()).then(|| SetCheckpoint {
+            destination: claim.destination().to_owned(),
+            next,
+        })
+    }
 }
 
 impl Write for SetCheckpoint {
@@ -282,8 +305,18 @@ impl Write for PutDeadLetters {
 
 /// Remove a dead letter; answers whether there was one.
 pub(super) struct DeleteDeadLetter {
-    pub destination: String,
-    pub notification_id: Uuid,
+    destination: String,
+    notification_id: Uuid,
+}
+
+impl DeleteDeadLetter {
+    /// The removal of `destination`'s dead letter `notification_id`.
+    pub(super) fn new(destination: &str, notification_id: Uuid) -> DeleteDeadLetter {
+        DeleteDeadLetter {
+            destination: destination.to_owned(),
+            notification_id,
+        }
+    }
 }
 
 impl Write for DeleteDeadLetter {

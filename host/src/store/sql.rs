@@ -1,8 +1,8 @@
 //! What the SQL backends (SQLite, PostgreSQL) share: the columns an event
 //! and an outbox row are read from and how such a row becomes a
 //! [`RecordedEvent`] or an [`OutboxRecord`], how the store's unsigned
-//! numbers map to SQL's signed 64-bit integers, and how the records they
-//! keep as JSON text convert.
+//! numbers map to SQL's signed 64-bit integers, how the records they keep
+//! as JSON text convert, and which migrations a stored schema needs.
 //!
 //! Each backend owns its schema, its connections and the rest of its
 //! statements, and gives its client's rows the [`SqlRow`] view, with its own
@@ -253,4 +253,30 @@ enum JsonRecordError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The migrations a schema stored at version `found` still needs, of
+/// `migrations` (oldest first: migration `i` takes the schema from version
+/// `i` to `i + 1`), with `found` as a count of those it has had. None are
+/// needed when it is at the newest version this code knows.
+///
+/// Fails with [`StoreError::SchemaTooNew`] when a newer version of this
+/// code wrote the schema, and with a backend error on a version no version
+/// of it writes.
+pub(super) fn pending_migrations(
+    migrations: &'static [&'static str],
+    found: i64,
+) -> Result<(usize, &'static [&'static str]), StoreError> {
+    let found = usize::try_from(found).map_err(|_| {
+        StoreError::backend(format!(
+            "the schema version {found} is not one this code wrote"
+        ))
+    })?;
+    match migrations.get(found..) {
+        Some(pending) => Ok((found, pending)),
+        None => Err(StoreError::SchemaTooNew {
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+            supported: u32::try_from(migrations.len()).unwrap_or(u32::MAX),
+        }),
+    }
 }

@@ -100,12 +100,7 @@ impl EventStore for PostgresStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        self.write(Reject {
-            stream: stream.clone(),
-            command: command.clone(),
-            message: message.to_owned(),
-        })
-        .await
+        self.write(Reject::new(stream, command, message)).await
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {

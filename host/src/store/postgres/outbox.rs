@@ -530,11 +530,8 @@ impl Outbox for PostgresStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(DeleteDeadLetter {
-            destination: destination.to_owned(),
-            notification_id,
-        })
-        .await
+        self.write(DeleteDeadLetter::new(destination, notification_id))
+            .await
     }
 
     async fn record_completions(

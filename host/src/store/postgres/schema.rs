@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::PostgresStore;
 use super::error::pg_error;
 use crate::store::StoreError;
+use crate::store::sql::pending_migrations;
 
 /// Schema migrations, oldest first. Migration `i` takes the schema from
 /// version `i` to `i + 1` (recorded in `schema_migrations`); a new version
@@ -161,21 +162,11 @@ async fn migrate_in(
         .map_err(pg_error)?
         .try_get(0)
         .map_err(pg_error)?;
-    let found = usize::try_from(found).map_err(|_| {
-        StoreError::backend(format!(
-            "the schema version {found} is not one this code wrote"
-        ))
-    })?;
-    if found > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: u32::try_from(found).unwrap_or(u32::MAX),
-            supported: u32::try_from(supported).unwrap_or(u32::MAX),
-        });
-    }
-    if found == supported {
+    let (found, pending) = pending_migrations(MIGRATIONS, found.into())?;
+    if pending.is_empty() {
         return Ok(None);
     }
-    for (version, migration) in (found + 1..).zip(&MIGRATIONS[found..]) {
+    for (version, migration) in (found + 1..).zip(pending) {
         tx.batch_execute(migration).await.map_err(pg_error)?;
         let version = i32::try_from(version).map_err(StoreError::backend)?;
         tx.execute(

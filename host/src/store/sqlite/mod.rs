@@ -196,12 +196,7 @@ impl EventStore for SqliteStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        self.write(Reject {
-            stream: stream.clone(),
-            command: command.clone(),
-            message: message.to_owned(),
-        })
-        .await
+        self.write(Reject::new(stream, command, message)).await
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -350,14 +345,10 @@ impl Outbox for SqliteStore {
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         // An idle round moves nothing, and costs no write (and no fsync).
-        if next <= claim.next_position() {
-            return Ok(());
+        match SetCheckpoint::ending(&claim, next) {
+            Some(write) => self.write(write).await,
+            None => Ok(()),
         }
-        self.write(SetCheckpoint {
-            destination: claim.destination().to_owned(),
-            next,
-        })
-        .await
     }
 
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -393,11 +384,8 @@ impl Outbox for SqliteStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(DeleteDeadLetter {
-            destination: destination.to_owned(),
-            notification_id,
-        })
-        .await
+        self.write(DeleteDeadLetter::new(destination, notification_id))
+            .await
     }
 
     async fn record_completions(

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::{BUSY_TIMEOUT, STATEMENT_CACHE, SqliteConfig};
 use crate::store::StoreError;
+use crate::store::sql::pending_migrations;
 
 /// Schema migrations, oldest first. Migration `i` takes the file from schema
 /// version `i` to `i + 1` (kept in `PRAGMA user_version`); a new version is
@@ -141,21 +142,11 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let found: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(StoreError::backend)?;
-    let found = usize::try_from(found).map_err(|_| {
-        StoreError::backend(format!(
-            "the schema version {found} is not one this code wrote"
-        ))
-    })?;
-    if found > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: u32::try_from(found).unwrap_or(u32::MAX),
-            supported: u32::try_from(supported).unwrap_or(u32::MAX),
-        });
-    }
-    if found == supported {
+    let (found, pending) = pending_migrations(MIGRATIONS, found)?;
+    if pending.is_empty() {
         return Ok(());
     }
-    for migration in &MIGRATIONS[found..] {
+    for migration in pending {
         tx.execute_batch(migration).map_err(StoreError::backend)?;
     }
     tx.pragma_update(None, "user_version", supported as i64)

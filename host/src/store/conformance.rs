@@ -5,6 +5,10 @@
 //! joins the suite with a single macro line. Properties only use the
 //! [`EventStore`] trait: anything backend-specific belongs in that
 //! backend's own tests.
+//!
+//! One file, though a long one: it is one list of short properties, read
+//! as the specification of a store, and [`conformance_tests!`] names each
+//! property by its path here.
 
 use std::any::Any;
 use std::sync::Arc;

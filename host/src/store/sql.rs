@@ -20,35 +20,18 @@ use super::rules::StoredEventId;
 use super::{AppendedEvent, StoreError};
 use crate::model::{NotificationKind, RecordedEvent, StreamId, UnknownNotificationKind};
 
-/// The columns of an event, in the order [`recorded_event_at`] reads them:
-/// each name after `$table` (`""`, or a table alias such as `"e."`), and
+/// The columns of an event, in the order [`recorded_event_at`] reads them,
 /// each JSON column followed by `$json`, how the backend reads JSON as text
-/// (`""` in SQLite, `"::text"` in PostgreSQL).
+/// (`""` in SQLite, `"::text"` in PostgreSQL). Qualified, so that they
+/// also read an event joined to an outbox row.
 macro_rules! event_columns {
-    ($table:literal, $json:literal) => {
+    ($json:literal) => {
         concat!(
-            $table,
-            "domain, ",
-            $table,
-            "entity_type, ",
-            $table,
-            "instance_key, ",
-            $table,
-            "sequence, ",
-            $table,
-            "position, ",
-            $table,
-            "event_id, ",
-            $table,
-            "event_type, ",
-            $table,
-            "written_at, ",
-            $table,
-            "payload",
+            "events.domain, events.entity_type, events.instance_key, events.sequence, \
+             events.position, events.event_id, events.event_type, events.written_at, \
+             events.payload",
             $json,
-            ", ",
-            $table,
-            "context",
+            ", events.context",
             $json
         )
     };
@@ -60,7 +43,7 @@ macro_rules! select_events {
     ($json:literal, $rest:literal) => {
         concat!(
             "SELECT ",
-            $crate::store::sql::event_columns!("", $json),
+            $crate::store::sql::event_columns!($json),
             " FROM events ",
             $rest
         )
@@ -77,8 +60,8 @@ macro_rules! select_outbox {
             "SELECT o.position, o.kind, o.notification_id, o.topic, o.body",
             $json,
             ", ",
-            $crate::store::sql::event_columns!("e.", $json),
-            " FROM outbox o LEFT JOIN events e ON e.position = o.event_position ",
+            $crate::store::sql::event_columns!($json),
+            " FROM outbox o LEFT JOIN events ON events.position = o.event_position ",
             $rest
         )
     };

@@ -3,8 +3,9 @@
 //! An append writes one outbox row per change-feed notification it raises
 //! (which kinds, the host decides: the [`KindSet`] of its request) in the
 //! same transaction as its events, so a notification exists exactly when
-//! the events it describes do. Rows the host produces later — projection-completed notifications, events a
-//! handler publishes — are [`Document`]s, added idempotently by their id.
+//! the events it describes do. Rows the host produces later —
+//! projection-completed notifications, events a handler publishes — are
+//! [`Document`]s, added idempotently by their id.
 //! Rows are read in position order, and positions follow commit order with
 //! the same guarantee as [`EventStore::read_all`](super::EventStore::read_all):
 //! a reader resuming after the last row it saw never misses one.
@@ -36,7 +37,8 @@ use crate::model::{KindSet, NotificationKind, RecordedEvent};
 
 /// The rows an append of events at `positions` (first to last) writes for
 /// the kinds its stream raises: each as its kind and the position of the
-/// event it points at, a new entity's before its first event's.
+/// event it points at. A new entity's row comes before its first event's,
+/// as [`NotificationKind::ALL`], the order of a set's kinds, has it.
 pub(super) fn rows_for(
     raise: KindSet,
     first_sequence: u64,

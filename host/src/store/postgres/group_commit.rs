@@ -19,8 +19,7 @@ use deadpool_postgres::Pool;
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 
-use super::connection;
-use super::transaction::{Mode, PgTxn, transact};
+use super::transaction::{Mode, PgTxn, connection, transact};
 use crate::store::rules::{self, Append, Write};
 use crate::store::{AppendOutcome, StoreError};
 

@@ -46,10 +46,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
-use self::error::{OpenError, pool_error};
+use self::error::OpenError;
 use self::group_commit::{Job, MAX_BATCH, commit_appends};
 use self::schema::validate_schema_name;
-use self::transaction::transact;
+use self::transaction::{connection, transact};
 use crate::store::outbox::Feeds;
 use crate::store::rules::{Append, Write};
 use crate::store::{AppendOutcome, StoreError};
@@ -246,10 +246,6 @@ impl PostgresStore {
     async fn write<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {
         transact(&self.pool, &write).await
     }
-}
-
-async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
-    pool.get().await.map_err(pool_error)
 }
 
 impl fmt::Debug for PostgresStore {

@@ -55,8 +55,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
-use super::connection;
-use super::error::{lost_race, pg_error};
+use super::error::{lost_race, pg_error, pool_error};
 use super::event_store::{
     SELECT_COMMAND_RECORD, SELECT_STREAM_SEQUENCE, command_record, stream_sequence,
 };
@@ -121,6 +120,11 @@ pub(super) async fn transact<W: Write>(pool: &Pool, write: &W) -> Result<W::Outp
             result => return result,
         }
     }
+}
+
+/// A connection from `pool`, for a transaction or a read.
+pub(super) async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
+    pool.get().await.map_err(pool_error)
 }
 
 /// Runs `write` in one transaction and commits it if the rules accept it.

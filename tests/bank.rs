@@ -9,7 +9,7 @@ use cqrs_wasi_host::api::ApiConfig;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
-use cqrs_wasi_host::store::{SqliteOptions, SqliteStore};
+use cqrs_wasi_host::store::{SqliteConfig, SqliteStore};
 use cqrs_wasi_host::{CommandRequest, HostOptions};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -139,7 +139,7 @@ async fn hosts_sharing_a_store_rerun_handlers_on_conflict() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(
         dir.path().join("events.db"),
-        SqliteOptions::default(),
+        SqliteConfig::default(),
     )?);
     let options = HostOptions {
         command_attempts: 100,
@@ -255,7 +255,7 @@ async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> an
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(
         dir.path().join("events.db"),
-        SqliteOptions::default(),
+        SqliteConfig::default(),
     )?);
     // No notifications: state propagation would run projections in the
     // background and make the instance counts race.
@@ -370,7 +370,7 @@ async fn a_stale_head_never_decides_a_refusal_or_costs_an_attempt() -> anyhow::R
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(
         dir.path().join("events.db"),
-        SqliteOptions::default(),
+        SqliteConfig::default(),
     )?);
     let (a, b) = (
         TestHost::with_store(

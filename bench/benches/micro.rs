@@ -13,7 +13,7 @@ use cqrs_wasi_bench::suite::ACCOUNTS;
 use cqrs_wasi_bench::systems::{Bank, Command, HostBank, account};
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
-use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, Raise};
+use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore};
 use cqrs_wasi_host::{Host, HostOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
@@ -86,7 +86,7 @@ async fn stream_of(store: &MemoryStore, length: usize) {
             events,
             context: EventContext::default(),
             command: None,
-            raise: Raise::NONE,
+            raise: KindSet::NONE,
         })
         .await
         .expect("the append");

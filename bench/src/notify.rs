@@ -14,12 +14,12 @@ use anyhow::{Context, ensure};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
+use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, NotificationKind, StreamId};
 use cqrs_wasi_host::notifications::{
     Auth, Destination, Dispatcher, EventGridConfig, EventGridPublisher, EventSchema, Notification,
     Secret,
 };
-use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, Raise};
+use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore};
 use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
 use hdrhistogram::Histogram;
 use serde_json::value::RawValue;
@@ -102,10 +102,7 @@ async fn filled_outbox(count: usize) -> anyhow::Result<Arc<MemoryStore>> {
                 events,
                 context: EventContext::default(),
                 command: None,
-                raise: Raise {
-                    new_entity: false,
-                    event_appended: true,
-                },
+                raise: [NotificationKind::EventAppended].into_iter().collect(),
             })
             .await?;
     }

@@ -14,8 +14,8 @@ use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use cqrs_wasi_host::store::{
-    AppendRequest, CommandKey, EventStore, MemoryStore, PostgresOptions, PostgresStore, Raise,
-    SqliteOptions, SqliteStore,
+    AppendRequest, CommandKey, EventStore, MemoryStore, PostgresConfig, PostgresStore,
+    SqliteConfig, SqliteStore,
 };
 use cqrs_wasi_host::{Host, HostOptions};
 use serde_json::value::RawValue;
@@ -119,7 +119,7 @@ fn open_store(config: &Config, kind: StoreKind) -> anyhow::Result<Arc<dyn EventS
         StoreKind::SqliteDurable => {
             let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
             let path = config.work_dir.join(format!("events-{n}.db"));
-            Arc::new(SqliteStore::open(&path, SqliteOptions::default())?)
+            Arc::new(SqliteStore::open(&path, SqliteConfig::default())?)
         }
     })
 }
@@ -315,7 +315,7 @@ async fn prefill(store: &dyn EventStore, index: usize, deposits: usize) -> anyho
                 events: std::mem::take(&mut pending),
                 context: EventContext::default(),
                 command: None,
-                raise: Raise::NONE,
+                raise: KindSet::NONE,
             })
             .await?;
         if left == 0 {
@@ -393,7 +393,7 @@ async fn postgres(config: &Config) -> anyhow::Result<Vec<Row>> {
         setup.reset_cqrs_wasi().await?;
         let store = PostgresStore::open(
             url,
-            PostgresOptions {
+            PostgresConfig {
                 schema: crate::pg::CQRS_WASI_SCHEMA.to_owned(),
                 // postgres-es's default pool has 10 connections.
                 pool_size: 10,
@@ -519,7 +519,7 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
     for one_at_a_time in [false, true] {
         let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
         let path = config.work_dir.join(format!("commits-{n}.db"));
-        let store = Arc::new(SqliteStore::open(&path, SqliteOptions::default())?);
+        let store = Arc::new(SqliteStore::open(&path, SqliteConfig::default())?);
         let sequences: Arc<Vec<AtomicU64>> =
             Arc::new((0..ACCOUNTS).map(|_| AtomicU64::new(0)).collect());
         let turn = Arc::new(tokio::sync::Mutex::new(()));
@@ -548,7 +548,7 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
                             command_id: cqrs_wasi_host::model::new_id().to_string(),
                             command_type: "Deposit".to_owned(),
                         }),
-                        raise: Raise::NONE,
+                        raise: KindSet::NONE,
                     };
                     let outcome = if one_at_a_time {
                         let _turn = turn.lock().await;
@@ -572,7 +572,7 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
     for (path, store, acknowledged) in modes {
         drop(store);
         // Every acknowledged append is in the file, read by a fresh store.
-        let reopened = SqliteStore::open(&path, SqliteOptions::default())?;
+        let reopened = SqliteStore::open(&path, SqliteConfig::default())?;
         let mut stored = 0;
         for index in 0..ACCOUNTS {
             stored += reopened.stream_sequence(&account(index)).await?;

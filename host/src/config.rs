@@ -22,7 +22,7 @@ use crate::notifications::{
 use crate::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use crate::secret::Secret;
 use crate::store::{
-    EventStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, StoreError,
+    EventStore, MemoryStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, StoreError,
 };
 
 /// Where the example bank component is built by `cargo xtask`.
@@ -107,7 +107,8 @@ impl Default for NotificationsSection {
     fn default() -> Self {
         NotificationsSection {
             raise: NotificationKind::ALL
-                .iter()
+                .into_iter()
+                .filter(|kind| kind.is_raised_by_streams())
                 .map(|kind| kind.as_str().to_owned())
                 .collect(),
             rules: Vec::new(),
@@ -134,7 +135,9 @@ impl NotificationsSection {
                 .iter()
                 .map(|name| {
                     name.parse::<NotificationKind>()
-                        .map_err(|_| ConfigError::NotificationKind(name.clone()))
+                        .ok()
+                        .filter(|kind| kind.is_raised_by_streams())
+                        .ok_or_else(|| ConfigError::NotificationKind(name.clone()))
                 })
                 .collect::<Result<KindSet, _>>()
         };
@@ -299,11 +302,11 @@ impl StoreConfig {
 }
 
 fn default_postgres_schema() -> String {
-    PostgresOptions::default().schema
+    PostgresConfig::default().schema
 }
 
 fn default_postgres_pool_size() -> usize {
-    PostgresOptions::default().pool_size
+    PostgresConfig::default().pool_size
 }
 
 fn default_sqlite_path() -> PathBuf {
@@ -574,9 +577,9 @@ impl Config {
                         source,
                     })?;
                 }
-                let options = SqliteOptions {
+                let options = SqliteConfig {
                     durable: *durable,
-                    ..SqliteOptions::default()
+                    ..SqliteConfig::default()
                 };
                 Arc::new(SqliteStore::open(path, options)?)
             }
@@ -585,7 +588,7 @@ impl Config {
                 schema,
                 pool_size,
             } => {
-                let options = PostgresOptions {
+                let options = PostgresConfig {
                     schema: schema.clone(),
                     pool_size: *pool_size,
                 };

@@ -31,8 +31,8 @@
 //! store can be used on its own, too:
 //!
 //! ```
-//! use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
-//! use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, Raise, StoreError};
+//! use cqrs_wasi_host::model::{EventContext, Expectation, KindSet, NewEvent, StreamId};
+//! use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore, StoreError};
 //! use serde_json::value::RawValue;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,7 +46,7 @@
 //!     events: vec![opened.clone()],
 //!     context: EventContext::default(),
 //!     command: None,
-//!     raise: Raise::NONE,
+//!     raise: KindSet::NONE,
 //! };
 //! let outcome = store.append(append(Expectation::NoStream)).await?;
 //! assert_eq!(outcome.stream_sequence, 1);

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use cqrs_wasi_host::model::{
-    EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name,
+    EventContext, Expectation, KindSet, NameKind, NewEvent, StreamId, validate_name,
 };
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use cqrs_wasi_host::store::{
-    AppendRequest, EventStore, MemoryStore, Raise, SqliteOptions, SqliteStore, StoreError,
+    AppendRequest, EventStore, MemoryStore, SqliteConfig, SqliteStore, StoreError,
 };
 use proptest::prelude::*;
 use serde_json::value::RawValue;
@@ -143,7 +143,7 @@ async fn check(store: &dyn EventStore, steps: Vec<Step>) -> Result<(), TestCaseE
                 events: events.clone(),
                 context: EventContext::default(),
                 command: None,
-                raise: Raise::ALL,
+                raise: KindSet::ALL,
             })
             .await;
         match (retried, result) {
@@ -220,7 +220,7 @@ proptest! {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let store = SqliteStore::open(
             dir.path().join("events.db"),
-            SqliteOptions { durable: false, ..SqliteOptions::default() },
+            SqliteConfig { durable: false, ..SqliteConfig::default() },
         )
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
         runtime().block_on(check(&store, steps))?;

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use cqrs_wasi_host::api::{self, ApiConfig};
 use cqrs_wasi_host::notifications::Destination;
 use cqrs_wasi_host::runtime::RuntimeConfig;
-use cqrs_wasi_host::store::{EventStore, SqliteOptions, SqliteStore};
+use cqrs_wasi_host::store::{EventStore, SqliteConfig, SqliteStore};
 use cqrs_wasi_host::{Host, HostOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -138,7 +138,7 @@ impl Deref for TestHost {
 impl TestHost {
     /// Starts a host over the SQLite file `db`.
     pub async fn start(db: &Path) -> anyhow::Result<TestHost> {
-        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(db, SqliteOptions::default())?);
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(db, SqliteConfig::default())?);
         Self::with_store(store, HostOptions::default(), &ApiConfig::default()).await
     }
 

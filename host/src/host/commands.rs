@@ -178,7 +178,7 @@ pub(super) async fn execute(
                 events,
                 context: context.clone(),
                 command: Some(key.clone()),
-                raise: inner.options.raise.kinds_for(&stream).change_feed(),
+                raise: inner.options.raise.kinds_for(&stream),
             })
             .await;
         match appended {

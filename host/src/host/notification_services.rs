@@ -11,8 +11,7 @@ use std::sync::Arc;
 use super::commands::{CommandRequest, execute};
 use super::reads::Reads;
 use super::{HostError, Inner};
-use crate::model::{EventContext, RecordedEvent, StreamId};
-use crate::notifications::dispatch::PUBLISHED;
+use crate::model::{EventContext, NotificationKind, RecordedEvent, StreamId};
 use crate::notifications::model::Published;
 use crate::runtime::{
     LoadedComponent, NotificationServices, SendOutcome, SendRequest, StoreReads, wit,
@@ -197,7 +196,7 @@ impl NotificationServices for HandlerServices {
         };
         let document = Document {
             id: published.id(),
-            kind: PUBLISHED.to_owned(),
+            kind: NotificationKind::Published,
             topic: Some(topic),
             body: serde_json::value::to_raw_value(&published)
                 .map_err(|e| wit::PublishError::Other(e.to_string()))?

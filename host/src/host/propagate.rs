@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::{HostError, Inner, PROJECTIONS, projections};
 use crate::model::{RecordedEvent, StreamId};
-use crate::notifications::dispatch::{GATHER, PROJECTION_COMPLETED};
+use crate::notifications::dispatch::GATHER;
 use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
 use crate::runtime::GuestFault;
 use crate::store::{Document, StoreError};
@@ -179,7 +179,7 @@ async fn document(
             state.sequence,
             Some(projection_type),
         ),
-        kind: PROJECTION_COMPLETED.to_owned(),
+        kind: NotificationKind::ProjectionCompleted,
         topic: None,
         body: body.into(),
     })

@@ -31,15 +31,9 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
-use super::model::{Notification, ProjectionCompleted, Published};
+use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
 use super::sink::{DeliveryOutcome, NotificationSink};
 use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
-
-/// The outbox document kind of a projection-completed notification.
-pub(crate) const PROJECTION_COMPLETED: &str = "ProjectionCompleted";
-
-/// The outbox document kind of a custom event a handler published.
-pub(crate) const PUBLISHED: &str = "Published";
 
 /// How many rows one round takes at most.
 const BATCH: usize = 512;
@@ -460,30 +454,41 @@ pub fn notification_of(record: &OutboxRecord) -> Result<Notification, String> {
     let built = match &record.entry {
         OutboxEntry::NewEntity(event) => Notification::new_entity(event),
         OutboxEntry::EventAppended(event) => Notification::event_appended(event),
-        OutboxEntry::Document(document) if document.kind == PROJECTION_COMPLETED => {
-            let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
-                .map_err(|error| {
-                    format!(
-                        "outbox row {} is not a projection result: {error}",
-                        record.position
-                    )
-                })?;
-            Notification::projection_completed(completed)
-        }
-        OutboxEntry::Document(document) if document.kind == PUBLISHED => {
-            let published: Published =
-                serde_json::from_str(document.body.get()).map_err(|error| {
-                    format!(
-                        "outbox row {} is not a published event: {error}",
-                        record.position
-                    )
-                })?;
-            Notification::published(published)
-        }
-        OutboxEntry::Document(document) => {
+        OutboxEntry::Document(document) => match document.kind {
+            NotificationKind::ProjectionCompleted => {
+                let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
+                    .map_err(|error| {
+                        format!(
+                            "outbox row {} is not a projection result: {error}",
+                            record.position
+                        )
+                    })?;
+                Notification::projection_completed(completed)
+            }
+            NotificationKind::Published => {
+                let published: Published =
+                    serde_json::from_str(document.body.get()).map_err(|error| {
+                        format!(
+                            "outbox row {} is not a published event: {error}",
+                            record.position
+                        )
+                    })?;
+                Notification::published(published)
+            }
+            // The store writes these as rows of their events, never as
+            // documents.
+            NotificationKind::NewEntity | NotificationKind::EventAppended => {
+                return Err(format!(
+                    "outbox row {} holds a {:?} document, which this host cannot send",
+                    record.position,
+                    document.kind.as_str()
+                ));
+            }
+        },
+        OutboxEntry::Unknown { kind } => {
             return Err(format!(
-                "outbox row {} holds a {:?} document, which this host cannot send",
-                record.position, document.kind
+                "outbox row {} is of kind {kind:?}, which this host does not know",
+                record.position
             ));
         }
     };
@@ -518,5 +523,107 @@ fn dead_letter(
         reason,
         attempts: 1,
         dead_at: OffsetDateTime::now_utc(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::model::{EventContext, Expectation, KindSet, NewEvent, StreamId};
+    use crate::notifications::sink::NotificationOutcome;
+    use crate::store::{AppendRequest, Outbox, SqliteConfig, SqliteStore};
+
+    /// Takes every notification, and remembers their event types.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl NotificationSink for Recorder {
+        async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            notifications
+                .iter()
+                .map(|notification| {
+                    seen.push(notification.event_type().to_owned());
+                    NotificationOutcome {
+                        id: notification.id(),
+                        outcome: DeliveryOutcome::Delivered,
+                        attempts: 1,
+                        payload_omitted: false,
+                    }
+                })
+                .collect()
+        }
+    }
+
+    async fn deposit(store: &SqliteStore, key: &str) {
+        let request = AppendRequest {
+            stream: StreamId::new("Bank", "Account", key).expect("a valid stream"),
+            expectation: Expectation::Any,
+            events: vec![
+                NewEvent::new(
+                    "MoneyDeposited",
+                    RawValue::from_string(r#"{"amount":1}"#.to_owned()).expect("JSON"),
+                )
+                .expect("a valid event"),
+            ],
+            context: EventContext::default(),
+            command: None,
+            raise: [NotificationKind::EventAppended]
+                .into_iter()
+                .collect::<KindSet>(),
+        };
+        store.append(request).await.expect("the append");
+    }
+
+    /// A row this host cannot read (a newer host wrote a kind it does not
+    /// know) is a poisoned notification like any other: dead-lettered with
+    /// the reason, and the rows after it are delivered.
+    #[tokio::test]
+    async fn a_row_of_an_unknown_kind_is_dead_lettered_and_blocks_nothing() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("events.db");
+        let store = Arc::new(SqliteStore::open(&path, SqliteConfig::default()).expect("a store"));
+        deposit(&store, "a").await;
+        rusqlite::Connection::open(&path)
+            .and_then(|newer_host| {
+                newer_host.execute(
+                    "INSERT INTO outbox (kind, notification_id, body) \
+                     VALUES ('ClassificationChanged', '8c5b0d4e-6f35-4c0b-9d24-2f4c1c2b7f10', '{}')",
+                    [],
+                )
+            })
+            .expect("a row written by another host");
+        deposit(&store, "b").await;
+
+        let recorder = Arc::new(Recorder::default());
+        let destination = Destination::new("topic", recorder.clone());
+        let dispatcher = Dispatcher::new(store.clone(), vec![destination.clone()]);
+        assert!(matches!(
+            dispatcher.round(&destination).await,
+            Ok(Round::Progress)
+        ));
+
+        let delivered = recorder.0.lock().expect("not poisoned").clone();
+        assert_eq!(
+            delivered,
+            ["Bank.Account.MoneyDeposited", "Bank.Account.MoneyDeposited"]
+        );
+        let letters = store.dead_letters().await.expect("dead letters");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].position, 2);
+        assert!(
+            letters[0].reason.contains("\"ClassificationChanged\""),
+            "{}",
+            letters[0].reason
+        );
+        assert_eq!(
+            store.checkpoints().await.expect("checkpoints"),
+            [("topic".to_owned(), 4)]
+        );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! This module owns:
 //!
-//! - [`model`]: what a notification *is* — its three kinds, its
+//! - [`model`]: what a notification *is* — its kinds, its
 //!   deterministic id, its `eventType` / `subject` / `data`, and its exact
 //!   JSON in the Event Grid schema and in CloudEvents 1.0, including the
 //!   1 MB rule (a too-large notification goes out without its payload and
@@ -28,6 +28,7 @@ pub mod model;
 pub mod raise;
 pub mod sink;
 
+pub use crate::model::KindSet;
 pub use dispatch::{Destination, DestinationStatus, Dispatcher, RedriveError};
 pub use eventgrid::{
     Auth, EventGridConfig, EventGridPublisher, PublishReport, PublisherError, RetryPolicy, Secret,
@@ -36,5 +37,5 @@ pub use model::{
     EncodedNotification, EventSchema, Notification, NotificationError, NotificationKind,
     ProjectionCompleted, notification_id,
 };
-pub use raise::{KindSet, RaisePolicy, RaiseRule};
+pub use raise::{RaisePolicy, RaiseRule};
 pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};

@@ -19,6 +19,10 @@
 //! | event appended | `"EventAppended"` | `{Domain}.{EntityType}.{EventType}` | `eventsourcing/{Domain/as/path}/{EntityType}/{EventType}/{InstanceKey}` |
 //! | projection completed | `"ProjectionCompleted"` | `{Domain}.{EntityType}.Projection.{ProjectionType}` | `eventsourcing/{Domain/as/path}/{EntityType}/Projection.{ProjectionType}/{InstanceKey}` |
 //!
+//! A custom event a notification handler publishes
+//! ([`NotificationKind::Published`]) has none of these formats: its
+//! `eventType`, `subject` and `data` are the handler's (see [`Published`]).
+//!
 //! A dotted domain keeps its dots in `eventType` (`Retail.Bank.Account.NewEntity`)
 //! and turns them into path levels in `subject`
 //! (`eventsourcing/Retail/Bank/Account/NewEntity/acc-1`), so that a
@@ -69,8 +73,6 @@
 //! fields listed above. A receiver of a flagged notification reads the event
 //! or runs the projection itself (stream and sequence are in `data`).
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::ser::SerializeMap;
@@ -80,6 +82,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::{Uuid, uuid};
 
+pub use crate::model::NotificationKind;
 use crate::model::{EventContext, NameError, NameKind, RecordedEvent, StreamId, validate_name};
 
 /// The namespace of every notification id (UUID v5). Fixed forever: changing
@@ -105,55 +108,6 @@ const DATA_CONTENT_TYPE: &str = "application/json";
 /// The CloudEvents spec version this module emits.
 const CLOUDEVENTS_SPEC_VERSION: &str = "1.0";
 
-/// The three kinds of notification. Their string forms ([`as_str`](Self::as_str))
-/// are `data.notificationKind` and the first part of the id's name, so they
-/// never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NotificationKind {
-    /// A stream was created (its first event was appended): `"NewEntity"`.
-    NewEntity,
-    /// An event was appended to a stream: `"EventAppended"`.
-    EventAppended,
-    /// A projection ran over a stream: `"ProjectionCompleted"`.
-    ProjectionCompleted,
-}
-
-impl NotificationKind {
-    /// Every kind, in a fixed order.
-    pub const ALL: [NotificationKind; 3] = [
-        NotificationKind::NewEntity,
-        NotificationKind::EventAppended,
-        NotificationKind::ProjectionCompleted,
-    ];
-
-    /// `"NewEntity"`, `"EventAppended"` or `"ProjectionCompleted"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotificationKind::NewEntity => "NewEntity",
-            NotificationKind::EventAppended => "EventAppended",
-            NotificationKind::ProjectionCompleted => "ProjectionCompleted",
-        }
-    }
-}
-
-impl fmt::Display for NotificationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NotificationKind {
-    type Err = NotificationError;
-
-    /// The inverse of [`as_str`](Self::as_str) (exact, case-sensitive).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NotificationKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| NotificationError::UnknownKind(s.chars().take(64).collect()))
-    }
-}
-
 /// Why a notification could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotificationError {
@@ -177,9 +131,6 @@ pub enum NotificationError {
         /// The formatter's explanation.
         reason: String,
     },
-    /// A string is not one of the [`NotificationKind`]s.
-    #[error("unknown notification kind {0:?}")]
-    UnknownKind(String),
 }
 
 /// A projection's result, as a projection-completed notification reports it.
@@ -209,9 +160,9 @@ pub struct ProjectionCompleted {
     pub context: EventContext,
 }
 
-/// A custom event a notification handler published to a topic: not one of
-/// the three kinds, so its `eventType`, `subject`, `data` and `dataVersion`
-/// are the handler's, sent as they are.
+/// A custom event a notification handler published to a topic: unlike the
+/// other kinds', its `eventType`, `subject`, `data` and `dataVersion` are
+/// the handler's, sent as they are.
 ///
 /// Its JSON (camelCase) is how the outbox keeps it until it is sent.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -420,13 +371,13 @@ impl Notification {
         self.id
     }
 
-    /// Which kind it is; `None` for a published custom event.
-    pub fn kind(&self) -> Option<NotificationKind> {
+    /// Which kind it is.
+    pub fn kind(&self) -> NotificationKind {
         match self.body {
-            Body::NewEntity => Some(NotificationKind::NewEntity),
-            Body::EventAppended { .. } => Some(NotificationKind::EventAppended),
-            Body::ProjectionCompleted { .. } => Some(NotificationKind::ProjectionCompleted),
-            Body::Published { .. } => None,
+            Body::NewEntity => NotificationKind::NewEntity,
+            Body::EventAppended { .. } => NotificationKind::EventAppended,
+            Body::ProjectionCompleted { .. } => NotificationKind::ProjectionCompleted,
+            Body::Published { .. } => NotificationKind::Published,
         }
     }
 
@@ -539,7 +490,8 @@ impl Notification {
 
 /// The id of the notification with this identity (see the
 /// [module docs](self) for the exact name hashed). `projection_type` is
-/// given for [`NotificationKind::ProjectionCompleted`] only.
+/// given for [`NotificationKind::ProjectionCompleted`] only. A published
+/// event's id is not derived from a stream: see [`published_id`].
 pub fn notification_id(
     kind: NotificationKind,
     stream: &StreamId,
@@ -620,7 +572,7 @@ struct Data<'a> {
 impl Serialize for Data<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let n = self.notification;
-        let (Some(kind), Some(stream)) = (n.kind(), &n.stream) else {
+        let Some(stream) = &n.stream else {
             // A published custom event: its data as the handler wrote it.
             return match &n.body {
                 Body::Published { data, .. } => data.serialize(serializer),
@@ -629,7 +581,7 @@ impl Serialize for Data<'_> {
         };
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("notificationId", &n.id)?;
-        map.serialize_entry("notificationKind", kind.as_str())?;
+        map.serialize_entry("notificationKind", n.kind().as_str())?;
         map.serialize_entry("domainName", stream.domain())?;
         map.serialize_entry("entityTypeName", stream.entity_type())?;
         map.serialize_entry("instanceKey", stream.instance_key())?;
@@ -1002,13 +954,5 @@ mod tests {
             Notification::projection_completed(p),
             Err(NotificationError::InvalidName(_))
         ));
-    }
-
-    #[test]
-    fn kinds_round_trip_through_their_names() {
-        for kind in NotificationKind::ALL {
-            assert_eq!(kind.as_str().parse::<NotificationKind>().unwrap(), kind);
-        }
-        assert!("newentity".parse::<NotificationKind>().is_err());
     }
 }

@@ -1,52 +1,12 @@
 //! Which kinds of notification are raised, per domain and entity type.
 //!
-//! A [`RaisePolicy`] answers, for a stream, which of the three kinds its
-//! changes raise: the most specific rule wins (domain and entity type, then
-//! domain, then the default). It only decides; the store writes the rows
-//! and the host runs the projections.
+//! A [`RaisePolicy`] answers, for a stream, which kinds its changes raise
+//! (of those [`NotificationKind::is_raised_by_streams`]): the most specific
+//! rule wins (domain and entity type, then domain, then the default). It
+//! only decides; the store writes the rows and the host runs the
+//! projections.
 
-use crate::model::StreamId;
-use crate::store::Raise;
-
-use super::model::NotificationKind;
-
-/// A set of [`NotificationKind`]s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct KindSet(u8);
-
-impl KindSet {
-    /// No kind.
-    pub const NONE: KindSet = KindSet(0);
-    /// Every kind.
-    pub const ALL: KindSet = KindSet(0b111);
-
-    fn bit(kind: NotificationKind) -> u8 {
-        match kind {
-            NotificationKind::NewEntity => 1,
-            NotificationKind::EventAppended => 2,
-            NotificationKind::ProjectionCompleted => 4,
-        }
-    }
-
-    /// Whether `kind` is in the set.
-    pub fn contains(self, kind: NotificationKind) -> bool {
-        self.0 & Self::bit(kind) != 0
-    }
-
-    /// The change-feed kinds of the set, as an append raises them.
-    pub fn change_feed(self) -> Raise {
-        Raise {
-            new_entity: self.contains(NotificationKind::NewEntity),
-            event_appended: self.contains(NotificationKind::EventAppended),
-        }
-    }
-}
-
-impl FromIterator<NotificationKind> for KindSet {
-    fn from_iter<I: IntoIterator<Item = NotificationKind>>(kinds: I) -> Self {
-        KindSet(kinds.into_iter().fold(0, |set, kind| set | Self::bit(kind)))
-    }
-}
+use crate::model::{KindSet, NotificationKind, StreamId};
 
 /// Which kinds the streams of a domain, or of one entity type of it, raise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,19 +90,14 @@ mod tests {
         let stream = |d: &str, e: &str| StreamId::new(d, e, "k").expect("valid");
         let account = policy.kinds_for(&stream("Bank", "Account"));
         assert_eq!(
-            account.change_feed(),
-            Raise {
-                new_entity: false,
-                event_appended: true
-            }
+            (account.contains(NewEntity), account.contains(EventAppended)),
+            (false, true)
         );
         assert!(account.contains(ProjectionCompleted));
+        let loan = policy.kinds_for(&stream("Bank", "Loan"));
         assert_eq!(
-            policy.kinds_for(&stream("Bank", "Loan")).change_feed(),
-            Raise {
-                new_entity: true,
-                event_appended: false
-            }
+            (loan.contains(NewEntity), loan.contains(EventAppended)),
+            (true, false)
         );
         assert_eq!(policy.kinds_for(&stream("Shop", "Cart")), KindSet::NONE);
         assert_eq!(

@@ -5,6 +5,10 @@
 //! joins the suite with a single macro line. Properties only use the
 //! [`EventStore`] trait: anything backend-specific belongs in that
 //! backend's own tests.
+//!
+//! One file, though a long one: it is one list of short properties, read
+//! as the specification of a store, and [`conformance_tests!`] names each
+//! property by its path here.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -16,9 +20,9 @@ use uuid::Uuid;
 
 use super::{
     AppendOutcome, AppendRequest, CommandKey, CommandRecord, DeadLetter, Document, EventStore,
-    InstancePage, OutboxEntry, Raise, StoreError,
+    InstancePage, OutboxEntry, StoreError,
 };
-use crate::model::{EventContext, Expectation, NewEvent, StreamId};
+use crate::model::{EventContext, Expectation, KindSet, NewEvent, NotificationKind, StreamId};
 
 /// A fresh, empty store for one test, and whatever must outlive it.
 pub(crate) struct Fixture {
@@ -124,7 +128,7 @@ pub(crate) fn request(
         events,
         context: EventContext::default(),
         command: None,
-        raise: Raise::ALL,
+        raise: KindSet::ALL,
     }
 }
 
@@ -1029,6 +1033,7 @@ async fn outbox(store: &dyn EventStore) -> Vec<String> {
             OutboxEntry::NewEntity(e) => format!("NewEntity {} {}", e.stream, e.sequence),
             OutboxEntry::EventAppended(e) => format!("EventAppended {} {}", e.stream, e.sequence),
             OutboxEntry::Document(d) => format!("{} {} {}", d.kind, d.id, d.body.get()),
+            OutboxEntry::Unknown { kind } => format!("unknown {kind}"),
         })
         .collect()
 }
@@ -1036,7 +1041,7 @@ async fn outbox(store: &dyn EventStore) -> Vec<String> {
 fn document(id: u128, body: &str) -> Document {
     Document {
         id: Uuid::from_u128(id),
-        kind: "ProjectionCompleted".to_owned(),
+        kind: NotificationKind::ProjectionCompleted,
         topic: None,
         body: RawValue::from_string(body.to_owned()).expect("JSON").into(),
     }
@@ -1078,17 +1083,11 @@ pub(crate) async fn outbox_rows_follow_what_the_append_raises(store: Arc<dyn Eve
         raise,
         ..request(&s, Expectation::Any, events)
     };
-    let only_new = Raise {
-        new_entity: true,
-        event_appended: false,
-    };
+    let only_new: KindSet = [NotificationKind::NewEntity].into_iter().collect();
     store.append(raise(only_new, events(2))).await.unwrap();
     store.append(raise(only_new, events(1))).await.unwrap();
-    store.append(raise(Raise::NONE, events(1))).await.unwrap();
-    let appended = Raise {
-        new_entity: false,
-        event_appended: true,
-    };
+    store.append(raise(KindSet::NONE, events(1))).await.unwrap();
+    let appended: KindSet = [NotificationKind::EventAppended].into_iter().collect();
     store.append(raise(appended, events(1))).await.unwrap();
     assert_eq!(
         outbox(&*store).await,
@@ -1250,7 +1249,7 @@ pub(crate) async fn appends_signal_events_and_outbox_rows_apart(store: Arc<dyn E
     outbox.mark_unchanged();
     // Raising nothing: the events' signal only.
     let quiet = AppendRequest {
-        raise: Raise::NONE,
+        raise: KindSet::NONE,
         ..request(
             &stream("quiet"),
             Expectation::Any,

@@ -13,13 +13,16 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::outbox::{EventRow, Feeds, LocalClaims};
-use super::rules::{self, Op, StoreTxn, StoredEventId};
+use super::outbox::{Feeds, LocalClaims};
+use super::rules::{
+    self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
+    StoreTxn, StoredEventId, Write,
+};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
     Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
 };
-use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
+use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
 
 /// An event store in process memory.
 ///
@@ -57,9 +60,9 @@ struct State {
     completions: HashSet<(String, String)>,
 }
 
-/// An outbox row: an event's index, or a document.
+/// An outbox row: a change-feed kind and its event's index, or a document.
 enum Row {
-    Event(EventRow, usize),
+    Event(NotificationKind, usize),
     Document(Document),
 }
 
@@ -69,11 +72,11 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Runs a write op under the state's lock and wakes dispatchers.
-    fn write(&self, op: Op) -> Result<rules::Done, StoreError> {
-        let done = rules::run_ready(op.run(&mut *self.state(), rules::now_micros()));
+    /// Runs a write under the state's lock and wakes its followers.
+    fn write<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {
+        let done = rules::run_ready(write.run(&mut *self.state(), rules::now_micros()));
         if done.is_ok() {
-            self.feeds.bump(op.adds());
+            self.feeds.bump(write.adds());
         }
         done
     }
@@ -85,6 +88,13 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The index of the `from`th of a list numbered from 1 (a stream's
+/// sequences, positions): `from` 0 reads like 1, and one past any index
+/// reads as the end.
+fn index_of(from: u64) -> usize {
+    usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX)
 }
 
 impl fmt::Debug for MemoryStore {
@@ -196,7 +206,10 @@ impl StoreTxn for State {
         Ok(())
     }
 
-    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError> {
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError> {
         for &(kind, position) in rows {
             // Position `n` is at index `n - 1`, and the event was just added.
             let index = usize::try_from(position - 1).map_err(StoreError::backend)?;
@@ -259,7 +272,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.write(Op::Append(request))?.appended()
+        self.write(Append(request))
     }
 
     async fn record_rejection(
@@ -268,12 +281,7 @@ impl EventStore for MemoryStore {
         command: &CommandKey,
         message: &str,
     ) -> Result<CommandRecord, StoreError> {
-        self.write(Op::Reject {
-            stream: stream.clone(),
-            command: command.clone(),
-            message: message.to_owned(),
-        })?
-        .recorded()
+        self.write(Reject::new(stream, command, message))
     }
 
     async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -290,8 +298,8 @@ impl EventStore for MemoryStore {
         let Some(indexes) = state.stream(stream) else {
             return Ok(Vec::new());
         };
-        // Sequence `n` is at `indexes[n - 1]`; `from` 0 reads like 1.
-        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        // Sequence `n` is at `indexes[n - 1]`.
+        let skip = index_of(from);
         Ok(indexes
             .iter()
             .skip(skip)
@@ -334,8 +342,8 @@ impl EventStore for MemoryStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.state();
-        // Position `n` is at index `n - 1`; `from` 0 reads like 1.
-        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        // Position `n` is at index `n - 1`.
+        let skip = index_of(from);
         Ok(state
             .events
             .iter()
@@ -349,7 +357,7 @@ impl EventStore for MemoryStore {
 #[async_trait::async_trait]
 impl Outbox for MemoryStore {
     async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
-        self.write(Op::AddDocuments(documents))?.added()
+        self.write(AddDocuments(documents))
     }
 
     async fn read_outbox(
@@ -358,27 +366,36 @@ impl Outbox for MemoryStore {
         max_count: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let state = self.state();
-        // Row `n` is at index `n - 1`; `from` 0 reads like 1.
-        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
-        Ok(state
+        // Row `n` is at index `n - 1`.
+        let skip = index_of(from);
+        state
             .outbox
             .iter()
             .enumerate()
             .skip(skip)
             .take(max_count)
-            .map(|(index, row)| OutboxRecord {
-                position: index as u64 + 1,
-                entry: match row {
-                    Row::Event(EventRow::NewEntity, event) => {
-                        OutboxEntry::NewEntity(state.events[*event].clone())
-                    }
-                    Row::Event(EventRow::EventAppended, event) => {
-                        OutboxEntry::EventAppended(state.events[*event].clone())
+            .map(|(index, row)| {
+                let position = index as u64 + 1;
+                let entry = match row {
+                    Row::Event(kind, event) => {
+                        let event = state.events[*event].clone();
+                        match kind {
+                            NotificationKind::NewEntity => OutboxEntry::NewEntity(event),
+                            NotificationKind::EventAppended => OutboxEntry::EventAppended(event),
+                            // The rules write rows of events for the change
+                            // feed only (`outbox::rows_for`).
+                            NotificationKind::ProjectionCompleted | NotificationKind::Published => {
+                                return Err(StoreError::backend(format!(
+                                    "outbox row {position} points at an event, but is a {kind} row"
+                                )));
+                            }
+                        }
                     }
                     Row::Document(document) => OutboxEntry::Document(document.clone()),
-                },
+                };
+                Ok(OutboxRecord { position, entry })
             })
-            .collect())
+            .collect()
     }
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {
@@ -397,14 +414,10 @@ impl Outbox for MemoryStore {
     }
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
-        if next <= claim.next_position() {
-            return Ok(());
+        match SetCheckpoint::ending(&claim, next) {
+            Some(write) => self.write(write),
+            None => Ok(()),
         }
-        self.write(Op::SetCheckpoint {
-            destination: claim.destination().to_owned(),
-            next,
-        })?
-        .done()
     }
 
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -417,7 +430,7 @@ impl Outbox for MemoryStore {
     }
 
     async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
-        self.write(Op::PutDeadLetters(letters))?.done()
+        self.write(PutDeadLetters(letters))
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -431,18 +444,14 @@ impl Outbox for MemoryStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(Op::DeleteDeadLetter {
-            destination: destination.to_owned(),
-            notification_id,
-        })?
-        .flag()
+        self.write(DeleteDeadLetter::new(destination, notification_id))
     }
 
     async fn record_completions(
         &self,
         completions: Vec<(String, String)>,
     ) -> Result<(), StoreError> {
-        self.write(Op::Complete(completions))?.done()
+        self.write(Complete(completions))
     }
 
     async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {

@@ -26,13 +26,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
-pub use outbox::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, Raise};
+pub use outbox::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord};
 #[cfg(any(test, feature = "test-util"))]
 pub use postgres::testing as postgres_testing;
-pub use postgres::{PostgresOptions, PostgresStore};
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use postgres::{PostgresConfig, PostgresStore};
+pub use sqlite::{SqliteConfig, SqliteStore};
 
-use crate::model::{EventContext, Expectation, NameError, NewEvent, RecordedEvent, StreamId};
+use crate::model::{
+    EventContext, Expectation, KindSet, NameError, NewEvent, RecordedEvent, StreamId,
+};
 
 /// A batch of events for one stream, appended all or nothing.
 #[derive(Debug, Clone)]
@@ -49,9 +51,10 @@ pub struct AppendRequest {
     /// The command that produced the batch. Recorded in the same transaction,
     /// so that [`EventStore::command_record`] can replay the outcome.
     pub command: Option<CommandKey>,
-    /// The notifications the batch raises, written to the outbox in the
-    /// same transaction.
-    pub raise: Raise,
+    /// The kinds of notification the stream raises: the store writes the
+    /// outbox rows of the change-feed kinds among them in the same
+    /// transaction.
+    pub raise: KindSet,
 }
 
 /// Identifies one execution of a command, for idempotency.

@@ -1,10 +1,11 @@
 //! The transactional outbox every store keeps beside its events.
 //!
-//! An append writes one outbox row per notification it raises (which kinds,
-//! the host decides: [`Raise`]) in the same transaction as its events, so a
-//! notification exists exactly when the events it describes do. Rows the
-//! host produces later — projection-completed notifications, events a
-//! handler publishes — are [`Document`]s, added idempotently by their id.
+//! An append writes one outbox row per change-feed notification it raises
+//! (which kinds, the host decides: the [`KindSet`] of its request) in the
+//! same transaction as its events, so a notification exists exactly when
+//! the events it describes do. Rows the host produces later —
+//! projection-completed notifications, events a handler publishes — are
+//! [`Document`]s, added idempotently by their id.
 //! Rows are read in position order, and positions follow commit order with
 //! the same guarantee as [`EventStore::read_all`](super::EventStore::read_all):
 //! a reader resuming after the last row it saw never misses one.
@@ -20,7 +21,9 @@
 //! not know what a notification looks like on the wire, where it is sent,
 //! or when to retry: that is `crate::notifications`.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -30,75 +33,33 @@ use tokio::sync::{OwnedMutexGuard, watch};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::RecordedEvent;
+use crate::model::{KindSet, NotificationKind, RecordedEvent};
 
-/// Which notifications an append raises. Decided by the host per domain and
-/// entity type; the store writes one row per raised notification.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Raise {
-    /// A new-entity row when the append creates its stream.
-    pub new_entity: bool,
-    /// An event-appended row for every event.
-    pub event_appended: bool,
-}
-
-impl Raise {
-    /// No rows.
-    pub const NONE: Raise = Raise {
-        new_entity: false,
-        event_appended: false,
-    };
-    /// Both change-feed kinds.
-    pub const ALL: Raise = Raise {
-        new_entity: true,
-        event_appended: true,
-    };
-}
-
-/// What an event-derived outbox row announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EventRow {
-    /// The stream was created (the row points at its first event).
-    NewEntity,
-    /// The event was appended.
-    EventAppended,
-}
-
-impl EventRow {
-    /// The stored form; also the row's `kind`.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            EventRow::NewEntity => "NewEntity",
-            EventRow::EventAppended => "EventAppended",
-        }
-    }
-
-    pub(super) fn parse(kind: &str) -> Option<EventRow> {
-        match kind {
-            "NewEntity" => Some(EventRow::NewEntity),
-            "EventAppended" => Some(EventRow::EventAppended),
-            _ => None,
-        }
-    }
-}
-
-/// The rows an append of events at `positions` (first to last) raises:
-/// each as its kind and the position of the event it points at.
+/// The rows an append of events at `positions` (first to last) writes for
+/// the kinds its stream raises: each as its kind and the position of the
+/// event it points at. A new entity's row comes before its first event's,
+/// as [`NotificationKind::ALL`], the order of a set's kinds, has it.
 pub(super) fn rows_for(
-    raise: Raise,
+    raise: KindSet,
     first_sequence: u64,
     positions: &[u64],
-) -> Vec<(EventRow, u64)> {
+) -> Vec<(NotificationKind, u64)> {
     let mut rows = Vec::with_capacity(positions.len() + 1);
-    if raise.new_entity
-        && first_sequence == 1
-        && let Some(&first) = positions.first()
-    {
-        rows.push((EventRow::NewEntity, first));
-    }
-    if raise.event_appended {
-        rows.extend(positions.iter().map(|&p| (EventRow::EventAppended, p)));
+    for kind in raise.iter() {
+        match kind {
+            NotificationKind::NewEntity => {
+                if first_sequence == 1
+                    && let Some(&first) = positions.first()
+                {
+                    rows.push((kind, first));
+                }
+            }
+            NotificationKind::EventAppended => {
+                rows.extend(positions.iter().map(|&position| (kind, position)));
+            }
+            // Documents, which the host adds once the append has committed.
+            NotificationKind::ProjectionCompleted | NotificationKind::Published => {}
+        }
     }
     rows
 }
@@ -109,8 +70,10 @@ pub(super) fn rows_for(
 pub struct Document {
     /// The notification's id; a second document with it is not added.
     pub id: Uuid,
-    /// What it is, for its reader (`ProjectionCompleted`, `Published`).
-    pub kind: String,
+    /// What it is, for its reader: a kind that is not part of the change
+    /// feed ([`NotificationKind::is_change_feed`]), whose rows point at
+    /// their events instead.
+    pub kind: NotificationKind,
     /// The one topic it is for, or `None` for every destination.
     pub topic: Option<String>,
     /// Its content, in the form its reader wrote it.
@@ -126,6 +89,13 @@ pub enum OutboxEntry {
     EventAppended(RecordedEvent),
     /// A notification the host wrote as a whole.
     Document(Document),
+    /// A row of a kind this host does not know (written by a newer
+    /// version, say): the store hands it on rather than stopping at it, so
+    /// that a dispatcher can set it aside and go on with the rows after it.
+    Unknown {
+        /// The kind as stored.
+        kind: String,
+    },
 }
 
 /// One row of the outbox.
@@ -170,16 +140,22 @@ pub struct DeadLetter {
 pub struct Claim {
     destination: String,
     next: u64,
-    pub(super) hold: Hold,
+    hold: Box<dyn Hold>,
 }
 
 impl Claim {
-    pub(super) fn new(destination: &str, next: u64, hold: Hold) -> Claim {
+    pub(super) fn new(destination: &str, next: u64, hold: impl Hold) -> Claim {
         Claim {
             destination: destination.to_owned(),
             next,
-            hold,
+            hold: Box::new(hold),
         }
+    }
+
+    /// What keeps the claim exclusive, for the backend that made it to end
+    /// the round with.
+    pub(super) fn into_hold(self) -> Box<dyn Hold> {
+        self.hold
     }
 
     /// The destination claimed.
@@ -193,20 +169,20 @@ impl Claim {
     }
 }
 
-/// What keeps a claim exclusive, per backend.
-#[derive(Debug)]
-pub(super) enum Hold {
-    /// A lock inside this process (memory, SQLite: one process per store).
-    Local(#[allow(dead_code, reason = "held for its Drop")] OwnedMutexGuard<()>),
-    /// A PostgreSQL connection in a transaction that holds the destination's
-    /// checkpoint row `FOR UPDATE`.
-    Postgres(Box<super::postgres::ClaimConnection>),
-}
+/// What keeps a claim exclusive, supplied by the backend that made it: a
+/// lock inside this process ([`LocalClaims`]), or a shared store's
+/// transaction that holds the destination's checkpoint row. Held for its
+/// `Drop`, which frees the destination; the backend takes it back, as its
+/// own type, to end the round.
+pub(super) trait Hold: Any + Send + Sync + fmt::Debug {}
+
+/// A destination's lock in [`LocalClaims`].
+impl Hold for OwnedMutexGuard<()> {}
 
 /// The outbox part of the store contract.
 ///
-/// An append writes its notification rows (as its [`Raise`] says) in its own
-/// transaction; [`Document`]s are added once per id. Rows are read in
+/// An append writes its notification rows (of the change-feed kinds its
+/// [`KindSet`] holds) in its own transaction; [`Document`]s are added once per id. Rows are read in
 /// position order, and positions follow commit order as event positions do,
 /// so a reader resuming after the last row it saw never misses one. Each
 /// destination drains the outbox through a [`Claim`] (one dispatcher at a
@@ -277,7 +253,7 @@ pub(super) struct LocalClaims {
 
 impl LocalClaims {
     /// The destination's lock, unless another round holds it.
-    pub(super) fn try_hold(&self, destination: &str) -> Option<Hold> {
+    pub(super) fn try_hold(&self, destination: &str) -> Option<OwnedMutexGuard<()>> {
         let lock = Arc::clone(
             self.locks
                 .lock()
@@ -285,7 +261,7 @@ impl LocalClaims {
                 .entry(destination.to_owned())
                 .or_default(),
         );
-        lock.try_lock_owned().ok().map(Hold::Local)
+        lock.try_lock_owned().ok()
     }
 }
 

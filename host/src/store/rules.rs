@@ -20,12 +20,12 @@ use std::task::{Context, Poll, Waker};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::outbox::{self, Added, DeadLetter, Document, EventRow, Raise};
+use super::outbox::{self, Added, Claim, DeadLetter, Document};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
 };
-use crate::model::{EventContext, NameKind, NewEvent, StreamId, validate_name};
+use crate::model::{EventContext, NameKind, NewEvent, NotificationKind, StreamId, validate_name};
 
 /// What [`append`] decides on: the answers of [`StoreTxn::append_reads`].
 pub(super) struct AppendReads {
@@ -129,7 +129,10 @@ pub(super) trait StoreTxn {
 
     /// Adds outbox rows pointing at events (each a kind and the event's
     /// position), in order, after every row already there.
-    async fn insert_event_rows(&mut self, rows: &[(EventRow, u64)]) -> Result<(), StoreError>;
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError>;
 
     /// Adds the documents whose ids the outbox does not hold yet, in order;
     /// returns how many.
@@ -155,157 +158,192 @@ pub(super) trait StoreTxn {
     ) -> Result<(), StoreError>;
 }
 
-/// A write for the rules to carry out, as a value, so that a backend can
-/// queue it (SQLite's writer thread) or run it again in a new transaction
-/// (PostgreSQL, after losing a race).
-pub(super) enum Op {
-    /// [`append`] this request.
-    Append(AppendRequest),
-    /// [`record_rejection`] of this command.
-    Reject {
-        stream: StreamId,
-        command: CommandKey,
-        message: String,
-    },
-    /// Add these documents to the outbox.
-    AddDocuments(Vec<Document>),
-    /// Move a destination's checkpoint.
-    SetCheckpoint { destination: String, next: u64 },
-    /// Record these dead letters.
-    PutDeadLetters(Vec<DeadLetter>),
-    /// Remove a dead letter.
-    DeleteDeadLetter {
-        destination: String,
-        notification_id: Uuid,
-    },
-    /// Record handlers' completions of notifications.
-    Complete(Vec<(String, String)>),
-}
+/// A write for the rules to carry out in one transaction, as a value, so
+/// that a backend can queue it (SQLite's writer thread, PostgreSQL's group
+/// commit) or run it again in a new transaction (PostgreSQL, after losing a
+/// race). Each kind of write answers in its own type.
+pub(super) trait Write: Send + Sync + 'static {
+    /// What the write answers.
+    type Output: Send + 'static;
 
-/// What an [`Op`] did.
-pub(super) enum Done {
-    /// The outcome of [`Op::Append`].
-    Appended(AppendOutcome),
-    /// The record that stands after [`Op::Reject`].
-    Recorded(CommandRecord),
-    /// How many documents [`Op::AddDocuments`] added.
-    Added(usize),
-    /// Whether [`Op::DeleteDeadLetter`] found one.
-    Flag(bool),
-    /// An op with nothing to say was done.
-    Nothing,
-}
-
-impl Op {
-    /// What the op may add, so that whoever follows it (projection
+    /// What the write may add, so that whoever follows it (projection
     /// propagation, dispatchers) looks.
-    pub(super) fn adds(&self) -> Added {
-        match self {
-            Op::Append(request) => {
-                let events = !request.events.is_empty();
-                Added {
-                    events,
-                    outbox_rows: events && request.raise != Raise::NONE,
-                }
-            }
-            Op::AddDocuments(_) => Added {
-                events: false,
-                outbox_rows: true,
-            },
-            _ => Added::default(),
-        }
+    fn adds(&self) -> Added {
+        Added::default()
     }
 
     /// Carries the write out through `txn`; `written_at` stamps appended
     /// events.
-    pub(super) async fn run(
+    async fn run(
         &self,
         txn: &mut impl StoreTxn,
         written_at: OffsetDateTime,
-    ) -> Result<Done, StoreError> {
-        match self {
-            Op::Append(request) => append(txn, request, written_at).await.map(Done::Appended),
-            Op::Reject {
-                stream,
-                command,
-                message,
-            } => record_rejection(txn, stream, command, message)
-                .await
-                .map(Done::Recorded),
-            Op::AddDocuments(documents) => txn.insert_documents(documents).await.map(Done::Added),
-            Op::SetCheckpoint { destination, next } => txn
-                .set_checkpoint(destination, *next)
-                .await
-                .map(|()| Done::Nothing),
-            Op::PutDeadLetters(letters) => {
-                txn.put_dead_letters(letters).await.map(|()| Done::Nothing)
-            }
-            Op::DeleteDeadLetter {
-                destination,
-                notification_id,
-            } => txn
-                .delete_dead_letter(destination, *notification_id)
-                .await
-                .map(Done::Flag),
-            Op::Complete(completions) => txn
-                .insert_completions(completions)
-                .await
-                .map(|()| Done::Nothing),
+    ) -> Result<Self::Output, StoreError>;
+}
+
+/// [`append`] this request.
+pub(super) struct Append(pub AppendRequest);
+
+impl Write for Append {
+    type Output = AppendOutcome;
+
+    fn adds(&self) -> Added {
+        let Append(request) = self;
+        let events = !request.events.is_empty();
+        Added {
+            events,
+            outbox_rows: events && request.raise.iter().any(NotificationKind::is_change_feed),
+        }
+    }
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        written_at: OffsetDateTime,
+    ) -> Result<AppendOutcome, StoreError> {
+        append(txn, &self.0, written_at).await
+    }
+}
+
+/// [`record_rejection`] of this command; answers the record that stands.
+pub(super) struct Reject {
+    stream: StreamId,
+    command: CommandKey,
+    message: String,
+}
+
+impl Reject {
+    /// The rejection of `command`, addressed to `stream`, with the
+    /// handler's `message`.
+    pub(super) fn new(stream: &StreamId, command: &CommandKey, message: &str) -> Reject {
+        Reject {
+            stream: stream.clone(),
+            command: command.clone(),
+            message: message.to_owned(),
         }
     }
 }
 
-impl Done {
-    /// The outcome of an [`Op::Append`].
-    pub(super) fn appended(self) -> Result<AppendOutcome, StoreError> {
-        match self {
-            Done::Appended(outcome) => Ok(outcome),
-            other => Err(other.mismatch("an append outcome")),
+impl Write for Reject {
+    type Output = CommandRecord;
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<CommandRecord, StoreError> {
+        record_rejection(txn, &self.stream, &self.command, &self.message).await
+    }
+}
+
+/// Add these documents to the outbox; answers how many were added.
+pub(super) struct AddDocuments(pub Vec<Document>);
+
+impl Write for AddDocuments {
+    type Output = usize;
+
+    fn adds(&self) -> Added {
+        Added {
+            events: false,
+            outbox_rows: true,
         }
     }
 
-    /// The record of an [`Op::Reject`].
-    pub(super) fn recorded(self) -> Result<CommandRecord, StoreError> {
-        match self {
-            Done::Recorded(record) => Ok(record),
-            other => Err(other.mismatch("a command record")),
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        refuse_change_feed_documents(&self.0)?;
+        txn.insert_documents(&self.0).await
+    }
+}
+
+/// Move a destination's checkpoint forward.
+pub(super) struct SetCheckpoint {
+    destination: String,
+    next: u64,
+}
+
+impl SetCheckpoint {
+    /// The move that ends a round of `claim` at `next`; `None` for a round
+    /// that moved nothing, which costs no write.
+    pub(super) fn ending(claim: &Claim, next: u64) -> Option<SetCheckpoint> {
+        (next > claim.next_position()).then(|| SetCheckpoint {
+            destination: claim.destination().to_owned(),
+            next,
+        })
+    }
+}
+
+impl Write for SetCheckpoint {
+    type Output = ();
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        txn.set_checkpoint(&self.destination, self.next).await
+    }
+}
+
+/// Record these dead letters.
+pub(super) struct PutDeadLetters(pub Vec<DeadLetter>);
+
+impl Write for PutDeadLetters {
+    type Output = ();
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        txn.put_dead_letters(&self.0).await
+    }
+}
+
+/// Remove a dead letter; answers whether there was one.
+pub(super) struct DeleteDeadLetter {
+    destination: String,
+    notification_id: Uuid,
+}
+
+impl DeleteDeadLetter {
+    /// The removal of `destination`'s dead letter `notification_id`.
+    pub(super) fn new(destination: &str, notification_id: Uuid) -> DeleteDeadLetter {
+        DeleteDeadLetter {
+            destination: destination.to_owned(),
+            notification_id,
         }
     }
+}
 
-    /// The count of an [`Op::AddDocuments`].
-    pub(super) fn added(self) -> Result<usize, StoreError> {
-        match self {
-            Done::Added(count) => Ok(count),
-            other => Err(other.mismatch("a count")),
-        }
+impl Write for DeleteDeadLetter {
+    type Output = bool;
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        txn.delete_dead_letter(&self.destination, self.notification_id)
+            .await
     }
+}
 
-    /// The answer of an [`Op::DeleteDeadLetter`].
-    pub(super) fn flag(self) -> Result<bool, StoreError> {
-        match self {
-            Done::Flag(flag) => Ok(flag),
-            other => Err(other.mismatch("a yes or no")),
-        }
-    }
+/// Record handlers' completions of notifications.
+pub(super) struct Complete(pub Vec<(String, String)>);
 
-    /// The end of an op that answers nothing.
-    pub(super) fn done(self) -> Result<(), StoreError> {
-        match self {
-            Done::Nothing => Ok(()),
-            other => Err(other.mismatch("nothing")),
-        }
-    }
+impl Write for Complete {
+    type Output = ();
 
-    /// A backend answered an op with the wrong kind of answer: a bug.
-    fn mismatch(&self, wanted: &str) -> StoreError {
-        let got = match self {
-            Done::Appended(_) => "an append outcome",
-            Done::Recorded(_) => "a command record",
-            Done::Added(_) => "a count",
-            Done::Flag(_) => "a yes or no",
-            Done::Nothing => "nothing",
-        };
-        StoreError::backend(format!("the store answered {got} where {wanted} was due"))
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        txn.insert_completions(&self.0).await
     }
 }
 
@@ -480,6 +518,22 @@ fn earlier_append(
         stream_sequence: original.last().map_or(0, |event| event.sequence),
         events: original,
     }))
+}
+
+/// A document of a change-feed kind would be read back as a row that
+/// points at an event, which it does not: it is refused before anything is
+/// written.
+fn refuse_change_feed_documents(documents: &[Document]) -> Result<(), StoreError> {
+    match documents
+        .iter()
+        .find(|document| document.kind.is_change_feed())
+    {
+        Some(document) => Err(StoreError::backend(format!(
+            "document {} is a {} notification, which is a row of its event, never a document",
+            document.id, document.kind
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn validate_command(command: &CommandKey) -> Result<(), StoreError> {

@@ -1,27 +1,41 @@
 //! The outbox in PostgreSQL: its rows, the `LISTEN/NOTIFY` wake-up, and
 //! destination claims with `FOR UPDATE SKIP LOCKED`.
 //!
-//! Rows are only inserted under `append_lock` (the caller takes it), with
-//! positions handed out like events' (see the parent module), so a reader
-//! following positions never skips a row of a slow transaction. The write
-//! functions take a connection whose transaction the caller has begun, and
-//! which the caller commits.
+//! Outbox rows take their positions from `outbox_position`, and only under
+//! `append_lock` (the caller takes it), as events do (see
+//! [`super::positions`]), so they follow commit order with the same
+//! guarantee: a reader following positions never skips a row of a slow
+//! transaction. The write functions take a connection whose transaction the
+//! caller has begun, and which the caller commits.
+//!
+//! A transaction that adds outbox rows also sends `NOTIFY cqrs_wasi_outbox`,
+//! and one that adds events `NOTIFY cqrs_wasi_events` (each with the schema
+//! as payload), delivered at its commit to every host that `LISTEN`s, so
+//! dispatchers and projection propagation wake on work instead of polling,
+//! and an append that raises no notification wakes no dispatcher. Each
+//! destination's checkpoint row is claimed `FOR UPDATE SKIP LOCKED` for a
+//! round of dispatch: whichever host gets it drains the destination, the
+//! others skip it.
 
+use std::any::Any;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Object};
-use serde_json::value::RawValue;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use super::{PostgresStore, pg_error, recorded_event_at};
-use crate::store::outbox::{Added, EventRow, Feeds, Hold};
-use crate::store::rules::Op;
-use crate::store::sql::{from_sql_int, sql_bound, to_sql_int};
-use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, StoreError};
+use super::PostgresStore;
+use super::error::pg_error;
+use crate::error_chain::error_chain;
+use crate::store::outbox::{Added, Feeds, Hold};
+use crate::store::rules::{AddDocuments, Complete, DeleteDeadLetter, PutDeadLetters};
+use crate::store::sql::{
+    from_json, from_sql_int, outbox_record, select_outbox, sql_bound, to_json, to_sql_int,
+};
+use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxRecord, StoreError};
 
 /// The names of [`OUTBOX_CHANNEL`] and [`EVENTS_CHANNEL`], for the
 /// statements that must spell them out.
@@ -58,14 +72,11 @@ const SIGNAL_BOTH: &str = concat!(notify!(events_channel!()), "; ", notify!(outb
 /// connection.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// Outbox rows from `$1`, at most `$2`: the row's own columns, then (for a
-/// row that points at an event) the event's, in `recorded_event`'s order.
-const SELECT_OUTBOX: &str = "
-    SELECT o.position, o.kind, o.notification_id, o.topic, o.body::text,
-           e.domain, e.entity_type, e.instance_key, e.sequence, e.position, e.event_id,
-           e.event_type, e.written_at, e.payload::text, e.context::text
-    FROM outbox o LEFT JOIN events e ON e.position = o.event_position
-    WHERE o.position >= $1 ORDER BY o.position LIMIT $2";
+/// Outbox rows from `$1`, at most `$2`.
+const SELECT_OUTBOX: &str = select_outbox!(
+    "::text",
+    "WHERE o.position >= $1 ORDER BY o.position LIMIT $2"
+);
 
 /// Numbers rows after the last position handed out, in the order of their
 /// events (rows of one event in the order given), and moves the sequence
@@ -155,7 +166,7 @@ pub(super) async fn put_dead_letters(
         .await
         .map_err(pg_error)?;
     for letter in letters {
-        let json = serde_json::to_string(letter).map_err(StoreError::backend)?;
+        let json = to_json("dead letter", letter)?;
         client
             .execute(
                 &upsert,
@@ -199,7 +210,9 @@ pub(super) fn listen(
         loop {
             match listen_once(&config, &schema, &feeds).await {
                 Ok(()) => tracing::warn!("the store listener's connection closed"),
-                Err(error) => tracing::warn!(%error, "the store listener's connection failed"),
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "the store listener's connection failed");
+                }
             }
             feeds.bump(Added {
                 events: true,
@@ -250,12 +263,14 @@ async fn listen_once(
 }
 
 /// The connection of a PostgreSQL [`Claim`]: in a transaction that holds the
-/// destination's checkpoint row.
+/// destination's checkpoint row `FOR UPDATE`.
 #[derive(Debug)]
-pub(crate) struct ClaimConnection {
+struct ClaimConnection {
     client: InTransaction,
     dropped: Arc<DroppedClaims>,
 }
+
+impl Hold for ClaimConnection {}
 
 impl ClaimConnection {
     fn client(&self) -> Result<&Object, StoreError> {
@@ -312,7 +327,7 @@ impl InTransaction {
         match tokio::time::timeout(ROLLBACK_WAIT, client.batch_execute("ROLLBACK")).await {
             Ok(Ok(())) => self.finished(),
             Ok(Err(error)) => {
-                tracing::warn!(error = %super::flatten(&error), "could not roll back a dropped claim; closing its connection");
+                tracing::warn!(error = %error_chain(&error), "could not roll back a dropped claim; closing its connection");
             }
             Err(_) => {
                 tracing::warn!(
@@ -372,33 +387,10 @@ impl Drop for RollingBack {
     }
 }
 
-/// Maps a row selected with [`SELECT_OUTBOX`].
-fn outbox_record(row: &Row) -> Result<OutboxRecord, StoreError> {
-    let position = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
-    let kind: String = row.try_get(1).map_err(pg_error)?;
-    let entry = match EventRow::parse(&kind) {
-        Some(EventRow::NewEntity) => OutboxEntry::NewEntity(recorded_event_at(row, 5)?),
-        Some(EventRow::EventAppended) => OutboxEntry::EventAppended(recorded_event_at(row, 5)?),
-        None => {
-            let body: String = row.try_get(4).map_err(pg_error)?;
-            OutboxEntry::Document(Document {
-                id: row.try_get(2).map_err(pg_error)?,
-                kind,
-                topic: row.try_get(3).map_err(pg_error)?,
-                // Trusted: it is the text of a `RawValue` this module wrote.
-                body: RawValue::from_string(body)
-                    .map_err(StoreError::backend)?
-                    .into(),
-            })
-        }
-    };
-    Ok(OutboxRecord { position, entry })
-}
-
 #[async_trait::async_trait]
 impl Outbox for PostgresStore {
     async fn add_documents(&self, documents: Vec<Document>) -> Result<usize, StoreError> {
-        self.write(Op::AddDocuments(documents)).await?.added()
+        self.write(AddDocuments(documents)).await
     }
 
     async fn read_outbox(
@@ -470,17 +462,14 @@ impl Outbox for PostgresStore {
             return Ok(None);
         };
         let next = from_sql_int(row.try_get(0).map_err(pg_error)?)?;
-        Ok(Some(Claim::new(
-            destination,
-            next,
-            Hold::Postgres(Box::new(connection)),
-        )))
+        Ok(Some(Claim::new(destination, next, connection)))
     }
 
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         let destination = claim.destination().to_owned();
         let from = claim.next_position();
-        let Hold::Postgres(connection) = claim.hold else {
+        let hold: Box<dyn Any> = claim.into_hold();
+        let Ok(connection) = hold.downcast::<ClaimConnection>() else {
             return Err(StoreError::backend(
                 "a claim of another store was released here",
             ));
@@ -519,7 +508,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError> {
-        self.write(Op::PutDeadLetters(letters)).await?.done()
+        self.write(PutDeadLetters(letters)).await
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -532,10 +521,7 @@ impl Outbox for PostgresStore {
             .await
             .map_err(pg_error)?
             .iter()
-            .map(|row| {
-                let json: &str = row.try_get(0).map_err(pg_error)?;
-                serde_json::from_str(json).map_err(StoreError::backend)
-            })
+            .map(|row| from_json("dead letter", row.try_get(0).map_err(pg_error)?))
             .collect()
     }
 
@@ -544,19 +530,15 @@ impl Outbox for PostgresStore {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError> {
-        self.write(Op::DeleteDeadLetter {
-            destination: destination.to_owned(),
-            notification_id,
-        })
-        .await?
-        .flag()
+        self.write(DeleteDeadLetter::new(destination, notification_id))
+            .await
     }
 
     async fn record_completions(
         &self,
         completions: Vec<(String, String)>,
     ) -> Result<(), StoreError> {
-        self.write(Op::Complete(completions)).await?.done()
+        self.write(Complete(completions)).await
     }
 
     async fn is_completed(&self, handler: &str, notification_id: &str) -> Result<bool, StoreError> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
-use super::{PostgresOptions, PostgresStore};
+use super::{PostgresConfig, PostgresStore};
+use crate::error_chain::error_chain;
 
 /// The environment variable naming the test database's URL.
 pub const URL_VAR: &str = "CQRS_WASI_TEST_POSTGRES_URL";
@@ -79,9 +80,9 @@ impl ScratchSchema {
         &self.name
     }
 
-    /// Options that open a store in this schema.
-    pub fn options(&self) -> PostgresOptions {
-        PostgresOptions {
+    /// The settings that open a store in this schema.
+    pub fn config(&self) -> PostgresConfig {
+        PostgresConfig {
             schema: self.name.clone(),
             pool_size: 8,
         }
@@ -93,7 +94,7 @@ impl ScratchSchema {
     ///
     /// When the store cannot be opened.
     pub async fn open(&self) -> PostgresStore {
-        PostgresStore::open(&self.url, self.options())
+        PostgresStore::open(&self.url, self.config())
             .await
             .unwrap_or_else(|error| panic!("the store opens: {error}"))
     }
@@ -127,9 +128,7 @@ impl Drop for ScratchSchema {
                 .build()
                 .map_err(|error| error.to_string())?;
             runtime.block_on(async {
-                let client = connect(&url)
-                    .await
-                    .map_err(|error| super::flatten(&error))?;
+                let client = connect(&url).await.map_err(|error| error_chain(&error))?;
                 // A session that still holds a lock in the schema belongs to
                 // this test (its connection task may never run again, if the
                 // test's runtime is the thread this drop blocks): end it.
@@ -143,13 +142,13 @@ impl Drop for ScratchSchema {
                         &[&name],
                     )
                     .await
-                    .map_err(|error| super::flatten(&error))?;
+                    .map_err(|error| error_chain(&error))?;
                 client
                     .batch_execute(&format!(
                         "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
                     ))
                     .await
-                    .map_err(|error| super::flatten(&error))
+                    .map_err(|error| error_chain(&error))
             })
         })
         .join();
@@ -171,7 +170,7 @@ async fn reach(url: &str) -> Result<(), String> {
     };
     match tokio::time::timeout(REACH_TIMEOUT, attempt).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(super::flatten(&error)),
+        Ok(Err(error)) => Err(error_chain(&error)),
         Err(_) => Err(format!("no answer within {REACH_TIMEOUT:?}")),
     }
 }

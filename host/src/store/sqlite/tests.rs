@@ -1,0 +1,326 @@
+//! The conformance suite against SQLite (durable, and relaxed with no
+//! pooled connections), and the tests of what only this backend does:
+//! reopening a file, its schema versions, the writer's batches.
+
+use std::sync::Arc;
+
+use tempfile::TempDir;
+use tokio::task::JoinSet;
+
+use super::schema::{MIGRATIONS, migrate, open_writer};
+use super::writer::{queued, write_batch};
+use super::*;
+use crate::model::Expectation;
+use crate::store::conformance::{
+    Fixture, append_n, assert_conflict, command, conformance_tests, events, request, stream,
+};
+use crate::store::rules::Append;
+use crate::store::{AppendOutcome, CommandRecord, EventStore, StoreError};
+
+fn temp_dir() -> TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+fn open_in(dir: &TempDir, options: SqliteConfig) -> SqliteStore {
+    SqliteStore::open(dir.path().join("events.db"), options).expect("the store opens")
+}
+
+async fn fixture() -> Option<Fixture> {
+    let dir = temp_dir();
+    Some(Fixture {
+        store: Arc::new(open_in(&dir, SqliteConfig::default())),
+        guard: Box::new(dir),
+    })
+}
+
+conformance_tests!(fixture);
+
+/// The same suite without fsync and without pooled connections, where
+/// every read opens its own connection.
+mod relaxed {
+    use super::*;
+
+    async fn fixture() -> Option<Fixture> {
+        let dir = temp_dir();
+        let options = SqliteConfig {
+            durable: false,
+            read_connections: 0,
+        };
+        Some(Fixture {
+            store: Arc::new(open_in(&dir, options)),
+            guard: Box::new(dir),
+        })
+    }
+
+    conformance_tests!(fixture);
+}
+
+#[tokio::test]
+async fn streams_sequences_and_command_records_survive_reopening() {
+    let dir = temp_dir();
+    let (a, b) = (stream("a"), stream("b"));
+    let (written, record) = {
+        let store = open_in(&dir, SqliteConfig::default());
+        append_n(&store, &a, 3).await;
+        let mut with_command = request(&b, Expectation::NoStream, events(2));
+        with_command.command = Some(command("cmd-1"));
+        store.append(with_command).await.unwrap();
+        store
+            .record_rejection(&a, &command("cmd-2"), "refused")
+            .await
+            .unwrap();
+        let record = store.command_record("cmd-1").await.unwrap();
+        (store.read_all(0, 100).await.unwrap(), record)
+    };
+
+    let store = open_in(&dir, SqliteConfig::default());
+    let read = store.read_all(0, 100).await.unwrap();
+    assert_eq!(
+        serde_json::to_string(&read).unwrap(),
+        serde_json::to_string(&written).unwrap()
+    );
+    assert_eq!(store.stream_sequence(&a).await.unwrap(), 3);
+    assert_eq!(store.stream_sequence(&b).await.unwrap(), 2);
+    assert_eq!(store.command_record("cmd-1").await.unwrap(), record);
+    assert!(matches!(
+        store.command_record("cmd-2").await.unwrap(),
+        Some(CommandRecord::Rejected { .. })
+    ));
+    let page = store
+        .list_instances("Bank", "Account", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.instance_keys, ["a", "b"]);
+    // Numbering goes on where it stopped.
+    let next = append_n(&store, &a, 1).await;
+    assert_eq!(next.events[0].sequence, 4);
+    assert_eq!(next.events[0].position, 6);
+}
+
+/// Pins the stored JSON: records outlive the code that wrote them.
+#[tokio::test]
+async fn command_records_are_stored_as_camel_case_json() {
+    let dir = temp_dir();
+    let store = open_in(&dir, SqliteConfig::default());
+    let s = stream("json");
+    let mut append = request(&s, Expectation::Any, Vec::new());
+    append.command = Some(command("cmd-1"));
+    store.append(append).await.unwrap();
+    store
+        .record_rejection(&s, &command("cmd-2"), "no")
+        .await
+        .unwrap();
+    drop(store);
+
+    let connection = Connection::open(dir.path().join("events.db")).unwrap();
+    let stored = |id: &str| -> serde_json::Value {
+        let json: String = connection
+            .query_row(
+                "SELECT record FROM commands WHERE command_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        serde_json::from_str(&json).unwrap()
+    };
+    let stream_json = serde_json::json!({
+        "domain": "Bank", "entityType": "Account", "instanceKey": "json"
+    });
+    assert_eq!(
+        stored("cmd-1"),
+        serde_json::json!({
+            "kind": "appended",
+            "commandId": "cmd-1",
+            "stream": stream_json,
+            "commandType": "Deposit",
+            "outcome": { "events": [], "streamSequence": 0 },
+        })
+    );
+    assert_eq!(
+        stored("cmd-2"),
+        serde_json::json!({
+            "kind": "rejected",
+            "commandId": "cmd-2",
+            "stream": stream_json,
+            "commandType": "Deposit",
+            "message": "no",
+        })
+    );
+}
+
+#[test]
+fn a_schema_newer_than_the_code_is_refused() {
+    let dir = temp_dir();
+    drop(open_in(&dir, SqliteConfig::default()));
+    let path = dir.path().join("events.db");
+    let connection = Connection::open(&path).unwrap();
+    connection
+        .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+        .unwrap();
+    drop(connection);
+
+    match SqliteStore::open(&path, SqliteConfig::default()) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found as usize, MIGRATIONS.len() + 1);
+            assert_eq!(supported as usize, MIGRATIONS.len());
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_file_gets_the_newest_schema_version() {
+    let dir = temp_dir();
+    drop(open_in(&dir, SqliteConfig::default()));
+    let connection = Connection::open(dir.path().join("events.db")).unwrap();
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version as usize, MIGRATIONS.len());
+    let mode: String = connection
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn an_unopenable_path_is_an_error_that_names_it() {
+    let dir = temp_dir();
+    let missing = dir.path().join("no-such-directory").join("events.db");
+    let error = SqliteStore::open(&missing, SqliteConfig::default()).unwrap_err();
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    assert!(
+        error.to_string().contains(&missing.display().to_string()),
+        "{error}"
+    );
+
+    let not_sqlite = dir.path().join("not-sqlite.db");
+    std::fs::write(&not_sqlite, vec![b'x'; 4096]).unwrap();
+    let error = SqliteStore::open(&not_sqlite, SqliteConfig::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(&not_sqlite.display().to_string()),
+        "{error}"
+    );
+}
+
+/// Runs jobs through `write_batch` as one batch, deterministically.
+#[test]
+fn a_failed_job_in_a_batch_is_undone_alone() {
+    let dir = temp_dir();
+    let path = dir.path().join("events.db");
+    let mut connection = open_writer(&path, SqliteConfig::default()).unwrap();
+    migrate(&mut connection).unwrap();
+    let s = stream("batch");
+
+    let mut appends = Vec::new();
+    for n in 0..10u64 {
+        // Good and bad interleaved; the bad ones would have inserted
+        // events had they got that far.
+        appends.push(Append(request(&s, Expectation::Exact(n), events(1))));
+        appends.push(Append(request(&s, Expectation::Exact(100 + n), events(2))));
+    }
+    let reused = events(1);
+    appends.push(Append(request(
+        &stream("other"),
+        Expectation::Any,
+        reused.clone(),
+    )));
+    appends.push(Append(request(&stream("third"), Expectation::Any, reused)));
+    let (jobs, answers): (Vec<_>, Vec<_>) = appends.into_iter().map(queued).unzip();
+    write_batch(&mut connection, jobs.into_iter());
+
+    let results: Vec<Result<AppendOutcome, StoreError>> = answers
+        .into_iter()
+        .map(|answer| answer.blocking_recv().expect("every job is answered"))
+        .collect();
+    for (n, pair) in results[..20].chunks(2).enumerate() {
+        match &pair[0] {
+            Ok(outcome) => {
+                assert_eq!(outcome.events[0].sequence, n as u64 + 1)
+            }
+            _ => panic!("good append {n} failed"),
+        }
+        match &pair[1] {
+            Err(StoreError::Conflict { actual, .. }) => assert_eq!(*actual, n as u64 + 1),
+            _ => panic!("bad append {n} did not conflict"),
+        }
+    }
+    assert!(results[20].is_ok());
+    assert!(matches!(results[21], Err(StoreError::EventIdReused { .. })));
+
+    let count: i64 = connection
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, 11);
+    let positions: Vec<i64> = connection
+        .prepare("SELECT position FROM events ORDER BY position")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        positions,
+        (1..=11).collect::<Vec<i64>>(),
+        "no gaps left by undone jobs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_with_wrong_expectations_fail_alone() {
+    let dir = temp_dir();
+    let store = Arc::new(open_in(&dir, SqliteConfig::default()));
+    let s = stream("mixed");
+    let mut appends = JoinSet::new();
+    for n in 0..20 {
+        let (store, s) = (Arc::clone(&store), s.clone());
+        appends.spawn(async move {
+            let expectation = if n % 2 == 0 {
+                Expectation::Any
+            } else {
+                Expectation::Exact(1_000)
+            };
+            (n, store.append(request(&s, expectation, events(1))).await)
+        });
+    }
+    let mut landed = Vec::new();
+    for (n, result) in appends.join_all().await {
+        if n % 2 == 0 {
+            landed.push(result.expect("a good append lands").events[0].sequence);
+        } else {
+            let actual = match &result {
+                Err(StoreError::Conflict { actual, .. }) => *actual,
+                other => panic!("expected a conflict, got {other:?}"),
+            };
+            assert!(actual <= 10);
+            assert_conflict(result, &s, Expectation::Exact(1_000), actual);
+        }
+    }
+    landed.sort_unstable();
+    assert_eq!(landed, (1..=10).collect::<Vec<u64>>());
+    assert_eq!(store.read_all(0, 100).await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn writes_after_the_writer_stopped_fail_with_a_backend_error() {
+    let dir = temp_dir();
+    let mut store = open_in(&dir, SqliteConfig::default());
+    append_n(&store, &stream("a"), 1).await;
+    let writer = store.writer.take().unwrap();
+    drop(writer.jobs);
+    writer.thread.join().unwrap();
+
+    let result = store
+        .append(request(&stream("a"), Expectation::Any, events(1)))
+        .await;
+    match result {
+        Err(StoreError::Backend(error)) => {
+            assert!(error.to_string().contains("writer"), "{error}")
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    // Reads do not need the writer.
+    assert_eq!(store.stream_sequence(&stream("a")).await.unwrap(), 1);
+}

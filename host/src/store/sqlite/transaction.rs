@@ -1,0 +1,242 @@
+//! The rules' primitives on the writer's transaction (a savepoint of the
+//! batch's transaction, one per write).
+
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::reads::{load_command, load_stream_sequence};
+use crate::model::{EventContext, NewEvent, NotificationKind, StreamId};
+use crate::store::rules::{StoreTxn, StoredEventId};
+use crate::store::sql::{
+    from_sql_int, select_event_ids, sql_bound, stored_event_id, to_json, to_sql_int,
+};
+use crate::store::{AppendedEvent, CommandRecord, DeadLetter, Document, StoreError};
+
+/// The write primitives of [`rules`](crate::store::rules) on the open
+/// transaction of a batch. SQLite calls never wait on anything but the
+/// disk, so no method awaits, and the rules run with
+/// [`rules::run_ready`](crate::store::rules::run_ready) on the writer
+/// thread.
+pub(super) struct SqliteTxn<'c> {
+    pub(super) connection: &'c Connection,
+}
+
+impl StoreTxn for SqliteTxn<'_> {
+    async fn command_record(
+        &mut self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        load_command(self.connection, command_id)
+    }
+
+    async fn find_event_ids(
+        &mut self,
+        stream: &StreamId,
+        event_ids: &[Uuid],
+    ) -> Result<Vec<Option<StoredEventId>>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(select_event_ids!("event_id = ?1"))
+            .map_err(StoreError::backend)?;
+        let mut stored = Vec::with_capacity(event_ids.len());
+        for &event_id in event_ids {
+            let mut rows = statement
+                .query([event_id.to_string()])
+                .map_err(StoreError::backend)?;
+            let found = match rows.next().map_err(StoreError::backend)? {
+                Some(row) => Some(stored_event_id(row, stream)?.1),
+                None => None,
+            };
+            stored.push(found);
+        }
+        Ok(stored)
+    }
+
+    async fn stream_sequence(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
+        load_stream_sequence(self.connection, stream)
+    }
+
+    async fn insert_events(
+        &mut self,
+        stream: &StreamId,
+        first_sequence: u64,
+        events: &[NewEvent],
+        context: &EventContext,
+        written_at: OffsetDateTime,
+    ) -> Result<Vec<AppendedEvent>, StoreError> {
+        let context = to_json("event context", context)?;
+        let micros = i64::try_from(written_at.unix_timestamp_nanos() / 1_000)
+            .map_err(StoreError::backend)?;
+        let mut insert = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO events (domain, entity_type, instance_key, sequence, event_id,
+                                     event_type, payload, written_at, context)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(StoreError::backend)?;
+        let mut appended = Vec::with_capacity(events.len());
+        for (sequence, event) in (first_sequence..).zip(events) {
+            insert
+                .execute(params![
+                    stream.domain(),
+                    stream.entity_type(),
+                    stream.instance_key(),
+                    to_sql_int(sequence)?,
+                    event.event_id.to_string(),
+                    event.event_type,
+                    event.payload.get(),
+                    micros,
+                    context,
+                ])
+                .map_err(StoreError::backend)?;
+            appended.push(AppendedEvent {
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                sequence,
+                position: from_sql_int(self.connection.last_insert_rowid())?,
+                written_at: Some(written_at),
+            });
+        }
+        // The rules never insert an empty batch; were one to come, there is
+        // no stream to move.
+        if let Some(last) = appended.last() {
+            let last_sequence = to_sql_int(last.sequence)?;
+            self.connection
+                .prepare_cached(
+                    "INSERT INTO streams (domain, entity_type, instance_key, sequence)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (domain, entity_type, instance_key)
+                     DO UPDATE SET sequence = excluded.sequence",
+                )
+                .and_then(|mut upsert| {
+                    upsert.execute(params![
+                        stream.domain(),
+                        stream.entity_type(),
+                        stream.instance_key(),
+                        last_sequence,
+                    ])
+                })
+                .map_err(StoreError::backend)?;
+        }
+        Ok(appended)
+    }
+
+    async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
+        let json = to_json("command record", record)?;
+        self.connection
+            .prepare_cached("INSERT INTO commands (command_id, record) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute(params![record.command_id(), json]))
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn insert_event_rows(
+        &mut self,
+        rows: &[(NotificationKind, u64)],
+    ) -> Result<(), StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached("INSERT INTO outbox (kind, event_position) VALUES (?1, ?2)")
+            .map_err(StoreError::backend)?;
+        for &(kind, position) in rows {
+            insert
+                .execute(params![kind.as_str(), to_sql_int(position)?])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO outbox (kind, notification_id, topic, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (notification_id) DO NOTHING",
+            )
+            .map_err(StoreError::backend)?;
+        let mut added = 0;
+        for document in documents {
+            added += insert
+                .execute(params![
+                    document.kind.as_str(),
+                    document.id.to_string(),
+                    document.topic,
+                    document.body.get(),
+                ])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(added)
+    }
+
+    async fn set_checkpoint(&mut self, destination: &str, next: u64) -> Result<(), StoreError> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO outbox_checkpoints (destination, next_position) VALUES (?1, ?2)
+                 ON CONFLICT (destination)
+                 DO UPDATE SET next_position = max(next_position, excluded.next_position)",
+            )
+            .and_then(|mut upsert| upsert.execute(params![destination, sql_bound(next)]))
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn put_dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        let mut upsert = self
+            .connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dead_letters (destination, notification_id, position, letter)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(StoreError::backend)?;
+        for letter in letters {
+            let json = to_json("dead letter", letter)?;
+            upsert
+                .execute(params![
+                    letter.destination,
+                    letter.notification_id.to_string(),
+                    to_sql_int(letter.position)?,
+                    json,
+                ])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_dead_letter(
+        &mut self,
+        destination: &str,
+        notification_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let deleted = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM dead_letters WHERE destination = ?1 AND notification_id = ?2",
+            )
+            .and_then(|mut delete| {
+                delete.execute(params![destination, notification_id.to_string()])
+            })
+            .map_err(StoreError::backend)?;
+        Ok(deleted > 0)
+    }
+
+    async fn insert_completions(
+        &mut self,
+        completions: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO completions (handler, notification_id) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .map_err(StoreError::backend)?;
+        for (handler, notification_id) in completions {
+            insert
+                .execute(params![handler, notification_id])
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+}

@@ -29,7 +29,7 @@ fn recorded(key: &str, sequence: u64, event_type: &str, payload: &str) -> Record
     RecordedEvent {
         stream: StreamId::new("Bank", "Account", key).unwrap(),
         event_id: uuid::Uuid::new_v4(),
-        event_type: event_type.into(),
+        event_type: event_type.parse().unwrap(),
         sequence,
         position: sequence,
         written_at: time::OffsetDateTime::now_utc(),

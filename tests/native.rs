@@ -20,18 +20,18 @@ struct Auditor;
 impl NativeHandlers for Auditor {
     fn commands(&self) -> Vec<CommandRoute> {
         vec![CommandRoute {
-            domain: "Bank".into(),
-            entity_type: "Account".into(),
-            command_type: "Audit".into(),
+            domain: "Bank".parse().expect("a valid name"),
+            entity_type: "Account".parse().expect("a valid name"),
+            command_type: "Audit".parse().expect("a valid name"),
         }]
     }
 
     fn projections(&self) -> Vec<ProjectionRoute> {
         vec![ProjectionRoute {
-            domain: "Bank".into(),
-            entity_type: "Account".into(),
-            projection_type: "Deposits".into(),
-            event_types: vec!["MoneyDeposited".into()],
+            domain: "Bank".parse().expect("a valid name"),
+            entity_type: "Account".parse().expect("a valid name"),
+            projection_type: "Deposits".parse().expect("a valid name"),
+            event_types: vec!["MoneyDeposited".parse().expect("a valid name")],
         }]
     }
 
@@ -47,7 +47,7 @@ impl NativeHandlers for Auditor {
         )
         .map_err(|e| wit::CommandError::Other(e.to_string()))?;
         let balance = reads
-            .run_projection("Balance", &stream, None)
+            .run_projection(&"Balance".parse().expect("a valid name"), &stream, None)
             .await
             .map_err(wit::CommandError::Store)?;
         let balance: Value = serde_json::from_slice(&balance)

@@ -30,21 +30,21 @@ impl NativeHandlers for NativeBank {
         variant_names::<AccountCommand>()
             .iter()
             .map(|command_type| CommandRoute {
-                domain: "Bank".to_owned(),
-                entity_type: "Account".to_owned(),
-                command_type: (*command_type).to_owned(),
+                domain: name("Bank"),
+                entity_type: name("Account"),
+                command_type: name(command_type),
             })
             .collect()
     }
 
     fn projections(&self) -> Vec<ProjectionRoute> {
         vec![ProjectionRoute {
-            domain: "Bank".to_owned(),
-            entity_type: "Account".to_owned(),
-            projection_type: "Balance".to_owned(),
+            domain: name("Bank"),
+            entity_type: name("Account"),
+            projection_type: name("Balance"),
             event_types: variant_names::<AccountEvent>()
                 .iter()
-                .map(|event_type| (*event_type).to_owned())
+                .map(|event_type| name(event_type))
                 .collect(),
         }]
     }
@@ -68,7 +68,7 @@ impl NativeHandlers for NativeBank {
             Vec::new()
         } else {
             let balance = reads
-                .run_projection("Balance", &stream, None)
+                .run_projection(&name("Balance"), &stream, None)
                 .await
                 .map_err(wit::CommandError::Store)?;
             vec![("Balance".to_owned(), balance)]
@@ -114,16 +114,21 @@ impl NativeHandlers for NativeBank {
     }
 }
 
+/// One of the bank's names, which are valid by construction.
+fn name<N: TryFrom<&'static str>>(name: &'static str) -> N {
+    N::try_from(name).unwrap_or_else(|_| unreachable!("{name} is a valid name"))
+}
+
 /// The event as a component's `projection.apply` receives it.
 fn to_sdk(event: &RecordedEvent) -> cqrs_wasi::RecordedEvent {
     let context = &event.context;
     cqrs_wasi::RecordedEvent {
         stream: cqrs_wasi::StreamId::new(
-            event.stream.domain(),
-            event.stream.entity_type(),
-            event.stream.instance_key(),
+            event.stream.domain().as_str(),
+            event.stream.entity_type().as_str(),
+            event.stream.instance_key().as_str(),
         ),
-        event_type: event.event_type.clone(),
+        event_type: event.event_type.to_string(),
         payload: event.payload.get().as_bytes().to_vec(),
         sequence: event.sequence,
         position: event.position,

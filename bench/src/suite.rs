@@ -10,7 +10,9 @@ use cqrs_es::CqrsFramework;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_wasi_host::api::{self, ApiConfig};
-use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
+use cqrs_wasi_host::model::{
+    CommandId, CommandType, EventContext, Expectation, NewEvent, StreamId,
+};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use cqrs_wasi_host::store::{
@@ -545,8 +547,8 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
                         )?],
                         context: EventContext::default(),
                         command: Some(CommandKey {
-                            command_id: cqrs_wasi_host::model::new_id().to_string(),
-                            command_type: "Deposit".to_owned(),
+                            command_id: CommandId::generated(cqrs_wasi_host::model::new_id()),
+                            command_type: CommandType::new("Deposit")?,
                         }),
                         raise: KindSet::NONE,
                     };
@@ -728,7 +730,7 @@ async fn http(config: &Config) -> anyhow::Result<Vec<Row>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let router = api::router(host, &ApiConfig::default());
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(async move { axum::serve(api::no_delay(listener), router).await });
     let in_process = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
     let banks: [Arc<dyn Bank>; 2] = [
         Arc::new(RawHttpBank(Connections::new(address, clients))),

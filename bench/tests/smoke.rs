@@ -63,7 +63,7 @@ fn the_quick_run_measures_every_figure_and_writes_its_report() -> anyhow::Result
         .iter()
         .filter_map(|row| row["figure"].as_u64())
         .collect();
-    assert_eq!(figures, (1..=9).collect(), "every figure has a row");
+    assert_eq!(figures, (1..=10).collect(), "every figure has a row");
     for row in rows {
         if row["status"]["kind"] == "measured" {
             assert!(

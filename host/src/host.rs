@@ -34,7 +34,10 @@ pub use notify::{Delivery, IncomingNotification};
 pub use projections::ProjectionState;
 
 use crate::grants::{Capabilities, Grants};
-use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::model::{
+    CommandId, CommandType, Domain, EntityType, NameError, NameKind, ProjectionType, RecordedEvent,
+    StreamId, validate_name,
+};
 use crate::notifications::model::NotificationKind;
 use crate::notifications::{
     DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
@@ -65,7 +68,7 @@ pub enum HostError {
     #[error("invalid payload for {command_type}: {message}")]
     InvalidPayload {
         /// The command's type.
-        command_type: String,
+        command_type: CommandType,
         /// The handler's explanation.
         message: String,
     },
@@ -73,21 +76,21 @@ pub enum HostError {
     #[error("no handler for command {command_type} on {domain}/{entity_type}")]
     NoHandler {
         /// The command's domain.
-        domain: String,
+        domain: Domain,
         /// The command's entity type.
-        entity_type: String,
+        entity_type: EntityType,
         /// The command's type.
-        command_type: String,
+        command_type: CommandType,
     },
     /// No live component computes that projection.
     #[error("no projection {projection_type} of {domain}/{entity_type}")]
     NoProjection {
         /// The stream's domain.
-        domain: String,
+        domain: Domain,
         /// The stream's entity type.
-        entity_type: String,
+        entity_type: EntityType,
         /// The projection asked for.
-        projection_type: String,
+        projection_type: ProjectionType,
     },
     /// The domain's rules refused the command; nothing was appended.
     #[error("{message}")]
@@ -107,12 +110,12 @@ pub enum HostError {
         attempts: u32,
     },
     /// The command id was already used for another command or stream.
-    #[error("command id {command_id:?} was already used for {command_type} on {stream}")]
+    #[error("command id {:?} was already used for {command_type} on {stream}", command_id.as_str())]
     CommandIdReused {
         /// The reused id.
-        command_id: String,
+        command_id: CommandId,
         /// The command type it was first used with.
-        command_type: String,
+        command_type: CommandType,
         /// The stream it was first used on.
         stream: StreamId,
     },
@@ -634,7 +637,8 @@ impl Host {
         projection_type: &str,
         as_of: Option<u64>,
     ) -> Result<ProjectionState, HostError> {
-        projections::project(&self.inner, stream, projection_type, as_of).await
+        let projection_type = ProjectionType::new(projection_type)?;
+        projections::project(&self.inner, stream, &projection_type, as_of).await
     }
 
     /// Events of `stream` from sequence `from`, at most `limit`.
@@ -655,12 +659,11 @@ impl Host {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, HostError> {
-        validate_name(NameKind::Domain, domain)?;
-        validate_name(NameKind::EntityType, entity_type)?;
+        let (domain, entity_type) = (Domain::new(domain)?, EntityType::new(entity_type)?);
         Ok(self
             .inner
             .store
-            .list_instances(domain, entity_type, cursor, limit)
+            .list_instances(&domain, &entity_type, cursor, limit)
             .await?)
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 
+use crate::model::{CommandType, Domain, EntityType, ProjectionType};
 use crate::runtime::{CommandRoute, LoadedComponent, ProjectionRoute};
 
 /// A route another component already owns.
@@ -37,9 +38,9 @@ pub struct Routes {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ProjectionKey {
-    domain: String,
-    entity_type: String,
-    projection_type: String,
+    domain: Domain,
+    entity_type: EntityType,
+    projection_type: ProjectionType,
 }
 
 impl Routes {
@@ -85,14 +86,14 @@ impl Routes {
     /// The component that handles `command_type` on `domain / entity_type`.
     pub fn command_handler(
         &self,
-        domain: &str,
-        entity_type: &str,
-        command_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
+        command_type: &CommandType,
     ) -> Option<&Arc<LoadedComponent>> {
         self.commands.get(&CommandRoute {
-            domain: domain.to_owned(),
-            entity_type: entity_type.to_owned(),
-            command_type: command_type.to_owned(),
+            domain: domain.clone(),
+            entity_type: entity_type.clone(),
+            command_type: command_type.clone(),
         })
     }
 
@@ -100,14 +101,14 @@ impl Routes {
     /// `domain / entity_type`, and the projection's declaration.
     pub fn projection(
         &self,
-        domain: &str,
-        entity_type: &str,
-        projection_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
+        projection_type: &ProjectionType,
     ) -> Option<(&Arc<LoadedComponent>, &ProjectionRoute)> {
         let key = ProjectionKey {
-            domain: domain.to_owned(),
-            entity_type: entity_type.to_owned(),
-            projection_type: projection_type.to_owned(),
+            domain: domain.clone(),
+            entity_type: entity_type.clone(),
+            projection_type: projection_type.clone(),
         };
         self.projections
             .get(&key)

@@ -216,7 +216,9 @@ impl TestHost {
         let url = format!("http://{}", listener.local_addr()?);
         let router = api::router(host.clone(), api_config);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("server runs");
+            axum::serve(api::no_delay(listener), router)
+                .await
+                .expect("server runs");
         });
         Ok(TestHost {
             host,

@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 use super::projections::{Appended, advance};
 use super::reads::Reads;
 use super::{HostError, HostOptions, Inner, parse_json};
-use crate::model::{EventContext, Expectation, NameKind, NewEvent, StreamId, validate_name};
+use crate::model::{
+    CommandId, CommandType, EventContext, Expectation, NameError, NewEvent, StreamId,
+};
 use crate::runtime::{LoadedComponent, wit};
 use crate::store::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, StoreError,
@@ -21,13 +23,13 @@ pub struct CommandRequest {
     /// The stream the command addresses.
     pub stream: StreamId,
     /// The command's type, such as `Deposit`.
-    pub command_type: String,
+    pub command_type: CommandType,
     /// The command's JSON payload.
     pub payload: Box<RawValue>,
     /// The idempotency key. A command id that already ran returns the
     /// recorded outcome without running the handler again. `None`: a fresh
     /// one ([`new_id`](crate::model::new_id)).
-    pub command_id: Option<String>,
+    pub command_id: Option<CommandId>,
     /// Context carried onto the events. The correlation id defaults to the
     /// command id, the causation id is always the command id, and the
     /// handler version is set by the host.
@@ -40,10 +42,10 @@ impl CommandRequest {
         stream: StreamId,
         command_type: impl Into<String>,
         payload: &str,
-    ) -> Result<Self, serde_json::Error> {
+    ) -> Result<Self, RequestError> {
         Ok(CommandRequest {
             stream,
-            command_type: command_type.into(),
+            command_type: CommandType::new(command_type)?,
             payload: crate::model::json_document(payload.as_bytes().to_vec())?,
             command_id: None,
             context: EventContext::default(),
@@ -51,11 +53,22 @@ impl CommandRequest {
     }
 }
 
+/// Why a [`CommandRequest`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The command type is not a valid name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The payload is not an interoperable JSON document.
+    #[error("the payload is not JSON: {0}")]
+    MalformedJson(#[from] serde_json::Error),
+}
+
 /// What a command did.
 #[derive(Debug, Clone)]
 pub struct CommandOutcome {
     /// The command's id (given or generated).
-    pub command_id: String,
+    pub command_id: CommandId,
     /// The stream it addressed.
     pub stream: StreamId,
     /// The events appended, in order (possibly none).
@@ -71,14 +84,10 @@ pub(super) async fn execute(
     inner: &Arc<Inner>,
     request: CommandRequest,
 ) -> Result<CommandOutcome, HostError> {
-    validate_name(NameKind::CommandType, &request.command_type)?;
     let generated = request.command_id.is_none();
     let command_id = match request.command_id {
-        Some(id) => {
-            validate_name(NameKind::CommandId, &id)?;
-            id
-        }
-        None => crate::model::new_id().to_string(),
+        Some(id) => id,
+        None => CommandId::generated(crate::model::new_id()),
     };
     let key = CommandKey {
         command_id,
@@ -103,8 +112,8 @@ pub(super) async fn execute(
         .cloned()
     else {
         return Err(HostError::NoHandler {
-            domain: stream.domain().to_owned(),
-            entity_type: stream.entity_type().to_owned(),
+            domain: stream.domain().clone(),
+            entity_type: stream.entity_type().clone(),
             command_type: key.command_type,
         });
     };
@@ -112,8 +121,8 @@ pub(super) async fn execute(
     let mut context = request.context;
     context
         .correlation_id
-        .get_or_insert_with(|| key.command_id.clone());
-    context.causation_id = Some(key.command_id.clone());
+        .get_or_insert_with(|| key.command_id.to_string());
+    context.causation_id = Some(key.command_id.to_string());
     context.handler_version = Some(component.digest().to_owned());
 
     let command = wit::Command {
@@ -264,10 +273,10 @@ fn replay(
     key: &CommandKey,
     record: CommandRecord,
 ) -> Result<CommandOutcome, HostError> {
-    if record.stream() != stream || record.command_type() != key.command_type {
+    if record.stream() != stream || *record.command_type() != key.command_type {
         return Err(HostError::CommandIdReused {
             command_id: key.command_id.clone(),
-            command_type: record.command_type().to_owned(),
+            command_type: record.command_type().clone(),
             stream: record.stream().clone(),
         });
     }

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use super::commands::{CommandRequest, execute};
 use super::reads::Reads;
 use super::{HostError, Inner};
-use crate::model::{EventContext, NotificationKind, RecordedEvent, StreamId};
+use crate::model::{
+    CommandId, CommandType, Domain, EntityType, EventContext, NotificationKind, ProjectionType,
+    RecordedEvent, StreamId,
+};
 use crate::notifications::model::Published;
 use crate::runtime::{
     LoadedComponent, NotificationServices, SendOutcome, SendRequest, StoreReads, wit,
@@ -68,8 +71,8 @@ impl StoreReads for HandlerServices {
 
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<wit::InstancePage, wit::StoreError> {
@@ -80,7 +83,7 @@ impl StoreReads for HandlerServices {
 
     async fn run_projection(
         &self,
-        projection_type: &str,
+        projection_type: &ProjectionType,
         stream: &StreamId,
         as_of: Option<u64>,
     ) -> Result<Vec<u8>, wit::StoreError> {
@@ -98,18 +101,24 @@ const MAX_PUBLISHED_DATA: usize = 1 << 20;
 impl NotificationServices for HandlerServices {
     async fn send_command(&self, request: SendRequest) -> Result<SendOutcome, wit::SendError> {
         let component = self.component();
-        let stream = crate::runtime::stream_from_wit(&request.stream)
-            .map_err(|e| wit::SendError::Invalid(e.to_string()))?;
+        let invalid = |e: crate::model::NameError| wit::SendError::Invalid(e.to_string());
+        let stream = crate::runtime::stream_from_wit(&request.stream).map_err(invalid)?;
+        let command_type = CommandType::new(request.command_type).map_err(invalid)?;
+        let command_id = request
+            .command_id
+            .map(CommandId::new)
+            .transpose()
+            .map_err(invalid)?;
         if !self.inner().capabilities(component).may_send(
             stream.domain(),
             stream.entity_type(),
-            &request.command_type,
+            &command_type,
         ) {
-            tracing::warn!(component = component.name(), %stream, command = request.command_type, "refused an ungranted command");
+            tracing::warn!(component = component.name(), %stream, command = %command_type, "refused an ungranted command");
             return Err(wit::SendError::Denied(format!(
                 "component {} may not send {} to {}/{}",
                 component.name(),
-                request.command_type,
+                command_type,
                 stream.domain(),
                 stream.entity_type()
             )));
@@ -120,9 +129,9 @@ impl NotificationServices for HandlerServices {
         // its own: a handler's command is an ordinary command.
         let command = CommandRequest {
             stream,
-            command_type: request.command_type,
+            command_type,
             payload,
-            command_id: request.command_id,
+            command_id,
             context: EventContext {
                 correlation_id: self.origin.correlation_id.clone(),
                 source: Some(format!("notification {}", self.origin.id)),
@@ -131,7 +140,7 @@ impl NotificationServices for HandlerServices {
         };
         match execute(self.inner(), command).await {
             Ok(outcome) => Ok(SendOutcome {
-                command_id: outcome.command_id,
+                command_id: outcome.command_id.into_string(),
                 events_appended: u32::try_from(outcome.events.len()).unwrap_or(u32::MAX),
                 stream_sequence: outcome.stream_sequence,
                 replayed: outcome.replayed,

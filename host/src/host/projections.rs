@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::cache::Lru;
 use super::{HostError, Inner, parse_json};
-use crate::model::{EventContext, NewEvent, RecordedEvent, StreamId};
+use crate::model::{EventContext, NewEvent, ProjectionType, RecordedEvent, StreamId};
 use crate::runtime::{
     CallSlot, CommandImports, INSTANCES_PER_CALL, Instance, LoadedComponent, ProjectionImports,
     ProjectionRoute, Role, wit,
@@ -27,7 +27,7 @@ pub struct ProjectionState {
     /// The stream it was computed over.
     pub stream: StreamId,
     /// The projection's name.
-    pub projection_type: String,
+    pub projection_type: ProjectionType,
     /// The sequence of the last event it reflects (0: none).
     pub sequence: u64,
     /// The digest of the component version that computed it.
@@ -39,7 +39,7 @@ pub struct ProjectionState {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SnapshotKey {
     stream: StreamId,
-    projection_type: String,
+    projection_type: ProjectionType,
     digest: String,
 }
 
@@ -88,7 +88,7 @@ impl SnapshotCache {
 pub(super) async fn project(
     inner: &Inner,
     stream: &StreamId,
-    projection_type: &str,
+    projection_type: &ProjectionType,
     as_of: Option<u64>,
 ) -> Result<ProjectionState, HostError> {
     Folder::top_level(inner)
@@ -181,7 +181,7 @@ impl<'a> Folder<'a> {
     pub(super) async fn fold(
         &mut self,
         stream: &StreamId,
-        projection_type: &str,
+        projection_type: &ProjectionType,
         as_of: Option<u64>,
     ) -> Result<ProjectionState, HostError> {
         let inner = self.inner;
@@ -190,14 +190,14 @@ impl<'a> Folder<'a> {
             routes.projection(stream.domain(), stream.entity_type(), projection_type)
         else {
             return Err(HostError::NoProjection {
-                domain: stream.domain().to_owned(),
-                entity_type: stream.entity_type().to_owned(),
-                projection_type: projection_type.to_owned(),
+                domain: stream.domain().clone(),
+                entity_type: stream.entity_type().clone(),
+                projection_type: projection_type.clone(),
             });
         };
         let key = SnapshotKey {
             stream: stream.clone(),
-            projection_type: projection_type.to_owned(),
+            projection_type: projection_type.clone(),
             digest: component.digest().to_owned(),
         };
         let as_of = as_of.unwrap_or(u64::MAX);
@@ -253,7 +253,7 @@ impl<'a> Folder<'a> {
         }
         Ok(ProjectionState {
             stream: stream.clone(),
-            projection_type: projection_type.to_owned(),
+            projection_type: projection_type.clone(),
             sequence,
             projection_version: component.digest().to_owned(),
             state,
@@ -328,8 +328,8 @@ pub(super) async fn advance(
         .filter_map(|state| {
             let route = component.projections().iter().find(|route| {
                 route.projection_type == state.projection_type
-                    && route.domain == stream.domain()
-                    && route.entity_type == stream.entity_type()
+                    && route.domain == *stream.domain()
+                    && route.entity_type == *stream.entity_type()
             })?;
             Some((route, state))
         })
@@ -355,7 +355,7 @@ pub(super) async fn advance(
             match apply(inner, component, lease, route, state, stream, &declared).await {
                 Ok(state) => state,
                 Err(error) => {
-                    tracing::warn!(%stream, projection = route.projection_type, "folding a command's events failed: {error}");
+                    tracing::warn!(%stream, projection = %route.projection_type, "folding a command's events failed: {error}");
                     continue;
                 }
             }

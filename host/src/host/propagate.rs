@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{HostError, Inner, PROJECTIONS, projections};
-use crate::model::{RecordedEvent, StreamId};
+use crate::model::{EventType, ProjectionType, RecordedEvent, StreamId};
 use crate::notifications::dispatch::GATHER;
 use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
 use crate::runtime::GuestFault;
@@ -113,17 +113,17 @@ async fn documents_for(
         {
             continue;
         }
-        let changed = |event_types: &[String]| {
+        let changed = |event_types: &[EventType]| {
             events
                 .iter()
                 .any(|e| e.stream == *stream && event_types.contains(&e.event_type))
         };
-        let projection_types: Vec<String> = routes
+        let projection_types: Vec<ProjectionType> = routes
             .components()
             .flat_map(|component| component.projections())
             .filter(|route| {
-                route.domain == stream.domain()
-                    && route.entity_type == stream.entity_type()
+                route.domain == *stream.domain()
+                    && route.entity_type == *stream.entity_type()
                     && changed(&route.event_types)
             })
             .map(|route| route.projection_type.clone())
@@ -142,7 +142,7 @@ async fn documents_for(
                 // holding back every stream after it.
                 Err(error) => tracing::warn!(
                     %stream,
-                    projection = projection_type,
+                    projection = %projection_type,
                     sequence = last.sequence,
                     "no projection-completed notification: {error}"
                 ),
@@ -155,7 +155,7 @@ async fn documents_for(
 async fn document(
     folder: &mut projections::Folder<'_>,
     stream: &StreamId,
-    projection_type: &str,
+    projection_type: &ProjectionType,
     last: &RecordedEvent,
 ) -> Result<Document, HostError> {
     let state = folder
@@ -163,7 +163,7 @@ async fn document(
         .await?;
     let completed = ProjectionCompleted {
         stream: stream.clone(),
-        projection_type: projection_type.to_owned(),
+        projection_type: projection_type.clone(),
         sequence: state.sequence,
         as_of_date: last.written_at,
         value: state.state,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::projections::{Folder, ProjectionState};
 use super::{HostError, Inner};
-use crate::model::{RecordedEvent, StreamId};
+use crate::model::{Domain, EntityType, ProjectionType, RecordedEvent, StreamId};
 use crate::runtime::{LoadedComponent, StoreReads, wit};
 use crate::store::StoreError;
 
@@ -135,8 +135,8 @@ impl StoreReads for Reads {
 
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<wit::InstancePage, wit::StoreError> {
@@ -155,7 +155,7 @@ impl StoreReads for Reads {
 
     async fn run_projection(
         &self,
-        projection_type: &str,
+        projection_type: &ProjectionType,
         stream: &StreamId,
         as_of: Option<u64>,
     ) -> Result<Vec<u8>, wit::StoreError> {

@@ -83,7 +83,7 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::{Uuid, uuid};
 
 pub use crate::model::NotificationKind;
-use crate::model::{EventContext, NameError, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::model::{EventContext, NameError, ProjectionType, RecordedEvent, StreamId};
 
 /// The namespace of every notification id (UUID v5). Fixed forever: changing
 /// it would change every id and defeat deduplication across versions.
@@ -142,7 +142,7 @@ pub struct ProjectionCompleted {
     /// The stream the projection ran over.
     pub stream: StreamId,
     /// The projection's name (`Balance`).
-    pub projection_type: String,
+    pub projection_type: ProjectionType,
     /// The last sequence the state reflects (0: no events).
     pub sequence: u64,
     /// The point in time the state is as of: the time of the last event it
@@ -235,7 +235,7 @@ enum Body {
         written_at: String,
     },
     ProjectionCompleted {
-        projection_type: String,
+        projection_type: ProjectionType,
         as_of_date: String,
         value: Arc<RawValue>,
         projection_version: String,
@@ -280,7 +280,7 @@ impl Notification {
             written_at.clone(),
             &event.context,
             Body::EventAppended {
-                event_type: event.event_type.clone(),
+                event_type: event.event_type.to_string(),
                 payload: Arc::from(event.payload.clone()),
                 written_at,
             },
@@ -291,7 +291,6 @@ impl Notification {
     pub fn projection_completed(
         projection: ProjectionCompleted,
     ) -> Result<Notification, NotificationError> {
-        validate_name(NameKind::ProjectionType, &projection.projection_type)?;
         let as_of_date = rfc3339("asOfDate", projection.as_of_date)?;
         Ok(Notification::build(
             NotificationKind::ProjectionCompleted,
@@ -393,7 +392,7 @@ impl Notification {
     }
 
     /// The projection's name, for a projection-completed notification.
-    pub fn projection_type(&self) -> Option<&str> {
+    pub fn projection_type(&self) -> Option<&ProjectionType> {
         match &self.body {
             Body::ProjectionCompleted {
                 projection_type, ..
@@ -641,6 +640,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::model::EventType;
 
     fn datetime(rfc3339: &str) -> OffsetDateTime {
         OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap()
@@ -665,7 +665,7 @@ mod tests {
         RecordedEvent {
             stream: StreamId::new(domain, "Account", "acc-042").unwrap(),
             event_id: uuid!("11111111-2222-4333-8444-555555555555"),
-            event_type: event_type.into(),
+            event_type: EventType::new(event_type).unwrap(),
             sequence,
             position: 17,
             written_at: datetime("2024-05-01T10:00:00.123456+02:00"),
@@ -677,7 +677,7 @@ mod tests {
     fn projection(domain: &str, sequence: u64, value: &str) -> ProjectionCompleted {
         ProjectionCompleted {
             stream: StreamId::new(domain, "Account", "acc-042").unwrap(),
-            projection_type: "Balance".into(),
+            projection_type: ProjectionType::new("Balance").expect("a valid name"),
             sequence,
             as_of_date: datetime("2024-05-01T08:05:00Z"),
             value: Arc::from(raw(value)),
@@ -890,7 +890,7 @@ mod tests {
         );
         let balance = |projection_type: &str| {
             let mut p = projection("Bank", 1, "{}");
-            p.projection_type = projection_type.into();
+            p.projection_type = ProjectionType::new(projection_type).unwrap();
             Notification::projection_completed(p).unwrap().id()
         };
         assert_eq!(balance("Balance"), balance("Balance"));
@@ -947,12 +947,6 @@ mod tests {
         assert!(matches!(
             err,
             NotificationError::NotStreamCreation { sequence: 2, .. }
-        ));
-        let mut p = projection("Bank", 1, "{}");
-        p.projection_type = "Bal/ance".into();
-        assert!(matches!(
-            Notification::projection_completed(p),
-            Err(NotificationError::InvalidName(_))
         ));
     }
 }

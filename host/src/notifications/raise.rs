@@ -60,10 +60,11 @@ impl RaisePolicy {
     pub fn kinds_for(&self, stream: &StreamId) -> KindSet {
         let for_domain = |entity_type: Option<&str>| {
             self.rules.iter().find(|rule| {
-                rule.domain == stream.domain() && rule.entity_type.as_deref() == entity_type
+                rule.domain == stream.domain().as_str()
+                    && rule.entity_type.as_deref() == entity_type
             })
         };
-        for_domain(Some(stream.entity_type()))
+        for_domain(Some(stream.entity_type().as_str()))
             .or_else(|| for_domain(None))
             .map_or(self.default, |rule| rule.kinds)
     }

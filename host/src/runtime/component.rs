@@ -23,7 +23,10 @@ use super::roles::{
 };
 use super::state::CallState;
 use super::{GuestFault, Runtime, fault};
-use crate::model::{NameError, NameKind, RecordedEvent, StreamId, validate_name};
+use crate::model::{
+    CommandType, Domain, EntityType, EventType, NameError, NameKind, ProjectionType, RecordedEvent,
+    StreamId, validate_name,
+};
 
 /// The interface names a handler component may export.
 const COMMAND_HANDLER_EXPORT: &str = "cqrs-wasi:handlers/command-handler@0.2.0";
@@ -129,24 +132,24 @@ async fn compile(
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CommandRoute {
     /// `Bank`.
-    pub domain: String,
+    pub domain: Domain,
     /// `Account`.
-    pub entity_type: String,
+    pub entity_type: EntityType,
     /// `Deposit`.
-    pub command_type: String,
+    pub command_type: CommandType,
 }
 
 /// A projection a component computes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionRoute {
     /// `Bank`.
-    pub domain: String,
+    pub domain: Domain,
     /// `Account`.
-    pub entity_type: String,
+    pub entity_type: EntityType,
     /// `Balance`.
-    pub projection_type: String,
+    pub projection_type: ProjectionType,
     /// The event types it folds; the host passes it no others.
-    pub event_types: Vec<String>,
+    pub event_types: Vec<EventType>,
 }
 
 /// A notification handler's subscription, with Event Grid's filters.
@@ -344,18 +347,8 @@ impl LoadedComponent {
         version: &str,
         handlers: Arc<dyn NativeHandlers>,
     ) -> Result<Self, LoadError> {
-        let invalid = |error| LoadError::InvalidDescription {
-            name: name.to_owned(),
-            error,
-        };
         let command_routes = handlers.commands();
-        for route in &command_routes {
-            validate_command_route(route).map_err(invalid)?;
-        }
         let projection_routes = handlers.projections();
-        for route in &projection_routes {
-            validate_projection_route(route).map_err(invalid)?;
-        }
         if version.is_empty() || !version.chars().all(|c| c.is_ascii_graphic()) {
             return Err(LoadError::WrongExports {
                 name: name.to_owned(),
@@ -400,14 +393,14 @@ impl LoadedComponent {
                 e.into_load_error(COMMAND_HANDLER_EXPORT, &wrong_exports, &describe_failed)
             })?;
             for routes in described {
+                let domain = Domain::new(routes.domain).map_err(invalid)?;
+                let entity_type = EntityType::new(routes.entity_type).map_err(invalid)?;
                 for command_type in routes.command_types {
-                    let route = CommandRoute {
-                        domain: routes.domain.clone(),
-                        entity_type: routes.entity_type.clone(),
-                        command_type,
-                    };
-                    validate_command_route(&route).map_err(invalid)?;
-                    self.command_routes.push(route);
+                    self.command_routes.push(CommandRoute {
+                        domain: domain.clone(),
+                        entity_type: entity_type.clone(),
+                        command_type: CommandType::new(command_type).map_err(invalid)?,
+                    });
                 }
             }
         }
@@ -417,14 +410,18 @@ impl LoadedComponent {
                 e.into_load_error(PROJECTION_EXPORT, &wrong_exports, &describe_failed)
             })?;
             for info in described {
-                let route = ProjectionRoute {
-                    domain: info.id.domain,
-                    entity_type: info.id.entity_type,
-                    projection_type: info.id.projection_type,
-                    event_types: info.event_types,
-                };
-                validate_projection_route(&route).map_err(invalid)?;
-                self.projection_routes.push(route);
+                self.projection_routes.push(ProjectionRoute {
+                    domain: Domain::new(info.id.domain).map_err(invalid)?,
+                    entity_type: EntityType::new(info.id.entity_type).map_err(invalid)?,
+                    projection_type: ProjectionType::new(info.id.projection_type)
+                        .map_err(invalid)?,
+                    event_types: info
+                        .event_types
+                        .into_iter()
+                        .map(EventType::new)
+                        .collect::<Result<_, _>>()
+                        .map_err(invalid)?,
+                });
             }
         }
         if let Some(pool) = &self.notification_handlers {
@@ -732,22 +729,6 @@ impl Instance<CommandImports> {
             Instance::Native(handlers) => Ok(handlers.handle(command, &*reads).await),
         }
     }
-}
-
-fn validate_command_route(route: &CommandRoute) -> Result<(), NameError> {
-    validate_name(NameKind::Domain, &route.domain)?;
-    validate_name(NameKind::EntityType, &route.entity_type)?;
-    validate_name(NameKind::CommandType, &route.command_type)
-}
-
-fn validate_projection_route(route: &ProjectionRoute) -> Result<(), NameError> {
-    validate_name(NameKind::Domain, &route.domain)?;
-    validate_name(NameKind::EntityType, &route.entity_type)?;
-    validate_name(NameKind::ProjectionType, &route.projection_type)?;
-    for event_type in &route.event_types {
-        validate_name(NameKind::EventType, event_type)?;
-    }
-    Ok(())
 }
 
 impl Lease<CommandImports> {

@@ -76,11 +76,11 @@ pub(crate) fn event_to_wit(event: &RecordedEvent) -> wit::Event {
     let context = &event.context;
     wit::Event {
         stream: wit::StreamId {
-            domain: event.stream.domain().to_owned(),
-            entity_type: event.stream.entity_type().to_owned(),
-            instance_key: event.stream.instance_key().to_owned(),
+            domain: event.stream.domain().to_string(),
+            entity_type: event.stream.entity_type().to_string(),
+            instance_key: event.stream.instance_key().to_string(),
         },
-        event_type: event.event_type.clone(),
+        event_type: event.event_type.to_string(),
         payload: event.payload.get().as_bytes().to_vec(),
         sequence: event.sequence,
         position: event.position,
@@ -113,7 +113,7 @@ mod tests {
         RecordedEvent {
             stream: StreamId::new("Test", "Trail", "t-1").expect("valid names"),
             event_id: Uuid::new_v4(),
-            event_type: "Marked".to_owned(),
+            event_type: crate::model::EventType::new("Marked").expect("a valid name"),
             sequence,
             position: sequence,
             written_at: OffsetDateTime::UNIX_EPOCH,

@@ -23,7 +23,7 @@ use super::bindings::cqrs_wasi::handlers::{commands, event_store, publisher, typ
 use super::bindings::wit;
 use super::convert::{event_to_wit, stream_from_wit};
 use super::state::CallState;
-use crate::model::{NameKind, RecordedEvent, StreamId, validate_name};
+use crate::model::{Domain, EntityType, ProjectionType, RecordedEvent, StreamId};
 
 pub use super::bindings::cqrs_wasi::handlers::commands::{
     CommandOutcome as SendOutcome, CommandRequest as SendRequest,
@@ -58,8 +58,8 @@ pub trait StoreReads: Send + Sync {
     /// `event-store.list-instances`.
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<wit::InstancePage, wit::StoreError>;
@@ -67,7 +67,7 @@ pub trait StoreReads: Send + Sync {
     /// `event-store.run-projection`: the state as JSON.
     async fn run_projection(
         &self,
-        projection_type: &str,
+        projection_type: &ProjectionType,
         stream: &StreamId,
         as_of: Option<u64>,
     ) -> Result<Vec<u8>, wit::StoreError>;
@@ -303,8 +303,8 @@ impl<R: Role + ReadsStore> event_store::Host for CallState<R> {
     ) -> Answer<wit::InstancePage> {
         let reads = self.imports.reads();
         let answer = async {
-            validate_name(NameKind::Domain, &domain).map_err(invalid)?;
-            validate_name(NameKind::EntityType, &entity_type).map_err(invalid)?;
+            let domain = Domain::new(domain).map_err(invalid)?;
+            let entity_type = EntityType::new(entity_type).map_err(invalid)?;
             let reads = reads.ok_or_else(|| no_call(wit::StoreError::Denied))?;
             reads
                 .list_instances(
@@ -328,6 +328,7 @@ impl<R: Role + ReadsStore> event_store::Host for CallState<R> {
         let reads = self.imports.reads();
         let answer = async {
             let stream = stream_from_wit(&stream).map_err(invalid)?;
+            let projection_type = ProjectionType::new(projection_type).map_err(invalid)?;
             let reads = reads.ok_or_else(|| no_call(wit::StoreError::Denied))?;
             reads.run_projection(&projection_type, &stream, as_of).await
         }

@@ -22,7 +22,10 @@ use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
     Document, EventStore, InstancePage, Outbox, OutboxEntry, OutboxRecord, StoreError,
 };
-use crate::model::{EventContext, NewEvent, NotificationKind, RecordedEvent, StreamId};
+use crate::model::{
+    CommandId, Domain, EntityType, EventContext, NewEvent, NotificationKind, RecordedEvent,
+    StreamId,
+};
 
 /// An event store in process memory.
 ///
@@ -110,9 +113,9 @@ impl fmt::Debug for MemoryStore {
 impl State {
     fn stream(&self, stream: &StreamId) -> Option<&[usize]> {
         self.streams
-            .get(stream.domain())?
-            .get(stream.entity_type())?
-            .get(stream.instance_key())
+            .get(stream.domain().as_str())?
+            .get(stream.entity_type().as_str())?
+            .get(stream.instance_key().as_str())
             .map(Vec::as_slice)
     }
 
@@ -188,11 +191,11 @@ impl StoreTxn for State {
             });
         }
         self.streams
-            .entry(stream.domain().to_owned())
+            .entry(stream.domain().to_string())
             .or_default()
-            .entry(stream.entity_type().to_owned())
+            .entry(stream.entity_type().to_string())
             .or_default()
-            .entry(stream.instance_key().to_owned())
+            .entry(stream.instance_key().to_string())
             .or_default()
             .extend(first_index..self.events.len());
         Ok((first_index..self.events.len())
@@ -202,7 +205,7 @@ impl StoreTxn for State {
 
     async fn insert_command(&mut self, record: &CommandRecord) -> Result<(), StoreError> {
         self.commands
-            .insert(record.command_id().to_owned(), record.clone());
+            .insert(record.command_id().to_string(), record.clone());
         Ok(())
     }
 
@@ -284,8 +287,11 @@ impl EventStore for MemoryStore {
         self.write(Reject::new(stream, command, message))
     }
 
-    async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        Ok(self.state().commands.get(command_id).cloned())
+    async fn command_record(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        Ok(self.state().commands.get(command_id.as_str()).cloned())
     }
 
     async fn read_stream(
@@ -314,16 +320,16 @@ impl EventStore for MemoryStore {
 
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, StoreError> {
         let state = self.state();
         let Some(instances) = state
             .streams
-            .get(domain)
-            .and_then(|entity_types| entity_types.get(entity_type))
+            .get(domain.as_str())
+            .and_then(|entity_types| entity_types.get(entity_type.as_str()))
         else {
             return Ok(rules::instance_page(Vec::new(), cursor, limit));
         };

@@ -33,7 +33,8 @@ pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 
 use crate::model::{
-    EventContext, Expectation, KindSet, NameError, NewEvent, RecordedEvent, StreamId,
+    CommandId, CommandType, Domain, EntityType, EventContext, EventType, Expectation, KindSet,
+    NameError, NewEvent, RecordedEvent, StreamId,
 };
 
 /// A batch of events for one stream, appended all or nothing.
@@ -62,10 +63,10 @@ pub struct AppendRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CommandKey {
     /// Caller-chosen or generated; unique across the store.
-    pub command_id: String,
-    /// The command's type name, so that a reused id for a different command
+    pub command_id: CommandId,
+    /// The command's type, so that a reused id for a different command
     /// can be told apart from a retry.
-    pub command_type: String,
+    pub command_type: CommandType,
 }
 
 /// Where one appended event landed.
@@ -75,7 +76,7 @@ pub struct AppendedEvent {
     /// The event's id.
     pub event_id: Uuid,
     /// The event's type.
-    pub event_type: String,
+    pub event_type: EventType,
     /// Its sequence within the stream.
     pub sequence: u64,
     /// Its store-wide position.
@@ -111,22 +112,22 @@ pub enum CommandRecord {
     /// The command ran and its events (maybe none) were appended.
     Appended {
         /// The command's id.
-        command_id: String,
+        command_id: CommandId,
         /// The stream the command addressed.
         stream: StreamId,
         /// The command's type.
-        command_type: String,
+        command_type: CommandType,
         /// What the append returned.
         outcome: AppendOutcome,
     },
     /// The command was refused by the domain; nothing was appended.
     Rejected {
         /// The command's id.
-        command_id: String,
+        command_id: CommandId,
         /// The stream the command addressed.
         stream: StreamId,
         /// The command's type.
-        command_type: String,
+        command_type: CommandType,
         /// The handler's message.
         message: String,
     },
@@ -134,7 +135,7 @@ pub enum CommandRecord {
 
 impl CommandRecord {
     /// The recorded command's id.
-    pub fn command_id(&self) -> &str {
+    pub fn command_id(&self) -> &CommandId {
         match self {
             CommandRecord::Appended { command_id, .. }
             | CommandRecord::Rejected { command_id, .. } => command_id,
@@ -151,7 +152,7 @@ impl CommandRecord {
     }
 
     /// The recorded command's type.
-    pub fn command_type(&self) -> &str {
+    pub fn command_type(&self) -> &CommandType {
         match self {
             CommandRecord::Appended { command_type, .. }
             | CommandRecord::Rejected { command_type, .. } => command_type,
@@ -254,7 +255,10 @@ pub trait EventStore: Outbox + fmt::Debug {
     ) -> Result<CommandRecord, StoreError>;
 
     /// What was recorded for a command id, if anything.
-    async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+    async fn command_record(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError>;
 
     /// Events of `stream` with sequence `>= from`, at most `max_count`, in
     /// sequence order.
@@ -272,8 +276,8 @@ pub trait EventStore: Outbox + fmt::Debug {
     /// one event, ascending, starting after `cursor`.
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, StoreError>;

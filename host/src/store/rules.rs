@@ -25,7 +25,7 @@ use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
 };
-use crate::model::{EventContext, NameKind, NewEvent, NotificationKind, StreamId, validate_name};
+use crate::model::{EventContext, NewEvent, NotificationKind, StreamId};
 
 /// What [`append`] decides on: the answers of [`StoreTxn::append_reads`].
 pub(super) struct AppendReads {
@@ -357,7 +357,7 @@ impl Write for Complete {
 /// are then not looked up, and are still reported after an executed command,
 /// in their place in the order).
 ///
-/// A refused append (conflict, reused id, executed command, bad name) has
+/// A refused append (conflict, reused id, executed command) has
 /// written nothing through `txn`. After a backend error the backend must roll
 /// back whatever this call wrote; after `Ok` it must commit for the outcome
 /// to hold, and report the commit's failure as this call's.
@@ -366,14 +366,8 @@ pub(super) async fn append(
     request: &AppendRequest,
     written_at: OffsetDateTime,
 ) -> Result<AppendOutcome, StoreError> {
-    // Names are checked even though callers should have: an event type such
-    // as `NewEntity` would corrupt notification subjects for good.
-    for event in &request.events {
-        validate_name(NameKind::EventType, &event.event_type)?;
-    }
-    if let Some(command) = &request.command {
-        validate_command(command)?;
-    }
+    // Names need no check: their types are proof they were checked where
+    // they came in.
     let batch_ids = distinct_event_ids(&request.events);
     let reads = txn
         .append_reads(
@@ -443,7 +437,6 @@ pub(super) async fn record_rejection(
     command: &CommandKey,
     message: &str,
 ) -> Result<CommandRecord, StoreError> {
-    validate_command(command)?;
     if let Some(existing) = txn.command_record(&command.command_id).await? {
         return Ok(existing);
     }
@@ -534,12 +527,6 @@ fn refuse_change_feed_documents(documents: &[Document]) -> Result<(), StoreError
         ))),
         None => Ok(()),
     }
-}
-
-fn validate_command(command: &CommandKey) -> Result<(), StoreError> {
-    validate_name(NameKind::CommandId, &command.command_id)?;
-    validate_name(NameKind::CommandType, &command.command_type)?;
-    Ok(())
 }
 
 /// Turns up to `limit + 1` keys read after `cursor` into a page.

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::outbox::{Document, OutboxEntry, OutboxRecord};
 use super::rules::StoredEventId;
 use super::{AppendedEvent, StoreError};
-use crate::model::{NotificationKind, RecordedEvent, StreamId};
+use crate::model::{EventType, NotificationKind, RecordedEvent, StreamId};
 
 /// The columns of an event, in the order [`recorded_event_at`] reads them,
 /// each JSON column followed by `$json`, how the backend reads JSON as text
@@ -109,7 +109,7 @@ pub(super) fn recorded_event_at(
         sequence: from_sql_int(int(3)?)?,
         position: from_sql_int(int(4)?)?,
         event_id: row.uuid(first + 5)?,
-        event_type: text(6)?,
+        event_type: EventType::new(text(6)?).map_err(StoreError::backend)?,
         written_at: row.time(first + 7)?,
         // Trusted: it is the text of a `RawValue` the store wrote.
         payload: raw_json("event payload", text(8)?)?,
@@ -149,14 +149,14 @@ pub(super) fn stored_event_id(
     stream: &StreamId,
 ) -> Result<(Uuid, StoredEventId), StoreError> {
     let event_id = row.uuid(0)?;
-    let same_stream = row.text(1)? == stream.domain()
-        && row.text(2)? == stream.entity_type()
-        && row.text(3)? == stream.instance_key();
+    let same_stream = row.text(1)? == stream.domain().as_str()
+        && row.text(2)? == stream.entity_type().as_str()
+        && row.text(3)? == stream.instance_key().as_str();
     let event = AppendedEvent {
         event_id,
         sequence: from_sql_int(row.int(4)?)?,
         position: from_sql_int(row.int(5)?)?,
-        event_type: row.text(6)?,
+        event_type: EventType::new(row.text(6)?).map_err(StoreError::backend)?,
         written_at: Some(row.time(7)?),
     };
     Ok((event_id, StoredEventId { same_stream, event }))

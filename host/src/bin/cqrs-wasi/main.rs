@@ -108,9 +108,12 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving");
-    axum::serve(listener, cqrs_wasi_host::api::router(host, &config.api()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        cqrs_wasi_host::api::no_delay(listener),
+        cqrs_wasi_host::api::router(host, &config.api()),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use super::error::pg_error;
-use crate::model::{RecordedEvent, StreamId};
+use crate::model::{CommandId, Domain, EntityType, RecordedEvent, StreamId};
 use crate::store::rules::{self, Append, Reject};
 use crate::store::sql::{
     SqlRow, from_json, from_sql_int, recorded_event_at, select_events, sql_bound,
@@ -103,14 +103,17 @@ impl EventStore for PostgresStore {
         self.write(Reject::new(stream, command, message)).await
     }
 
-    async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+    async fn command_record(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         let client = self.client().await?;
         let select = client
             .prepare_cached(SELECT_COMMAND_RECORD)
             .await
             .map_err(pg_error)?;
         let row = client
-            .query_opt(&select, &[&command_id])
+            .query_opt(&select, &[&command_id.as_str()])
             .await
             .map_err(pg_error)?;
         row.map(|row| command_record(&row)).transpose()
@@ -129,9 +132,9 @@ impl EventStore for PostgresStore {
                  AND sequence >= $4 ORDER BY sequence LIMIT $5"
             ),
             &[
-                &stream.domain(),
-                &stream.entity_type(),
-                &stream.instance_key(),
+                &stream.domain().as_str(),
+                &stream.entity_type().as_str(),
+                &stream.instance_key().as_str(),
                 &sql_bound(from),
                 &sql_bound(max_count),
             ],
@@ -149,9 +152,9 @@ impl EventStore for PostgresStore {
             .query_opt(
                 &select,
                 &[
-                    &stream.domain(),
-                    &stream.entity_type(),
-                    &stream.instance_key(),
+                    &stream.domain().as_str(),
+                    &stream.entity_type().as_str(),
+                    &stream.instance_key().as_str(),
                 ],
             )
             .await
@@ -161,8 +164,8 @@ impl EventStore for PostgresStore {
 
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, StoreError> {
@@ -181,8 +184,8 @@ impl EventStore for PostgresStore {
             .query(
                 &select,
                 &[
-                    &domain,
-                    &entity_type,
+                    &domain.as_str(),
+                    &entity_type.as_str(),
                     &after,
                     &sql_bound(limit.saturating_add(1)),
                 ],

@@ -163,11 +163,11 @@ impl HeldEvents {
     ) -> Result<(), StoreError> {
         self.positions.push(to_sql_int(position)?);
         self.sequences.push(to_sql_int(sequence)?);
-        self.domains.push(stream.domain().to_owned());
-        self.entity_types.push(stream.entity_type().to_owned());
-        self.instance_keys.push(stream.instance_key().to_owned());
+        self.domains.push(stream.domain().to_string());
+        self.entity_types.push(stream.entity_type().to_string());
+        self.instance_keys.push(stream.instance_key().to_string());
         self.event_ids.push(event.event_id);
-        self.event_types.push(event.event_type.clone());
+        self.event_types.push(event.event_type.to_string());
         self.payloads.push(event.payload.get().to_owned());
         self.written_at.push(written_at);
         self.contexts.push(context.to_owned());

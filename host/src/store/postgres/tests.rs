@@ -18,7 +18,7 @@ use super::*;
 use crate::error_chain::error_chain;
 use crate::model::Expectation;
 use crate::store::conformance::{
-    Fixture, append_n, command, conformance_tests, events, request, stream,
+    Fixture, append_n, command, conformance_tests, events, id, request, stream,
 };
 use crate::store::rules;
 use crate::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, Outbox, StoreError};
@@ -113,7 +113,12 @@ async fn stores_sharing_a_schema_share_streams_commands_and_positions() {
             .all(|pair| pair[0].position < pair[1].position),
         "positions increase with sequences"
     );
-    assert!(two.command_record("cmd-shared").await.unwrap().is_some());
+    assert!(
+        two.command_record(&id("cmd-shared"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(
         one.read_all(0, usize::MAX).await.unwrap().len() as u64,
         total
@@ -239,7 +244,7 @@ async fn a_command_record_that_loses_at_commit_is_a_lost_race() {
     let error = committed.expect_err("the second's record fails its commit");
     assert!(lost_race(&error), "not a lost race: {error}");
     assert_eq!(store.stream_sequence(&stream("second")).await.unwrap(), 0);
-    let record = store.command_record("cmd-late").await.unwrap();
+    let record = store.command_record(&id("cmd-late")).await.unwrap();
     assert!(
         matches!(&record, Some(CommandRecord::Appended { outcome, .. }) if *outcome == first_outcome),
         "{record:?}"

@@ -413,9 +413,9 @@ impl StoreTxn for PgTxn<'_> {
         let select = self.prepare(SELECT_STREAM_SEQUENCE).await?;
         let client = self.client;
         let params: [&(dyn ToSql + Sync); 3] = [
-            &stream.domain(),
-            &stream.entity_type(),
-            &stream.instance_key(),
+            &stream.domain().as_str(),
+            &stream.entity_type().as_str(),
+            &stream.instance_key().as_str(),
         ];
         let row = self
             .send(client.query_opt(&select, &params))
@@ -455,9 +455,9 @@ impl StoreTxn for PgTxn<'_> {
         };
         let ids = query_event_ids(client, &select_ids, event_ids);
         let sequence_params: [&(dyn ToSql + Sync); 3] = [
-            &stream.domain(),
-            &stream.entity_type(),
-            &stream.instance_key(),
+            &stream.domain().as_str(),
+            &stream.entity_type().as_str(),
+            &stream.instance_key().as_str(),
         ];
         let sequence = client.query_opt(&select_sequence, &sequence_params);
         let locked = self.state.locked();
@@ -551,7 +551,7 @@ impl StoreTxn for PgTxn<'_> {
         self.held
             .records
             .get_or_insert_with(|| HeldPairs::new(insert))
-            .push(record.command_id().to_owned(), json);
+            .push(record.command_id().to_string(), json);
         Ok(())
     }
 

@@ -47,7 +47,7 @@ use super::{
     AppendOutcome, AppendRequest, Claim, CommandKey, CommandRecord, DeadLetter, Document,
     EventStore, InstancePage, Outbox, OutboxRecord, StoreError,
 };
-use crate::model::{RecordedEvent, StreamId};
+use crate::model::{CommandId, Domain, EntityType, RecordedEvent, StreamId};
 
 /// How long a connection waits for a lock held by another process (a backup
 /// tool, a second host on the same file by mistake) before failing.
@@ -199,8 +199,11 @@ impl EventStore for SqliteStore {
         self.write(Reject::new(stream, command, message)).await
     }
 
-    async fn command_record(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        let command_id = command_id.to_owned();
+    async fn command_record(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let command_id = command_id.to_string();
         self.read(move |connection| load_command(connection, &command_id))
             .await
     }
@@ -221,9 +224,9 @@ impl EventStore for SqliteStore {
                      AND sequence >= ?4 ORDER BY sequence LIMIT ?5"
                 ),
                 params![
-                    stream.domain(),
-                    stream.entity_type(),
-                    stream.instance_key(),
+                    stream.domain().as_str(),
+                    stream.entity_type().as_str(),
+                    stream.instance_key().as_str(),
                     sql_bound(from),
                     sql_bound(max_count),
                 ],
@@ -241,12 +244,12 @@ impl EventStore for SqliteStore {
 
     async fn list_instances(
         &self,
-        domain: &str,
-        entity_type: &str,
+        domain: &Domain,
+        entity_type: &EntityType,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<InstancePage, StoreError> {
-        let (domain, entity_type) = (domain.to_owned(), entity_type.to_owned());
+        let (domain, entity_type) = (domain.to_string(), entity_type.to_string());
         // Every valid key sorts after "", so no cursor is the cursor "".
         let after = cursor.unwrap_or_default().to_owned();
         let keys = self

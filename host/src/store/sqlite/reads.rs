@@ -143,7 +143,11 @@ pub(super) fn load_stream_sequence(
         .and_then(|mut select| {
             select
                 .query_row(
-                    params![stream.domain(), stream.entity_type(), stream.instance_key()],
+                    params![
+                        stream.domain().as_str(),
+                        stream.entity_type().as_str(),
+                        stream.instance_key().as_str()
+                    ],
                     |row| row.get(0),
                 )
                 .optional()

@@ -12,7 +12,8 @@ use super::writer::{queued, write_batch};
 use super::*;
 use crate::model::Expectation;
 use crate::store::conformance::{
-    Fixture, append_n, assert_conflict, command, conformance_tests, events, request, stream,
+    Fixture, append_n, assert_conflict, command, conformance_tests, events, id, kind_of, request,
+    stream,
 };
 use crate::store::rules::Append;
 use crate::store::{AppendOutcome, CommandRecord, EventStore, StoreError};
@@ -69,7 +70,7 @@ async fn streams_sequences_and_command_records_survive_reopening() {
             .record_rejection(&a, &command("cmd-2"), "refused")
             .await
             .unwrap();
-        let record = store.command_record("cmd-1").await.unwrap();
+        let record = store.command_record(&id("cmd-1")).await.unwrap();
         (store.read_all(0, 100).await.unwrap(), record)
     };
 
@@ -81,13 +82,18 @@ async fn streams_sequences_and_command_records_survive_reopening() {
     );
     assert_eq!(store.stream_sequence(&a).await.unwrap(), 3);
     assert_eq!(store.stream_sequence(&b).await.unwrap(), 2);
-    assert_eq!(store.command_record("cmd-1").await.unwrap(), record);
+    assert_eq!(store.command_record(&id("cmd-1")).await.unwrap(), record);
     assert!(matches!(
-        store.command_record("cmd-2").await.unwrap(),
+        store.command_record(&id("cmd-2")).await.unwrap(),
         Some(CommandRecord::Rejected { .. })
     ));
     let page = store
-        .list_instances("Bank", "Account", None, 10)
+        .list_instances(
+            &kind_of("Bank", "Account").0,
+            &kind_of("Bank", "Account").1,
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(page.instance_keys, ["a", "b"]);

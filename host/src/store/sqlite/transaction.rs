@@ -80,12 +80,12 @@ impl StoreTxn for SqliteTxn<'_> {
         for (sequence, event) in (first_sequence..).zip(events) {
             insert
                 .execute(params![
-                    stream.domain(),
-                    stream.entity_type(),
-                    stream.instance_key(),
+                    stream.domain().as_str(),
+                    stream.entity_type().as_str(),
+                    stream.instance_key().as_str(),
                     to_sql_int(sequence)?,
                     event.event_id.to_string(),
-                    event.event_type,
+                    event.event_type.as_str(),
                     event.payload.get(),
                     micros,
                     context,
@@ -112,9 +112,9 @@ impl StoreTxn for SqliteTxn<'_> {
                 )
                 .and_then(|mut upsert| {
                     upsert.execute(params![
-                        stream.domain(),
-                        stream.entity_type(),
-                        stream.instance_key(),
+                        stream.domain().as_str(),
+                        stream.entity_type().as_str(),
+                        stream.instance_key().as_str(),
                         last_sequence,
                     ])
                 })
@@ -127,7 +127,7 @@ impl StoreTxn for SqliteTxn<'_> {
         let json = to_json("command record", record)?;
         self.connection
             .prepare_cached("INSERT INTO commands (command_id, record) VALUES (?1, ?2)")
-            .and_then(|mut insert| insert.execute(params![record.command_id(), json]))
+            .and_then(|mut insert| insert.execute(params![record.command_id().as_str(), json]))
             .map_err(StoreError::backend)?;
         Ok(())
     }

@@ -601,7 +601,7 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
 /// Figure 6: notification dispatch. The outbox and the dispatcher come with
 /// issue 4; until then these rows say so. Once they land: append N events
 /// with notifications on, point the dispatcher at the Event Grid stand-in
-/// (`tests/support/event_grid.rs`) over loopback, and count notifications/s
+/// (`host/tests/all/support/event_grid.rs`) over loopback, and count notifications/s
 /// against a baseline of posting the same batches straight to the stand-in;
 /// and drive 1,000 commands/s while a local notification handler records
 /// when each notification reaches it.

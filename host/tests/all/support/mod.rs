@@ -1,9 +1,10 @@
 //! Shared by the end-to-end tests: the real components, built once, a real
 //! host serving HTTP on a loopback port over a SQLite file, `cqrs-wasi
-//! serve` processes; and, in [`event_grid`], an Event Grid stand-in.
-#![allow(dead_code, reason = "each test binary uses a different part")]
+//! serve` processes; in [`event_grid`], an Event Grid stand-in; and in
+//! [`logs`], what a test's host logs.
 
 pub mod event_grid;
+pub mod logs;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ const COMPONENTS: &[&str] = &[
 ];
 
 /// Builds the component crates (the same set `cargo xtask components`
-/// builds) once per test binary, into their own target directory so that
+/// builds) once per test run, into their own target directory so that
 /// this never waits on the lock of the `cargo test` that runs us.
 pub fn component(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -147,20 +148,6 @@ impl TestHost {
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
         Self::build(store, options, RuntimeConfig::default(), api_config).await
-    }
-
-    /// Starts a host over `store` whose calls run under `runtime`.
-    pub async fn with_runtime(
-        store: Arc<dyn EventStore>,
-        runtime: RuntimeConfig,
-    ) -> anyhow::Result<TestHost> {
-        Self::build(
-            store,
-            HostOptions::default(),
-            runtime,
-            &ApiConfig::default(),
-        )
-        .await
     }
 
     /// Starts a host over `store` whose outbox also goes to `destinations`;
@@ -332,6 +319,9 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<(StatusCode, Valu
     Ok((status, body))
 }
 
+/// The `cqrs-wasi` binary, built by cargo for these tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_cqrs-wasi");
+
 /// A `cqrs-wasi serve` process, killed when dropped.
 pub struct ServedHost {
     child: Child,
@@ -340,9 +330,8 @@ pub struct ServedHost {
 }
 
 impl ServedHost {
-    /// Spawns `command` (`cqrs-wasi serve ...`: only the host crate's tests
-    /// know the binary's path) and waits until it serves. Its log goes to
-    /// stderr.
+    /// Spawns `command` ([`BINARY`] `serve ...`) and waits until it
+    /// serves. Its log goes to stderr.
     pub fn start(mut command: Command) -> anyhow::Result<ServedHost> {
         let mut child = command
             .stdout(Stdio::piped())

@@ -2,8 +2,6 @@
 //! other domains: each fault fails only its own call with a clear error,
 //! appends nothing, and the host keeps serving.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +12,8 @@ use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::MemoryStore;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::TestHost;
+
+use crate::support::{self, TestHost};
 
 async fn sandboxed(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
     let host = TestHost::build(

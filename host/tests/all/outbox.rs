@@ -3,8 +3,6 @@
 //! notification handlers, at least once and with deterministic ids;
 //! refusals become dead letters that an operator re-drives.
 
-mod support;
-
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -21,8 +19,9 @@ use cqrs_wasi_host::store::{EventStore, MemoryStore};
 use cqrs_wasi_host::{HostOptions, IncomingNotification};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::event_grid::{EventGridStandIn, Fault, Schema};
-use support::{TestHost, letters};
+
+use crate::support::event_grid::{EventGridStandIn, Fault, Schema};
+use crate::support::{self, TestHost, letters};
 
 /// Short pauses, so that a test waits milliseconds rather than seconds.
 fn quick_retries(attempts: u32) -> RetryPolicy {

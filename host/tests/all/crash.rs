@@ -4,9 +4,6 @@
 //! acknowledged to a client has reached the topic at least once, and every
 //! copy of a notification carries the id of its identity.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,19 +15,23 @@ use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::ServedHost;
-use support::event_grid::{EventGridStandIn, Fault, Schema};
 use tokio::task::JoinSet;
+
+use crate::support::event_grid::{EventGridStandIn, Fault, Schema};
+use crate::support::{self, ServedHost};
 
 const ACCOUNTS: usize = 4;
 const CLIENTS: usize = 8;
 /// Acknowledged commands before the kill.
 const KILL_AFTER: usize = 120;
 
-async fn start(dir: &Path) -> anyhow::Result<ServedHost> {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cqrs-wasi"));
+/// Starts `cqrs-wasi serve` in `dir` with the topic's key in its
+/// environment, as an operator would keep it.
+async fn start(dir: &Path, key: &str) -> anyhow::Result<ServedHost> {
+    let mut command = std::process::Command::new(support::BINARY);
     command
         .args(["serve", "--config", "host.toml", "--listen", "127.0.0.1:0"])
+        .env("GRID_TEST_KEY", key)
         .current_dir(dir);
     tokio::task::spawn_blocking(move || ServedHost::start(command)).await?
 }
@@ -98,11 +99,12 @@ request_timeout_ms = 500
             stand_in.endpoint()
         ),
     )?;
-    // The key comes from the environment, as an operator would keep it.
-    // SAFETY: set before any thread of this test reads the environment.
-    unsafe { std::env::set_var("GRID_TEST_KEY", stand_in.key()) };
 
-    let host = Arc::new(start(dir.path()).await.context("the host starts")?);
+    let host = Arc::new(
+        start(dir.path(), stand_in.key())
+            .await
+            .context("the host starts")?,
+    );
     let account = |n: usize| format!("acc-{}", n % ACCOUNTS);
     for n in 0..ACCOUNTS {
         let (status, body) = host
@@ -157,7 +159,9 @@ request_timeout_ms = 500
         stand_in.accepted().len()
     );
 
-    let host = start(dir.path()).await.context("the host starts again")?;
+    let host = start(dir.path(), stand_in.key())
+        .await
+        .context("the host starts again")?;
     let wanted: BTreeSet<String> = (0..ACCOUNTS)
         .map(|n| (account(n), 1))
         .chain(acknowledged.iter().cloned())

@@ -3,8 +3,6 @@
 //! host B's webhook, where a notification handler sends a command in B's
 //! domain.
 
-mod support;
-
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +14,9 @@ use cqrs_wasi_host::notifications::{
 };
 use cqrs_wasi_host::store::MemoryStore;
 use reqwest::StatusCode;
-use support::TestHost;
-use support::event_grid::{EventGridStandIn, Fault, Schema, Subscription};
+
+use crate::support::TestHost;
+use crate::support::event_grid::{EventGridStandIn, Fault, Schema, Subscription};
 
 /// The stand-in as host A's topic. Requests time out after 300 ms, so a
 /// slow answer makes the publisher send the same notifications again.

@@ -5,9 +5,6 @@
 //! the tests say they were skipped (and fail under
 //! `CQRS_WASI_REQUIRE_POSTGRES=1`, as `cargo xtask test` runs them).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,21 +16,18 @@ use cqrs_wasi_host::store::EventStore;
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::ServedHost;
-use support::event_grid::{EventGridStandIn, Schema};
 use tokio::task::JoinSet;
+
+use crate::support::event_grid::{EventGridStandIn, Schema};
+use crate::support::{self, ServedHost};
 
 const ACCOUNTS: usize = 4;
 const DEPOSITS: usize = 160;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cqrs-wasi"))
-}
-
 /// Starts `cqrs-wasi serve ARGS` in `dir`, off the async threads (it
 /// blocks until the host serves, which includes compiling the component).
 async fn start(dir: &Path, args: Vec<String>) -> anyhow::Result<ServedHost> {
-    let mut command = std::process::Command::new(binary());
+    let mut command = std::process::Command::new(support::BINARY);
     command.arg("serve").args(args).current_dir(dir);
     tokio::task::spawn_blocking(move || ServedHost::start(command)).await?
 }
@@ -236,7 +230,7 @@ async fn a_host_refuses_a_schema_newer_than_it_knows() -> anyhow::Result<()> {
         .await;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("host.toml"), "components = []\n")?;
-    let output = tokio::process::Command::new(binary())
+    let output = tokio::process::Command::new(support::BINARY)
         .args(["serve", "--config", "host.toml", "--listen", "127.0.0.1:0"])
         .args(["--store-url", schema.url(), "--store-schema", schema.name()])
         .current_dir(dir.path())

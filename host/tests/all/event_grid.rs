@@ -5,8 +5,6 @@
 //! Retries are counted from the requests the stand-in recorded, never
 //! timed; backoffs are a few milliseconds so the whole file runs in seconds.
 
-mod support;
-
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +20,10 @@ use cqrs_wasi_host::notifications::{
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use support::event_grid::{EventGridStandIn, Fault, Schema, Subscription};
 use tokio::task::JoinHandle;
+
+use crate::support;
+use crate::support::event_grid::{EventGridStandIn, Fault, Schema, Subscription};
 
 fn recorded(key: &str, sequence: u64, event_type: &str, payload: &str) -> RecordedEvent {
     RecordedEvent {

@@ -2,8 +2,6 @@
 //! uploads, rollback, restarts from the compiled-code cache, and the watched
 //! components directory.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +13,8 @@ use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, HostOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestHost, component, variant};
+
+use crate::support::{TestHost, component, variant};
 
 const TOKEN: &str = "test-admin-token";
 

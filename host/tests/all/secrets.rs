@@ -2,10 +2,7 @@
 //! its key when one is configured, and no secret ever reaches a log line or
 //! an error message.
 
-mod support;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cqrs_wasi_host::HostOptions;
 use cqrs_wasi_host::api::ApiConfig;
@@ -13,40 +10,17 @@ use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::secret::Secret;
 use cqrs_wasi_host::store::MemoryStore;
 use reqwest::StatusCode;
-use support::TestHost;
+
+use crate::support::{self, TestHost};
 
 const ADMIN_TOKEN: &str = "admin-token-5f1c9e";
 const API_KEY: &str = "api-key-77d0b3";
 
-/// Every log line of this test binary, captured.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn tokens_are_required_and_never_logged_or_echoed() -> anyhow::Result<()> {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        // Everything the host says; wasmtime's own tracing at its
-        // compilation's level of detail would only slow the test down.
-        .with_env_filter("info,cqrs_wasi_host=trace,tower_http=trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    // The runtime is single-threaded: the host's tasks and its server log
+    // on this thread.
+    let logs = support::logs::capture();
 
     let config = ApiConfig {
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
@@ -116,7 +90,7 @@ async fn tokens_are_required_and_never_logged_or_echoed() -> anyhow::Result<()> 
     let health = client.get(format!("{}/healthz", host.url)).send().await?;
     assert_eq!(health.status(), StatusCode::OK, "health needs no key");
 
-    let logs = String::from_utf8(logs.0.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
+    let logs = logs.text();
     assert!(
         logs.contains("component is live"),
         "the logs were captured:\n{logs}"

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use cqrs_wasi_host::store::EventStore;
-use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
+use cqrs_wasi_host::store::postgres_testing::{REQUIRE_VAR, ScratchSchema, URL_VAR};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -242,6 +242,36 @@ async fn a_host_refuses_a_schema_newer_than_it_knows() -> anyhow::Result<()> {
         stderr.contains("the store's schema is version 1000")
             && stderr.contains("upgrade the host"),
         "the refusal says why: {stderr}"
+    );
+    Ok(())
+}
+
+/// Without a reachable server, a PostgreSQL test passes as skipped, and
+/// says so where a run shows it: on stdout, past the harness's capture,
+/// which shows a passing test's output to no one. Run here as its own
+/// process, against a server that closes every connection.
+#[test]
+fn a_test_without_its_postgres_server_says_it_skipped() -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+        }
+    });
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "postgres_hosts::a_host_refuses_a_schema_newer_than_it_knows",
+        ])
+        .env(URL_VAR, format!("postgres://postgres@{address}/test"))
+        .env_remove(REQUIRE_VAR)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "{stdout}");
+    ensure!(
+        stdout.contains("1 passed") && stdout.contains("SKIPPED: PostgreSQL not reachable"),
+        "{stdout}"
     );
     Ok(())
 }

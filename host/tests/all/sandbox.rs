@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_wasi_host::HostOptions;
 use cqrs_wasi_host::api::ApiConfig;
 use cqrs_wasi_host::grants::Grants;
+use cqrs_wasi_host::model::StreamId;
+use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::MemoryStore;
+use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -34,9 +36,11 @@ async fn sandboxed(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
     Ok(host)
 }
 
+/// Memory small enough that `Allocate` runs out at once. (A looping guest
+/// and its deadline have tests of their own, so that a short deadline
+/// never applies to the calls around it.)
 fn limits() -> RuntimeConfig {
     RuntimeConfig {
-        call_timeout: Duration::from_millis(500),
         max_memory_bytes: 16 << 20,
         ..RuntimeConfig::default()
     }
@@ -51,12 +55,6 @@ async fn each_misbehaving_component_fails_only_its_own_call() -> anyhow::Result<
             "{}",
             "guest_fault",
             "the handler panicked on purpose",
-        ),
-        (
-            "Test/Faulty/f/Loop",
-            "{}",
-            "deadline_exceeded",
-            "ran past its 500ms deadline",
         ),
         (
             "Test/Faulty/f/Allocate",
@@ -118,7 +116,7 @@ async fn each_misbehaving_component_fails_only_its_own_call() -> anyhow::Result<
         appended.iter().all(|e| e.stream.domain() == "Bank"),
         "no misbehaving call appended anything"
     );
-    assert_eq!(host.balance("acc").await?["balance"], 8);
+    assert_eq!(host.balance("acc").await?["balance"], 7);
     // The same commands within the limits succeed.
     for (path, body) in [
         ("Test/Faulty/f/Huge", r#"{"bytes": 1000}"#),
@@ -215,58 +213,216 @@ async fn granted_domains_can_be_read_and_ungranted_appends_are_refused_at_deploy
     Ok(())
 }
 
+/// A read grant of `"*"` reads every domain; the domains a component
+/// declares are all it reads without one.
+#[tokio::test]
+async fn a_read_grant_of_star_reads_every_domain() -> anyhow::Result<()> {
+    let snoop = || {
+        CommandRequest::new(
+            StreamId::new("Test", "Faulty", "s")?,
+            "Snoop",
+            r#"{"instance_key": "acc"}"#,
+        )
+        .map_err(anyhow::Error::from)
+    };
+    for (grants, reads) in [
+        (
+            Some(Grants {
+                read: vec!["*".into()],
+                append: vec!["Test".into()],
+                ..Grants::default()
+            }),
+            true,
+        ),
+        (None, false),
+    ] {
+        let mut builder = Host::builder().store(Arc::new(MemoryStore::new()));
+        if let Some(grants) = grants {
+            builder = builder.grant("faulty", grants);
+        }
+        let host = builder.build()?;
+        host.deploy("bank", support::component("bank")).await?;
+        host.deploy("faulty", support::component("faulty")).await?;
+        host.execute(CommandRequest::new(
+            StreamId::new("Bank", "Account", "acc")?,
+            "OpenAccount",
+            r#"{"owner": "Ada"}"#,
+        )?)
+        .await?;
+        let snooped = host.execute(snoop()?).await;
+        if reads {
+            let outcome = snooped?;
+            let events = host.read_stream(&outcome.stream, 1, 10).await?;
+            assert_eq!(events[0].payload.get(), r#"{"events":1}"#);
+        } else {
+            let error = snooped.expect_err("Bank is not faulty's to read");
+            assert!(
+                error.to_string().contains("may not read domain Bank"),
+                "{error}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A guest that never returns is stopped at its deadline, and the call
+/// fails alone: its slot comes back, so that the next call runs (on a host
+/// with one slot), to be stopped the same way. The host has no other
+/// component and runs no other call, so that the short deadline decides
+/// nothing else.
+#[tokio::test]
+async fn a_looping_guest_is_stopped_at_its_deadline_and_frees_its_slot() -> anyhow::Result<()> {
+    let host = Host::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .runtime(RuntimeConfig {
+            call_timeout: Duration::from_millis(500),
+            max_concurrent_calls: 1,
+            ..RuntimeConfig::default()
+        })
+        .build()?;
+    host.deploy("faulty", support::component("faulty")).await?;
+    let stream = StreamId::new("Test", "Faulty", "f")?;
+    for _ in 0..2 {
+        let error = host
+            .execute(CommandRequest::new(stream.clone(), "Loop", "{}")?)
+            .await
+            .expect_err("a loop never returns");
+        assert_eq!(error.code(), "deadline_exceeded", "{error}");
+        assert!(
+            error.to_string().contains("ran past its 500ms deadline"),
+            "{error}"
+        );
+    }
+    assert!(host.read_stream(&stream, 1, 10).await?.is_empty());
+    Ok(())
+}
+
+/// Guests run on async wasmtime and yield at every epoch tick, so a guest
+/// that loops holds no thread: on a runtime of one thread, which also
+/// serves the API, other calls go on while it loops.
+#[test]
+fn a_looping_guest_leaves_its_thread_to_other_calls() -> anyhow::Result<()> {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let run = async {
+            let host = Arc::new(
+                TestHost::build(
+                    Arc::new(MemoryStore::new()),
+                    // No notifications: no projection runs in the
+                    // background, so that the instance counted below is
+                    // the loop's.
+                    HostOptions {
+                        raise: RaisePolicy::new(KindSet::NONE),
+                        ..HostOptions::default()
+                    },
+                    RuntimeConfig {
+                        call_timeout: Duration::from_secs(300),
+                        ..RuntimeConfig::default()
+                    },
+                    &ApiConfig::default(),
+                )
+                .await?,
+            );
+            host.deploy("faulty").await?;
+            let (status, body) = host
+                .command("acc", "OpenAccount", r#"{"owner": "Ada"}"#)
+                .await?;
+            anyhow::ensure!(status == StatusCode::OK, "{body}");
+            let before = host.host.instantiations();
+            let looping = tokio::spawn({
+                let host = host.clone();
+                async move { host.post("/api/commands/Test/Faulty/f/Loop", "{}").await }
+            });
+            support::until_instantiated(&host.host, before).await?;
+            for _ in 0..3 {
+                let (status, body) = host.command("acc", "Deposit", r#"{"amount": 1}"#).await?;
+                anyhow::ensure!(status == StatusCode::OK, "{body}");
+            }
+            anyhow::ensure!(!looping.is_finished(), "the loop still runs");
+            looping.abort();
+            anyhow::Ok(())
+        };
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(run));
+        let _ = done.send(outcome);
+    });
+    // Were the loop to keep the thread, nothing else would run on it, this
+    // test's own checks included: fail then, rather than hang.
+    outcome
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| anyhow::anyhow!("the runtime's only thread is stuck"))?
+}
+
+/// Every call slot taken by a deposit held at a gate: another call waits
+/// for a slot, then is turned away; once the gate opens, the host serves
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saturated_pool_answers_503_with_retry_after_then_serves_again() -> anyhow::Result<()> {
     let host = Arc::new(
-        sandboxed(RuntimeConfig {
-            max_concurrent_calls: 2,
-            queue_timeout: Duration::from_millis(200),
-            ..RuntimeConfig::default()
-        })
+        TestHost::build(
+            Arc::new(MemoryStore::new()),
+            // No notifications: no projection runs in the background, so
+            // that each instance counted below is a held deposit's.
+            HostOptions {
+                raise: RaisePolicy::new(KindSet::NONE),
+                ..HostOptions::default()
+            },
+            RuntimeConfig {
+                max_concurrent_calls: 2,
+                queue_timeout: Duration::from_millis(200),
+                call_timeout: Duration::from_secs(300),
+                ..RuntimeConfig::default()
+            },
+            &ApiConfig::default(),
+        )
         .await?,
     );
-    let sleepers: Vec<_> = (0..2)
-        .map(|i| {
+    host.deploy("gated").await?;
+    let (status, body) = host
+        .command("acc", "OpenAccount", r#"{"owner": "Ada"}"#)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let before = host.host.instantiations();
+        held.push(tokio::spawn({
             let host = host.clone();
-            tokio::spawn(async move {
+            async move {
                 host.post(
-                    &format!("/api/commands/Test/Faulty/sleep-{i}/Sleep"),
-                    r#"{"millis": 2000}"#,
+                    &format!("/api/commands/Test/Gated/held-{i}/HeldDeposit"),
+                    r#"{"amount": 1, "gate": "pool"}"#,
                 )
                 .await
-            })
-        })
-        .collect();
-    // Once both sleepers hold their slots, a deposit is turned away.
-    let mut turned_away = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let response = host
-            .client
-            .post(format!(
-                "{}/api/commands/Bank/Account/acc/Deposit",
-                host.url
-            ))
-            .body(r#"{"amount": 1}"#)
-            .send()
-            .await?;
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            turned_away = Some(response);
-            break;
-        }
+            }
+        }));
+        support::until_instantiated(&host.host, before).await?;
     }
-    let response = turned_away.expect("a saturated pool turns callers away");
+    let response = host
+        .client
+        .post(format!(
+            "{}/api/commands/Bank/Account/acc/Deposit",
+            host.url
+        ))
+        .body(r#"{"amount": 1}"#)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await?;
     assert_eq!(body["code"], "busy", "{body}");
 
-    for sleeper in sleepers {
-        let (status, body) = sleeper.await??;
+    support::open_gate(host.store.as_ref(), "pool").await?;
+    for held in held {
+        let (status, body) = held.await??;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     for _ in 0..3 {
         let (status, body) = host.command("acc", "Deposit", r#"{"amount": 1}"#).await?;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
+    assert_eq!(host.balance("acc").await?["balance"], 3);
     Ok(())
 }

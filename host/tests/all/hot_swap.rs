@@ -96,16 +96,21 @@ struct Swap {
     digest: String,
 }
 
+/// Swaps in the test below: odd, so that the held deposit is released while
+/// the version it did not start on is live.
+const SWAPS: usize = 51;
+
 /// The two versions of the `gated` fixture behave differently: version 1
 /// credits a deposit's amount, version 2 twice the amount, and each event
-/// says which version made it. Fifty swaps between them run under load,
-/// while one deposit, held at a gate, stays in flight across all of them:
-/// no call fails, every event was made by the version the host recorded
-/// (`handlerVersion`) and that version was live during its call, the held
-/// deposit finishes on the version it started on, and every balance is
-/// what those versions credited.
+/// says which version made it. [`SWAPS`] swaps between them run under
+/// load, while one deposit, held at a gate, stays in flight across all of
+/// them: no call fails, every event was made by the version the host
+/// recorded (`handlerVersion`) and that version was live during its call,
+/// the held deposit finishes on the version it started on (while the other
+/// is live), and every balance is what those versions credited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn swapping_fifty_times_under_load_fails_no_call() -> anyhow::Result<()> {
+async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() -> anyhow::Result<()>
+{
     let cache = tempfile::tempdir()?;
     let host = Arc::new(admin_host(cache.path(), 64 << 20).await?);
     host.deploy("gated").await?;
@@ -167,7 +172,7 @@ async fn swapping_fifty_times_under_load_fails_no_call() -> anyhow::Result<()> {
         })
         .collect();
 
-    for i in 0..50 {
+    for i in 0..SWAPS {
         // Some call answered since the last swap: the load runs through
         // every one of them.
         let seen = answered.load(Ordering::Relaxed);
@@ -199,13 +204,14 @@ async fn swapping_fifty_times_under_load_fails_no_call() -> anyhow::Result<()> {
         calls.append(&mut done);
     }
     assert!(
-        calls.len() >= 50,
+        calls.len() >= SWAPS,
         "the load ran through the swaps ({} calls)",
         calls.len()
     );
 
     // The held deposit started on version 1 and, released after the last
-    // swap, finishes on it.
+    // swap, with version 2 live, finishes on version 1.
+    assert_eq!(swaps.last().map(|swap| &swap.digest), Some(&digests[1]));
     support::open_gate(host.store.as_ref(), "swaps").await?;
     let (status, body) = held.await??;
     assert_eq!(status, StatusCode::OK, "the held deposit: {body}");

@@ -268,10 +268,10 @@ fn a_test_without_its_postgres_server_says_it_skipped() -> anyhow::Result<()> {
         .env_remove(REQUIRE_VAR)
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(output.status.success(), "{stdout}");
+    ensure!(output.status.success(), "the test failed:\n{stdout}");
     ensure!(
         stdout.contains("1 passed") && stdout.contains("SKIPPED: PostgreSQL not reachable"),
-        "{stdout}"
+        "the test passed without saying on stdout that it skipped:\n{stdout}"
     );
     Ok(())
 }

@@ -50,9 +50,10 @@ const COMPONENTS: &[&str] = &[
     "welcome",
 ];
 
-/// Builds the component crates (the same set `cargo xtask components`
-/// builds) once per test run, into their own target directory so that
-/// this never waits on the lock of the `cargo test` that runs us.
+/// The bytes of component `name`, one of [`COMPONENTS`], all of which are
+/// built once per test run, as `cargo xtask components` builds the
+/// examples: into their own target directory, so that this never waits on
+/// the lock of the `cargo test` that runs us.
 pub fn component(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
@@ -482,6 +483,9 @@ impl ServedHost {
         // exited without serving.
         let Ok(address) = address.recv() else {
             let status = child.wait()?;
+            for reader in readers {
+                let _ = reader.join();
+            }
             bail!(
                 "the host exited ({status}) before serving:\n{}",
                 output.text()

@@ -3,7 +3,7 @@
 //!
 //! The topic is a minimal stand-in: it checks the key, parses each request
 //! as a JSON array as Event Grid does, and counts the events. (The protocol
-//! itself is tested against the full stand-in in `tests/`.)
+//! itself is tested against the full stand-in in `host/tests/all/`.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;

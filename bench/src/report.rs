@@ -89,6 +89,20 @@ pub struct Row {
     pub status: Status,
     /// Anything a reader needs to interpret it.
     pub note: String,
+    /// What the run must have shown whatever its speed (no call failed,
+    /// every acknowledged append on disk), and whether it did. A target
+    /// may name one too, but `met` also depends on the speed, which a
+    /// quick run on a busy machine may miss.
+    pub properties: Vec<Property>,
+}
+
+/// Something a run must show, whatever its speed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Property {
+    /// What it is, such as `0 failed calls`.
+    pub name: String,
+    /// Whether the run showed it.
+    pub held: bool,
 }
 
 impl Row {
@@ -110,6 +124,7 @@ impl Row {
             met: None,
             status: Status::Measured,
             note: String::new(),
+            properties: Vec::new(),
         }
     }
 
@@ -125,6 +140,7 @@ impl Row {
             met: None,
             status: Status::NotYet(reason.to_owned()),
             note: String::new(),
+            properties: Vec::new(),
         }
     }
 
@@ -160,6 +176,15 @@ impl Row {
     /// Names the isolation mode the row was measured in.
     pub fn in_mode(mut self, mode: &str) -> Self {
         self.name = format!("{} [{mode}]", self.name);
+        self
+    }
+
+    /// Adds a property the run must show, and whether it did.
+    pub fn property(mut self, name: &str, held: bool) -> Self {
+        self.properties.push(Property {
+            name: name.to_owned(),
+            held,
+        });
         self
     }
 

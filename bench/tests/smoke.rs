@@ -1,6 +1,8 @@
 //! The benchmark suite's quick mode, run as a test so that it cannot rot:
 //! every figure runs on a few hundred commands in all. No timing is
-//! asserted; only that the suite runs and writes its report.
+//! asserted; only that the suite runs and writes its report, and that
+//! every property a figure depends on, whatever its speed (no failed swap,
+//! every acknowledged append on disk), held.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,6 +73,20 @@ fn the_quick_run_measures_every_figure_and_writes_its_report() -> anyhow::Result
                 "a measured row has a ratio: {row}"
             );
         }
+        for property in row["properties"].as_array().context("properties")? {
+            assert_eq!(property["held"], true, "{property} in {row}");
+        }
+    }
+    let properties: Vec<&str> = rows
+        .iter()
+        .flat_map(|row| row["properties"].as_array().into_iter().flatten())
+        .filter_map(|property| property["name"].as_str())
+        .collect();
+    for property in ["0 failed calls", "every acknowledged append on disk"] {
+        assert!(
+            properties.contains(&property),
+            "a figure checks {property}: {properties:?}"
+        );
     }
     let table = std::fs::read_to_string(out.path().join("results.md"))?;
     assert!(table.contains("| # | figure |"));

@@ -117,14 +117,33 @@ async fn run(bank: Vec<u8>) -> anyhow::Result<(String, Vec<String>)> {
     Ok((balance.state.get().to_owned(), notifications))
 }
 
+/// Builds the bank component as `cargo xtask components` does (the
+/// `build-components` alias of `.cargo/config.toml`), into a target
+/// directory of its own, so that this never waits on the lock of the
+/// `cargo test` running it; its bytes.
 #[cfg(test)]
-#[path = "../../tests/support/mod.rs"]
-mod support;
+fn bank_component() -> anyhow::Result<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the host crate is in the workspace")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["build-components", "--package", "bank"])
+        .status()
+        .context("cannot run cargo")?;
+    anyhow::ensure!(
+        status.success(),
+        "building the bank component failed: {status}"
+    );
+    let path = root.join("target/components/wasm32-wasip2/component/bank.wasm");
+    std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+}
 
 #[cfg(test)]
 #[tokio::test]
 async fn the_embedding_example_runs() -> anyhow::Result<()> {
-    let (balance, notifications) = run(support::component("bank")).await?;
+    let (balance, notifications) = run(bank_component()?).await?;
     assert_eq!(balance, r#"{"balance":25,"open":true}"#);
     // The change feed in order; each command's Balance state after it (the
     // projection-completed ones may coalesce, so only the last is certain).

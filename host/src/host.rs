@@ -617,6 +617,12 @@ impl Host {
         self.inner.runtime.instantiations()
     }
 
+    /// How many calls into wasm components this host started: each began
+    /// once the call was routed to its version and took an instance.
+    pub fn calls_started(&self) -> u64 {
+        self.inner.runtime.calls_started()
+    }
+
     /// Runs a command: see [`CommandRequest`].
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, HostError> {
         commands::execute(&self.inner, request).await

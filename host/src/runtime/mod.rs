@@ -258,6 +258,12 @@ impl Runtime {
         self.instances.made()
     }
 
+    /// How many calls into components this runtime started since it was
+    /// built: each took an instance, warm or new, once it was routed.
+    pub fn calls_started(&self) -> u64 {
+        self.instances.checked_out()
+    }
+
     /// The instance metrics (created, reused, discarded by reason, idle per
     /// version), Prometheus text format.
     pub fn encode_metrics(&self, out: &mut String) {

@@ -150,6 +150,7 @@ pub(crate) struct Instances {
     idle: Family<PoolLabel, Gauge>,
     registry: Registry,
     made: AtomicU64,
+    checked_out: AtomicU64,
 }
 
 impl Instances {
@@ -193,12 +194,19 @@ impl Instances {
             idle,
             registry,
             made: AtomicU64::new(0),
+            checked_out: AtomicU64::new(0),
         }
     }
 
     /// How many instances were made since the runtime was built.
     pub(crate) fn made(&self) -> u64 {
         self.made.load(Ordering::Relaxed)
+    }
+
+    /// How many times an instance was checked out for a call (warm or
+    /// new) since the runtime was built.
+    pub(crate) fn checked_out(&self) -> u64 {
+        self.checked_out.load(Ordering::Relaxed)
     }
 
     fn discarded(&self, reason: Discard) {
@@ -335,6 +343,7 @@ impl<R: Role> Pool<R> {
             }
             None => self.instantiate(generation).await?,
         };
+        self.instances.checked_out.fetch_add(1, Ordering::Relaxed);
         Ok(Lease {
             warm: Some(warm),
             pool: self.clone(),

@@ -7,6 +7,7 @@
 //! [`REQUIRE_VAR`] says PostgreSQL must be there (as `cargo xtask test` does):
 //! then it fails.
 
+use std::io::Write;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
@@ -45,7 +46,7 @@ impl ScratchSchema {
     /// itself is created by the first store opened in it.
     ///
     /// `None` when the server cannot be reached: the caller returns, and
-    /// the test passes as skipped after saying so on stderr.
+    /// the test passes as skipped after saying so on stdout.
     ///
     /// # Panics
     ///
@@ -58,7 +59,11 @@ impl ScratchSchema {
                 std::env::var(REQUIRE_VAR).as_deref() != Ok("1"),
                 "PostgreSQL is required ({REQUIRE_VAR}=1) but not reachable at {target}: {error}"
             );
-            eprintln!(
+            // To the process's stdout itself: the test harness captures
+            // what `print!` and `eprint!` write and shows it only when a
+            // test fails, and a skip is news when the test passes.
+            let _ = writeln!(
+                std::io::stdout(),
                 "SKIPPED: PostgreSQL not reachable at {target} ({error}); \
                  set {URL_VAR} or start the server to run this test"
             );

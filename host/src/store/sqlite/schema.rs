@@ -111,16 +111,19 @@ pub(super) fn open_writer(path: &Path, config: SqliteConfig) -> Result<Connectio
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(open_error(path))?;
-    let configure = || -> rusqlite::Result<String> {
+    let configure = || -> rusqlite::Result<(String, i64)> {
         connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // In WAL mode FULL fsyncs the log at every commit; NORMAL only at
         // checkpoints, which can lose recent commits but never corrupts.
         let synchronous = if config.durable { "FULL" } else { "NORMAL" };
         connection.pragma_update(None, "synchronous", synchronous)?;
-        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        let journal_mode =
+            connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let synchronous = connection.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+        Ok((journal_mode, synchronous))
     };
-    let journal_mode = configure().map_err(open_error(path))?;
+    let (journal_mode, synchronous) = configure().map_err(open_error(path))?;
     if !journal_mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::backend(OpenError {
             path: path.to_path_buf(),
@@ -128,6 +131,16 @@ pub(super) fn open_writer(path: &Path, config: SqliteConfig) -> Result<Connectio
                 .into(),
         }));
     }
+    // Read back from the connection that commits (the setting is the
+    // connection's, not the file's), for operators and for the crash test,
+    // which cannot observe an fsync.
+    let synchronous = match synchronous {
+        0 => "OFF",
+        1 => "NORMAL",
+        2 => "FULL",
+        _ => "EXTRA",
+    };
+    tracing::info!(path = %path.display(), %synchronous, "event store opened");
     Ok(connection)
 }
 

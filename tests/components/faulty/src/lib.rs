@@ -1,8 +1,11 @@
 //! A handler that misbehaves on request, to show that a guest fault fails
 //! only its own call, and that a guest sees nothing of the host it was not
-//! granted.
+//! granted; and that goes to the host's limits on request (output lines,
+//! payload and state sizes), to test them at their edges.
 
-use cqrs_wasi::{CommandContext, CommandError, CommandHandler, StreamId};
+use cqrs_wasi::{
+    CommandContext, CommandError, CommandHandler, Projection, RecordedEvent, StreamId,
+};
 use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
@@ -40,10 +43,25 @@ pub enum FaultCommand {
     },
     /// Reports what of the outside world the guest can see.
     Probe {},
+    /// Writes this many lines, to stdout and stderr in turn.
+    Chatter {
+        /// How many.
+        lines: usize,
+    },
+    /// Returns one event with this text as its payload.
+    Echo {
+        /// The text.
+        text: String,
+    },
+    /// Makes the `Sized` projection's state this large.
+    Grow {
+        /// The state's size in bytes, as JSON.
+        bytes: usize,
+    },
 }
 
 /// What the well-behaved commands produce.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum FaultEvent {
     /// A `Sleep` finished.
     Slept {},
@@ -76,6 +94,18 @@ pub enum FaultEvent {
         random_works: bool,
         /// The wall clock reads after 2020.
         clock_works: bool,
+    },
+    /// `Chatter` wrote its lines.
+    Chattered {},
+    /// What `Echo` was given.
+    Echoed {
+        /// The text.
+        text: String,
+    },
+    /// The size `Grow` asked for.
+    Grown {
+        /// In bytes.
+        bytes: usize,
     },
 }
 
@@ -123,6 +153,18 @@ impl CommandHandler for Faulty {
                 }])
             }
             FaultCommand::Probe {} => Ok(vec![probe()]),
+            FaultCommand::Chatter { lines } => {
+                for n in 1..=lines {
+                    if n % 2 == 1 {
+                        println!("line {n}");
+                    } else {
+                        eprintln!("line {n}");
+                    }
+                }
+                Ok(vec![FaultEvent::Chattered {}])
+            }
+            FaultCommand::Echo { text } => Ok(vec![FaultEvent::Echoed { text }]),
+            FaultCommand::Grow { bytes } => Ok(vec![FaultEvent::Grown { bytes }]),
         }
     }
 }
@@ -147,6 +189,25 @@ fn probe() -> FaultEvent {
     }
 }
 
+/// The `Sized` projection: a JSON string exactly as large as the last
+/// `Grown` asked (its quotes included).
+pub struct Sized;
+
+impl Projection for Sized {
+    const DOMAIN: &'static str = "Test";
+    const ENTITY_TYPE: &'static str = "Faulty";
+    const NAME: &'static str = "Sized";
+    type Event = FaultEvent;
+    type State = String;
+
+    fn apply(state: &mut String, event: FaultEvent, _: &RecordedEvent) {
+        if let FaultEvent::Grown { bytes } = event {
+            *state = "x".repeat(bytes.saturating_sub(2));
+        }
+    }
+}
+
 cqrs_wasi::export_component! {
     commands: [Faulty],
+    projections: [Sized],
 }

@@ -1,11 +1,11 @@
 //! Deploying components: what is refused at load, and why.
 
-mod support;
-
 use std::sync::Arc;
 
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, HostError};
+
+use crate::support;
 
 fn host() -> anyhow::Result<Host> {
     Ok(Host::builder()

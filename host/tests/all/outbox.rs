@@ -3,8 +3,6 @@
 //! notification handlers, at least once and with deterministic ids;
 //! refusals become dead letters that an operator re-drives.
 
-mod support;
-
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -21,8 +19,9 @@ use cqrs_wasi_host::store::{EventStore, MemoryStore};
 use cqrs_wasi_host::{HostOptions, IncomingNotification};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::event_grid::{EventGridStandIn, Fault, Schema};
-use support::{TestHost, letters};
+
+use crate::support::event_grid::{EventGridStandIn, Fault, Schema};
+use crate::support::{self, TestHost, letters};
 
 /// Short pauses, so that a test waits milliseconds rather than seconds.
 fn quick_retries(attempts: u32) -> RetryPolicy {
@@ -201,18 +200,9 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
 
     // Every accepted notification carries the id of its identity.
     for event in stand_in.accepted() {
-        let data = &event["data"];
-        let stream = StreamId::new(
-            data["domainName"].as_str().context("domain")?,
-            data["entityTypeName"].as_str().context("entity type")?,
-            data["instanceKey"].as_str().context("key")?,
-        )?;
-        let kind: NotificationKind = data["notificationKind"].as_str().context("kind")?.parse()?;
-        let sequence = data["sequenceNumber"].as_u64().unwrap_or(1);
-        let projection = data["projectionTypeName"].as_str();
         assert_eq!(
             event["id"].as_str(),
-            Some(id(kind, &stream, sequence, projection).as_str()),
+            Some(support::identity_id(&event)?.as_str()),
             "{event}"
         );
     }
@@ -375,5 +365,90 @@ async fn a_handler_publishes_to_the_topics_it_is_granted() -> anyhow::Result<()>
     let expected = published_id("partners", &format!("announce-{new_entity}"));
     assert_eq!(event["id"], expected.to_string());
     assert!(granted.dead_letters().await?.is_empty());
+    Ok(())
+}
+
+/// A notification a local handler keeps failing on becomes a dead letter
+/// of `@local`, and the notifications after it in the outbox are
+/// delivered all the same.
+#[tokio::test]
+async fn what_follows_a_dead_letter_of_a_local_handler_is_delivered() -> anyhow::Result<()> {
+    let options = HostOptions {
+        handler_retry: quick_retries(2),
+        ..HostOptions::default()
+    };
+    let host =
+        TestHost::with_store(Arc::new(MemoryStore::new()), options, &Default::default()).await?;
+    host.deploy("welcome").await?;
+    // Not granted its topic: it fails on every new account.
+    host.deploy("announcer").await?;
+    let (status, body) = host
+        .command("acc-1", "OpenAccount", r#"{"owner": "Ada"}"#)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually("acc-1's dead letter", async || {
+        Ok(!host.host.dead_letters().await?.is_empty())
+    })
+    .await?;
+
+    for (command, payload) in [
+        ("OpenAccount", r#"{"owner": "Bo"}"#),
+        ("Deposit", r#"{"amount": 1200}"#),
+    ] {
+        let (status, body) = host.command("acc-2", command, payload).await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    eventually("acc-2's letters", async || {
+        Ok(letters(&host.host, "savings-acc-2").await?.len() == 1)
+    })
+    .await?;
+    assert_eq!(
+        letters(&host.host, "welcome-acc-2").await?,
+        [r#"WelcomeSent {"account":"acc-2"}"#]
+    );
+    assert_eq!(
+        letters(&host.host, "savings-acc-2").await?,
+        [r#"CongratulationsSent {"account":"acc-2","balance":1200}"#]
+    );
+    // The notification the announcer failed on reached the other handler.
+    assert_eq!(
+        letters(&host.host, "welcome-acc-1").await?,
+        [r#"WelcomeSent {"account":"acc-1"}"#]
+    );
+
+    eventually("acc-2's dead letter", async || {
+        Ok(host.host.dead_letters().await?.len() == 2)
+    })
+    .await?;
+    let new_entity = |key| {
+        let stream = StreamId::new("Bank", "Account", key)?;
+        anyhow::Ok(notification_id(
+            NotificationKind::NewEntity,
+            &stream,
+            1,
+            None,
+        ))
+    };
+    let mut dead: Vec<_> = host
+        .host
+        .dead_letters()
+        .await?
+        .into_iter()
+        .map(|letter| {
+            assert_eq!(letter.destination, "@local");
+            assert!(
+                letter
+                    .reason
+                    .contains("may not publish to topic \"partners\""),
+                "{}",
+                letter.reason
+            );
+            letter.notification_id
+        })
+        .collect();
+    dead.sort();
+    let mut expected = vec![new_entity("acc-1")?, new_entity("acc-2")?];
+    expected.sort();
+    assert_eq!(dead, expected);
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! Native handlers beside wasm components on one host: routed, appended and
 //! folded by the same code, reading each other's projections.
 
-mod support;
-
 use std::sync::Arc;
 
 use cqrs_wasi_host::model::{RecordedEvent, StreamId};
@@ -80,7 +78,8 @@ async fn native_and_wasm_handlers_share_routes_streams_and_projections() -> anyh
     let host = Host::builder()
         .store(Arc::new(MemoryStore::new()))
         .build()?;
-    host.deploy("bank", support::component("bank")).await?;
+    host.deploy("bank", crate::support::component("bank"))
+        .await?;
     let info = host
         .deploy_native("auditor", "1.0", Arc::new(Auditor))
         .await?;

@@ -1,25 +1,31 @@
 //! Shared by the end-to-end tests: the real components, built once, a real
 //! host serving HTTP on a loopback port over a SQLite file, `cqrs-wasi
-//! serve` processes; and, in [`event_grid`], an Event Grid stand-in.
-#![allow(dead_code, reason = "each test binary uses a different part")]
+//! serve` processes; in [`event_grid`], an Event Grid stand-in; and in
+//! [`logs`], what a test's host logs.
 
 pub mod event_grid;
+pub mod logs;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cqrs_wasi_host::api::{self, ApiConfig};
+use cqrs_wasi_host::model::KindSet;
+use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
 use cqrs_wasi_host::notifications::Destination;
+use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use cqrs_wasi_host::runtime::RuntimeConfig;
-use cqrs_wasi_host::store::{EventStore, SqliteConfig, SqliteStore};
+use cqrs_wasi_host::store::{AppendRequest, EventStore, SqliteConfig, SqliteStore};
 use cqrs_wasi_host::{Host, HostOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 
 /// The workspace root.
@@ -38,6 +44,8 @@ const COMPONENTS: &[&str] = &[
     "bank",
     "counter",
     "faulty",
+    "gated",
+    "gated-v2",
     "garbage",
     "no-handler",
     "odd-import",
@@ -45,9 +53,10 @@ const COMPONENTS: &[&str] = &[
     "welcome",
 ];
 
-/// Builds the component crates (the same set `cargo xtask components`
-/// builds) once per test binary, into their own target directory so that
-/// this never waits on the lock of the `cargo test` that runs us.
+/// The bytes of component `name`, one of [`COMPONENTS`], all of which are
+/// built once per test run, as `cargo xtask components` builds the
+/// examples: into their own target directory, so that this never waits on
+/// the lock of the `cargo test` that runs us.
 pub fn component(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
@@ -103,10 +112,73 @@ pub fn variant(bytes: &[u8], label: &str) -> Vec<u8> {
     out
 }
 
+/// The seed of a test's random choices: `CQRS_WASI_TEST_SEED` if set,
+/// otherwise a fresh one. Printed, so that a failure can be repeated.
+pub fn seed() -> u64 {
+    let seed = std::env::var("CQRS_WASI_TEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("seed {seed} (CQRS_WASI_TEST_SEED={seed} repeats these choices)");
+    seed
+}
+
+/// The id a notification (as a topic accepted it) must carry: the one its
+/// identity, as its `data` describes it, gives.
+pub fn identity_id(notification: &Value) -> anyhow::Result<String> {
+    let data = &notification["data"];
+    let text = |field: &str| {
+        data[field]
+            .as_str()
+            .with_context(|| format!("{field} in {notification}"))
+    };
+    let stream = StreamId::new(
+        text("domainName")?,
+        text("entityTypeName")?,
+        text("instanceKey")?,
+    )?;
+    let kind: NotificationKind = text("notificationKind")?.parse()?;
+    let sequence = data["sequenceNumber"].as_u64().unwrap_or(1);
+    let projection = data["projectionTypeName"].as_str();
+    Ok(notification_id(kind, &stream, sequence, projection).to_string())
+}
+
+/// Opens gate `gate` of the `gated` fixture (`tests/components/gated`):
+/// every `HeldDeposit` waiting at it goes on. Appended to `store` directly,
+/// so that it needs no call slot.
+pub async fn open_gate(store: &dyn EventStore, gate: &str) -> anyhow::Result<()> {
+    store
+        .append(AppendRequest {
+            stream: StreamId::new("Test", "Gate", gate)?,
+            expectation: Expectation::Any,
+            events: vec![NewEvent::new(
+                "Opened",
+                RawValue::from_string("{}".to_owned())?,
+            )?],
+            context: EventContext::default(),
+            command: None,
+            raise: KindSet::NONE,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Waits until `host` has started a call more than `before` (from
+/// [`Host::calls_started`]): a call sent alone after reading `before` has
+/// been routed, and runs in the version it was routed to.
+pub async fn until_a_call_starts(host: &Host, before: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while host.calls_started() == before {
+        anyhow::ensure!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
 /// The letters (`examples/welcome`) in stream `Letters/Letter/{key}`, each
 /// as `EventType payload`.
 pub async fn letters(host: &Host, key: &str) -> anyhow::Result<Vec<String>> {
-    let stream = cqrs_wasi_host::model::StreamId::new("Letters", "Letter", key)?;
+    let stream = StreamId::new("Letters", "Letter", key)?;
     Ok(host
         .read_stream(&stream, 1, 100)
         .await?
@@ -149,20 +221,6 @@ impl TestHost {
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
         Self::build(store, options, RuntimeConfig::default(), api_config).await
-    }
-
-    /// Starts a host over `store` whose calls run under `runtime`.
-    pub async fn with_runtime(
-        store: Arc<dyn EventStore>,
-        runtime: RuntimeConfig,
-    ) -> anyhow::Result<TestHost> {
-        Self::build(
-            store,
-            HostOptions::default(),
-            runtime,
-            &ApiConfig::default(),
-        )
-        .await
     }
 
     /// Starts a host over `store` whose outbox also goes to `destinations`;
@@ -316,6 +374,25 @@ impl Api {
         .await
     }
 
+    /// Every event of a stream (`Domain/EntityType/key`), page by page.
+    pub async fn events(&self, stream: &str) -> anyhow::Result<Vec<Value>> {
+        let mut events = Vec::new();
+        let mut from = 1;
+        loop {
+            let (status, page) = self
+                .get(&format!(
+                    "/api/streams/{stream}/events?from={from}&limit=1000"
+                ))
+                .await?;
+            anyhow::ensure!(status == StatusCode::OK, "reading {stream}: {page}");
+            events.extend(page["events"].as_array().into_iter().flatten().cloned());
+            match page["nextFrom"].as_u64() {
+                Some(next) => from = next,
+                None => return Ok(events),
+            }
+        }
+    }
+
     /// The `Balance` projection's state of an account.
     pub async fn balance(&self, instance_key: &str) -> anyhow::Result<Value> {
         let (status, body) = self
@@ -336,43 +413,105 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<(StatusCode, Valu
     Ok((status, body))
 }
 
+/// The `cqrs-wasi` binary, built by cargo for these tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_cqrs-wasi");
+
 /// A `cqrs-wasi serve` process, killed when dropped.
 pub struct ServedHost {
     child: Child,
     /// Its HTTP API.
     pub api: Api,
+    output: Output,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Every line a [`ServedHost`] wrote, stdout (its log) and stderr
+/// interleaved as they were read.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<Vec<String>>>);
+
+impl Output {
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The lines so far, as one text.
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Keeps `line`, and shows it on this test's stderr (which the harness
+    /// prints when the test fails).
+    fn push(&self, line: String) {
+        eprintln!("{line}");
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
 }
 
 impl ServedHost {
-    /// Spawns `command` (`cqrs-wasi serve ...`: only the host crate's tests
-    /// know the binary's path) and waits until it serves. Its log goes to
+    /// Spawns `command` ([`BINARY`] `serve ...`) and waits until it
+    /// serves. Its output is kept ([`output`](Self::output)) and copied to
     /// stderr.
     pub fn start(mut command: Command) -> anyhow::Result<ServedHost> {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot run {command:?}"))?;
+        let output = Output::default();
+        let (serving, address) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(line) = lines.next() {
-            let line = line?;
-            if let Some((_, address)) = line.split_once("address=") {
-                // Keep draining the log so the host never writes to a closed pipe.
+        let stderr = child.stderr.take().context("stderr")?;
+        let readers = vec![
+            {
+                let output = output.clone();
                 std::thread::spawn(move || {
-                    lines.map_while(Result::ok).for_each(|l| eprintln!("{l}"))
-                });
-                let api = Api::new(format!("http://{}", address.trim()));
-                return Ok(ServedHost { child, api });
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        if let Some((_, address)) = line.split_once("address=") {
+                            let _ = serving.send(address.trim().to_owned());
+                        }
+                        output.push(line);
+                    }
+                })
+            },
+            {
+                let output = output.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        output.push(line);
+                    }
+                })
+            },
+        ];
+        // The reader drops the sender at the end of the output: the host
+        // exited without serving.
+        let Ok(address) = address.recv() else {
+            let status = child.wait()?;
+            for reader in readers {
+                let _ = reader.join();
             }
-        }
-        let status = child.wait()?;
-        bail!("the host exited ({status}) before serving")
+            bail!(
+                "the host exited ({status}) before serving:\n{}",
+                output.text()
+            );
+        };
+        Ok(ServedHost {
+            child,
+            api: Api::new(format!("http://{address}")),
+            output,
+            readers,
+        })
     }
 
     /// The address it listens on, `host:port`.
     pub fn address(&self) -> &str {
         self.api.url.trim_start_matches("http://")
+    }
+
+    /// What it wrote so far (and, once it has stopped, all it wrote).
+    pub fn output(&self) -> Output {
+        self.output.clone()
     }
 
     /// Kills it with SIGKILL, as a crash would: nothing of it runs after,
@@ -385,12 +524,17 @@ impl ServedHost {
         Ok(())
     }
 
-    /// Stops it with SIGTERM, as an operator would, and waits for it.
+    /// Stops it with SIGTERM, as an operator would, and waits for it and
+    /// for the end of its output.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         Command::new("kill")
             .arg(self.child.id().to_string())
             .status()?;
-        Ok(self.child.wait()?)
+        let status = self.child.wait()?;
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
+        Ok(status)
     }
 }
 

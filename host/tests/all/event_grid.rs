@@ -5,8 +5,6 @@
 //! Retries are counted from the requests the stand-in recorded, never
 //! timed; backoffs are a few milliseconds so the whole file runs in seconds.
 
-mod support;
-
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +20,10 @@ use cqrs_wasi_host::notifications::{
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use support::event_grid::{EventGridStandIn, Fault, Schema, Subscription};
 use tokio::task::JoinHandle;
+
+use crate::support;
+use crate::support::event_grid::{EventGridStandIn, Fault, Schema, Subscription};
 
 fn recorded(key: &str, sequence: u64, event_type: &str, payload: &str) -> RecordedEvent {
     RecordedEvent {
@@ -330,15 +330,79 @@ async fn batches_stay_under_a_megabyte_and_keep_their_order() {
     assert_eq!(response.0, 413, "{}", response.1);
 }
 
+/// An appended event whose notification, encoded in `schema`, is exactly
+/// `bytes` long with its payload.
+fn encoded_as(schema: &EventSchema, sequence: u64, bytes: usize) -> Notification {
+    let notification = |filler: usize| {
+        let payload = format!(r#"{{"blob": "{}"}}"#, "x".repeat(filler));
+        let mut event = recorded("acc-1", sequence, "BlobStored", &payload);
+        // A time of fixed length: the encoding grows byte for byte with the
+        // filler, and with nothing else.
+        event.written_at = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        Notification::event_appended(&event).unwrap()
+    };
+    let probe = notification(0).encode(schema).json.len();
+    notification(bytes - probe)
+}
+
+/// Event Grid's limit on one event is 1 MB, read as 10^6 bytes: an event
+/// of exactly that size is sent whole; one byte more, and it goes without
+/// its payload, flagged.
+#[test]
+fn the_event_limit_is_a_million_bytes_exactly() {
+    for schema in [EventSchema::EventGrid, cloud_events()] {
+        let at = encoded_as(&schema, 1, 1_000_000).encode(&schema);
+        assert_eq!(at.json.len(), 1_000_000, "{schema:?}");
+        assert!(!at.payload_omitted, "{schema:?}");
+
+        let over = encoded_as(&schema, 1, 1_000_001);
+        let encoded = over.encode(&schema);
+        assert!(encoded.payload_omitted, "{schema:?}");
+        assert!(
+            encoded.json.len() < 1_000,
+            "{schema:?}: {}",
+            encoded.json.len()
+        );
+        let event: Value = serde_json::from_str(&encoded.json).unwrap();
+        assert_eq!(event["data"]["payloadOmitted"], json!(true));
+        assert!(event["data"].get("eventPayload").is_none(), "{event}");
+    }
+}
+
+/// Event Grid's limit on one publish request is 1 MB, read as 10^6 bytes:
+/// two notifications that make a request of exactly that size go in one;
+/// one byte more, and they go in two.
+#[tokio::test]
+async fn the_request_limit_is_a_million_bytes_exactly() {
+    for (extra, requests) in [(0, 1), (1, 2)] {
+        let stand_in = EventGridStandIn::start(Schema::EventGrid).await.unwrap();
+        // `[` + first + `,` + second + `]`.
+        let first = encoded_as(&EventSchema::EventGrid, 1, 500_000);
+        let second = encoded_as(&EventSchema::EventGrid, 2, 1_000_000 - 3 - 500_000 + extra);
+        let sent = [first, second];
+        let report = publisher(&stand_in, EventSchema::EventGrid, key(&stand_in), 1)
+            .publish(&sent)
+            .await;
+        assert!(report.all_delivered(), "{report:?}");
+        assert!(report.outcomes.iter().all(|o| !o.payload_omitted));
+        let sizes: Vec<usize> = stand_in.requests().iter().map(|r| r.bytes).collect();
+        let expected: &[usize] = match requests {
+            1 => &[1_000_000],
+            _ => &[500_002, 500_000],
+        };
+        assert_eq!(sizes, expected);
+        assert_eq!(stand_in.accepted_ids(), ids(&sent));
+    }
+}
+
 #[tokio::test]
 async fn ids_are_the_same_across_retries_and_republishing() {
     let stand_in = EventGridStandIn::start(Schema::EventGrid).await.unwrap();
-    // Accepted, but answered after the client has given up waiting: the
-    // client retries what the topic already has.
-    stand_in.inject(Fault::Slow(Duration::from_secs(2)));
+    // Accepted, but never answered: the client retries what the topic
+    // already has.
+    stand_in.inject(Fault::Unanswered);
     let mut config =
         EventGridConfig::new(stand_in.endpoint(), EventSchema::EventGrid, key(&stand_in));
-    config.request_timeout = Duration::from_millis(300);
     config.retry.base_delay = Duration::from_millis(1);
     let publisher = EventGridPublisher::new(config).unwrap();
 
@@ -387,13 +451,17 @@ async fn secrets_never_appear_in_debug_output_or_errors() {
     let refused = publisher(&stand_in, EventSchema::EventGrid, Auth::Key(wrong), 1)
         .publish(&[deposit("acc-1", 1)])
         .await;
-    // A port that was just free: connections to it are refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A listener that stays bound (so that no one else takes its port) and
+    // closes every connection unanswered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing = listener.local_addr().unwrap();
+    let closer = tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
     let mut config = EventGridConfig::new(
-        format!("http://{closed}"),
+        format!("http://{closing}"),
         EventSchema::EventGrid,
         sas(&stand_in),
     );
@@ -403,6 +471,7 @@ async fn secrets_never_appear_in_debug_output_or_errors() {
         .unwrap()
         .publish(&[deposit("acc-1", 1)])
         .await;
+    closer.abort();
     assert!(matches!(
         unreachable.outcomes[0].outcome,
         DeliveryOutcome::GaveUp { .. }

@@ -5,8 +5,6 @@
 //! jco is installed from npm into `target/jco` on first use (pinned in
 //! `tests/jco/package.json`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,6 +14,8 @@ use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{CommandRequest, Host};
 use serde_json::{Value, json};
+
+use crate::support;
 
 fn run(command: &mut Command) -> anyhow::Result<Vec<u8>> {
     let output = command

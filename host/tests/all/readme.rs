@@ -1,13 +1,12 @@
 //! The README's tour, run as written against the `cqrs-wasi` binary serving
 //! its default configuration (the bank example from ./data).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
+
+use crate::support;
 
 /// One command of the tour and a part of what it must print.
 struct Step {
@@ -56,7 +55,7 @@ fn tour() -> anyhow::Result<Vec<Step>> {
 /// Starts `cqrs-wasi serve` in `dir` on a free port, with the admin token
 /// the README uses.
 fn serve(dir: &Path) -> anyhow::Result<support::ServedHost> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cqrs-wasi"));
+    let mut command = Command::new(support::BINARY);
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CQRS_WASI_ADMIN_TOKEN", "change-me")
@@ -82,12 +81,11 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
 
     let host = serve(dir.path())?;
     let address = host.address().to_owned();
-    let binary = env!("CARGO_BIN_EXE_cqrs-wasi");
     for step in &steps {
         let command = step
             .command
             .replace("localhost:8080", &address)
-            .replace("./target/debug/cqrs-wasi", binary);
+            .replace("./target/debug/cqrs-wasi", support::BINARY);
         let output = Command::new("sh")
             .args(["-c", &command])
             .current_dir(dir.path())

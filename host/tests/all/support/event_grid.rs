@@ -92,10 +92,10 @@ pub enum Fault {
     },
     /// `503 Service Unavailable`.
     Unavailable,
-    /// Handle the request normally (accepting its events), but answer only
-    /// after this long: set it past the client's timeout to make the client
-    /// retry something that was in fact accepted.
-    Slow(Duration),
+    /// Handle the request normally (accepting its events), then close the
+    /// connection without answering: the client cannot tell that the topic
+    /// has them, and sends them again.
+    Unanswered,
     /// Close the connection without answering; nothing is accepted.
     DropConnection,
 }
@@ -103,9 +103,9 @@ pub enum Fault {
 /// One publish request, as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
-    /// The status answered; `None` if the connection was dropped.
+    /// The status answered; `None` if the connection was closed unanswered.
     pub status: Option<u16>,
-    /// The ids of the events in the body, if it parsed.
+    /// The ids of the events in the body, if it parsed and was checked.
     pub event_ids: Vec<String>,
     /// The body's size in bytes.
     pub bytes: usize,
@@ -383,11 +383,15 @@ async fn publish(
 ) -> Response {
     let at = Instant::now();
     let fault = shared.state().faults.pop_front();
-    let (response, event_ids, slow) = match fault {
-        Some(Fault::DropConnection) => {
+    let (response, event_ids) = match fault {
+        Some(fault @ (Fault::DropConnection | Fault::Unanswered)) => {
+            let event_ids = match fault {
+                Fault::Unanswered => check_and_accept(&shared, &query, &headers, &body).1,
+                _ => Vec::new(),
+            };
             shared.state().requests.push(RequestRecord {
                 status: None,
-                event_ids: Vec::new(),
+                event_ids,
                 bytes: body.len(),
                 at,
             });
@@ -403,7 +407,7 @@ async fn publish(
             if let Ok(value) = HeaderValue::from_str(&retry_after) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            (response, Vec::new(), None)
+            (response, Vec::new())
         }
         Some(Fault::Unavailable) => (
             error(
@@ -412,16 +416,8 @@ async fn publish(
                 "the service is unavailable",
             ),
             Vec::new(),
-            None,
         ),
-        Some(Fault::Slow(delay)) => {
-            let (response, ids) = check_and_accept(&shared, &query, &headers, &body);
-            (response, ids, Some(delay))
-        }
-        None => {
-            let (response, ids) = check_and_accept(&shared, &query, &headers, &body);
-            (response, ids, None)
-        }
+        None => check_and_accept(&shared, &query, &headers, &body),
     };
     shared.state().requests.push(RequestRecord {
         status: Some(response.status().as_u16()),
@@ -429,9 +425,6 @@ async fn publish(
         bytes: body.len(),
         at,
     });
-    if let Some(delay) = slow {
-        tokio::time::sleep(delay).await;
-    }
     response
 }
 

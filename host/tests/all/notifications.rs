@@ -2,8 +2,6 @@
 //! domains, with the example `welcome` component reacting to the bank's
 //! notifications by sending commands in its own domain.
 
-mod support;
-
 use std::sync::Arc;
 
 use cqrs_wasi_host::grants::Grants;
@@ -11,6 +9,8 @@ use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, IncomingNotification};
 use serde_json::value::RawValue;
+
+use crate::support::{self, letters};
 
 async fn host(grants: Option<Grants>) -> anyhow::Result<Host> {
     let mut builder = Host::builder().store(Arc::new(MemoryStore::new()));
@@ -51,8 +51,6 @@ fn new_account(key: &str) -> anyhow::Result<IncomingNotification> {
         ),
     )
 }
-
-use support::letters;
 
 #[tokio::test]
 async fn a_new_account_notification_sends_one_welcome_letter_however_often_it_comes()

@@ -2,22 +2,33 @@
 //! uploads, rollback, restarts from the compiled-code cache, and the watched
 //! components directory.
 
-mod support;
-
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_wasi_host::api::ApiConfig;
+use cqrs_wasi_host::model::RecordedEvent;
 use cqrs_wasi_host::runtime::{RuntimeConfig, digest_of};
 use cqrs_wasi_host::secret::Secret;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, HostOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestHost, component, variant};
+
+use crate::support::{self, TestHost, component, variant};
 
 const TOKEN: &str = "test-admin-token";
+
+/// The ids of the events a command's answer lists.
+fn event_ids(answer: &Value) -> Vec<String> {
+    answer["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["eventId"].as_str().map(str::to_owned))
+        .collect()
+}
 
 async fn admin_host(
     cache: &std::path::Path,
@@ -28,6 +39,8 @@ async fn admin_host(
         HostOptions::default(),
         RuntimeConfig {
             cache_dir: Some(cache.to_owned()),
+            // A held call stays in flight across every swap.
+            call_timeout: Duration::from_secs(300),
             ..RuntimeConfig::default()
         },
         &ApiConfig {
@@ -83,66 +96,94 @@ struct Swap {
     digest: String,
 }
 
+/// Swaps in the test below: odd, so that the held deposit is released while
+/// the version it did not start on is live.
+const SWAPS: usize = 51;
+
+/// The two versions of the `gated` fixture behave differently: version 1
+/// credits a deposit's amount, version 2 twice the amount, and each event
+/// says which version made it. [`SWAPS`] swaps between them run under
+/// load, while one deposit, held at a gate, stays in flight across all of
+/// them: no call fails, every event was made by the version the host
+/// recorded (`handlerVersion`) and that version was live during its call,
+/// the held deposit finishes on the version it started on (while the other
+/// is live), and every balance is what those versions credited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn swapping_fifty_times_under_load_fails_no_call() -> anyhow::Result<()> {
+async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() -> anyhow::Result<()>
+{
     let cache = tempfile::tempdir()?;
     let host = Arc::new(admin_host(cache.path(), 64 << 20).await?);
-    let versions = [
-        variant(&component("bank"), "a"),
-        variant(&component("bank"), "b"),
-    ];
+    host.deploy("gated").await?;
+    let versions = [component("gated"), component("gated-v2")];
+    let digests = [digest_of(&versions[0]), digest_of(&versions[1])];
+    // Which version (1 or 2) a digest is.
+    let version_of = |digest: &str| digests.iter().position(|d| d == digest).map(|i| i + 1);
     let mut swaps = vec![Swap {
         sent: Instant::now(),
         answered: Instant::now(),
-        digest: host.live_digest("bank").await.expect("bank is live"),
+        digest: host.live_digest("gated").await.expect("gated is live"),
     }];
+    assert_eq!(swaps[0].digest, digests[0]);
+
+    // Started alone, so that the instance it creates is its own: once
+    // there is one, it has been routed to version 1.
+    let before = host.host.calls_started();
+    let held = tokio::spawn({
+        let host = host.clone();
+        async move {
+            host.post(
+                "/api/commands/Test/Gated/held/HeldDeposit",
+                r#"{"amount": 1000, "gate": "swaps"}"#,
+            )
+            .await
+        }
+    });
+    support::until_a_call_starts(&host.host, before).await?;
 
     const CLIENTS: usize = 16;
-    for client in 0..CLIENTS {
-        let (status, body) = host
-            .command(
-                &format!("load-{client}"),
-                "OpenAccount",
-                r#"{"owner": "Ada"}"#,
-            )
-            .await?;
-        anyhow::ensure!(status == StatusCode::OK, "{body}");
-    }
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
-            let (host, stop) = (host.clone(), stop.clone());
+            let (host, stop, answered) = (host.clone(), stop.clone(), answered.clone());
             tokio::spawn(async move {
                 let mut calls = Vec::new();
                 let mut failures = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
                     match host
-                        .command(&format!("load-{client}"), "Deposit", r#"{"amount": 1}"#)
+                        .post(
+                            &format!("/api/commands/Test/Gated/load-{client}/Deposit"),
+                            r#"{"amount": 1}"#,
+                        )
                         .await
                     {
                         Ok((StatusCode::OK, body)) => calls.push(Call {
                             sent,
                             answered: Instant::now(),
-                            event_ids: body["events"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|e| e["eventId"].as_str().map(str::to_owned))
-                                .collect(),
+                            event_ids: event_ids(&body),
                         }),
                         other => failures.push(format!("{other:?}")),
                     }
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
                 (calls, failures)
             })
         })
         .collect();
 
-    for i in 0..50 {
+    for i in 0..SWAPS {
+        // Some call answered since the last swap: the load runs through
+        // every one of them.
+        let seen = answered.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while answered.load(Ordering::Relaxed) == seen {
+            assert!(Instant::now() < deadline, "the load stalled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let sent = Instant::now();
         let (status, body) = host
-            .upload("bank", versions[i % 2].clone(), Some(TOKEN))
+            .upload("gated", versions[(i + 1) % 2].clone(), Some(TOKEN))
             .await?;
         assert_eq!(status, StatusCode::OK, "deploy {i}: {body}");
         swaps.push(Swap {
@@ -163,28 +204,48 @@ async fn swapping_fifty_times_under_load_fails_no_call() -> anyhow::Result<()> {
         calls.append(&mut done);
     }
     assert!(
-        calls.len() > 50,
+        calls.len() >= SWAPS,
         "the load ran through the swaps ({} calls)",
         calls.len()
     );
 
-    let digests_by_event: std::collections::HashMap<String, String> = host
+    // The held deposit started on version 1 and, released after the last
+    // swap, with version 2 live, finishes on version 1.
+    assert_eq!(swaps.last().map(|swap| &swap.digest), Some(&digests[1]));
+    support::open_gate(host.store.as_ref(), "swaps").await?;
+    let (status, body) = held.await??;
+    assert_eq!(status, StatusCode::OK, "the held deposit: {body}");
+    let stored: HashMap<String, RecordedEvent> = host
         .all_events()
         .await?
         .into_iter()
-        .map(|e| {
-            (
-                e.event_id.to_string(),
-                e.context.handler_version.unwrap_or_default(),
-            )
-        })
+        .map(|e| (e.event_id.to_string(), e))
         .collect();
+    let held = &stored[&event_ids(&body)[0]];
+    assert_eq!(
+        serde_json::from_str::<Value>(held.payload.get())?,
+        json!({"amount": 1000, "credited": 1000, "version": 1})
+    );
+    assert_eq!(held.context.handler_version.as_ref(), Some(&digests[0]));
+
+    // Each balance is what the versions that ran its deposits credited:
+    // the amount for version 1, twice the amount for version 2.
+    let mut credited: BTreeMap<String, i64> = [("held".to_owned(), 1000)].into();
+    let mut versions_seen = BTreeSet::new();
     for call in &calls {
         for event_id in &call.event_ids {
-            let digest = &digests_by_event[event_id];
+            let event = &stored[event_id];
+            let digest = event.context.handler_version.clone().unwrap_or_default();
+            let payload: Value = serde_json::from_str(event.payload.get())?;
+            let version = payload["version"].as_u64().unwrap_or_default();
+            assert_eq!(
+                version_of(&digest),
+                Some(version as usize),
+                "the version the host recorded made event {event_id}: {payload}"
+            );
             let live_during_call = swaps.iter().enumerate().any(|(i, swap)| {
                 let until = swaps.get(i + 1).map(|next| next.answered);
-                &swap.digest == digest
+                swap.digest == digest
                     && swap.sent <= call.answered
                     && until.is_none_or(|until| call.sent <= until)
             });
@@ -192,12 +253,28 @@ async fn swapping_fifty_times_under_load_fails_no_call() -> anyhow::Result<()> {
                 live_during_call,
                 "event {event_id} was handled by {digest}, not live during its call"
             );
+            versions_seen.insert(version);
+            *credited
+                .entry(event.stream.instance_key().to_string())
+                .or_default() += payload["amount"].as_i64().unwrap_or_default() * version as i64;
         }
+    }
+    assert_eq!(
+        versions_seen,
+        [1, 2].into(),
+        "both versions ran some of the load"
+    );
+    for (key, expected) in &credited {
+        let (status, body) = host
+            .get(&format!("/api/projections/Test/Gated/{key}/Balance"))
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], *expected, "the balance of {key}");
     }
     assert_eq!(
         host.host.compilations(),
         3,
-        "three versions compiled, every other swap came from the cache"
+        "bank and the two versions compiled, every other swap came from the cache"
     );
     Ok(())
 }
@@ -437,6 +514,8 @@ async fn a_restart_restores_the_live_versions_from_the_cache_without_compiling()
 
 #[tokio::test]
 async fn a_component_dropped_into_the_watched_directory_is_deployed() -> anyhow::Result<()> {
+    // The runtime is single-threaded: the watcher logs on this thread.
+    let logs = support::logs::capture();
     let watched = tempfile::tempdir()?;
     let host = durable_host(watched.path().join("state").as_path())?;
     let watcher = tokio::spawn(cqrs_wasi_host::watch::watch_directory(
@@ -461,9 +540,13 @@ async fn a_component_dropped_into_the_watched_directory_is_deployed() -> anyhow:
     )?;
     assert_eq!(until(digest_of(&first)).await, Some(digest_of(&first)));
 
-    // A broken file is refused; the live version stays.
+    // A broken file is refused, as the watcher says; the live version stays.
     std::fs::write(watched.path().join("bank.wasm"), b"not a component")?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !logs.text().contains("refused from the watched directory") {
+        assert!(Instant::now() < deadline, "no refusal:\n{}", logs.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(live(), Some(digest_of(&first)));
 
     let second = variant(&first, "watched");

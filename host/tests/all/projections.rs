@@ -1,14 +1,14 @@
 //! What a fold is given: every event reaches a projection with what it was
 //! stored with, however the host cuts a stream into batches.
 
-mod support;
-
 use std::sync::Arc;
 
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
 use serde_json::{Value, json};
+
+use crate::support;
 
 #[tokio::test]
 async fn a_fold_sees_each_event_with_its_own_stream_and_context() -> anyhow::Result<()> {

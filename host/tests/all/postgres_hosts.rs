@@ -5,9 +5,6 @@
 //! the tests say they were skipped (and fail under
 //! `CQRS_WASI_REQUIRE_POSTGRES=1`, as `cargo xtask test` runs them).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,24 +13,21 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use cqrs_wasi_host::store::EventStore;
-use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
+use cqrs_wasi_host::store::postgres_testing::{REQUIRE_VAR, ScratchSchema, URL_VAR};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::ServedHost;
-use support::event_grid::{EventGridStandIn, Schema};
 use tokio::task::JoinSet;
+
+use crate::support::event_grid::{EventGridStandIn, Schema};
+use crate::support::{self, ServedHost};
 
 const ACCOUNTS: usize = 4;
 const DEPOSITS: usize = 160;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cqrs-wasi"))
-}
-
 /// Starts `cqrs-wasi serve ARGS` in `dir`, off the async threads (it
 /// blocks until the host serves, which includes compiling the component).
 async fn start(dir: &Path, args: Vec<String>) -> anyhow::Result<ServedHost> {
-    let mut command = std::process::Command::new(binary());
+    let mut command = std::process::Command::new(support::BINARY);
     command.arg("serve").args(args).current_dir(dir);
     tokio::task::spawn_blocking(move || ServedHost::start(command)).await?
 }
@@ -236,7 +230,7 @@ async fn a_host_refuses_a_schema_newer_than_it_knows() -> anyhow::Result<()> {
         .await;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("host.toml"), "components = []\n")?;
-    let output = tokio::process::Command::new(binary())
+    let output = tokio::process::Command::new(support::BINARY)
         .args(["serve", "--config", "host.toml", "--listen", "127.0.0.1:0"])
         .args(["--store-url", schema.url(), "--store-schema", schema.name()])
         .current_dir(dir.path())
@@ -248,6 +242,36 @@ async fn a_host_refuses_a_schema_newer_than_it_knows() -> anyhow::Result<()> {
         stderr.contains("the store's schema is version 1000")
             && stderr.contains("upgrade the host"),
         "the refusal says why: {stderr}"
+    );
+    Ok(())
+}
+
+/// Without a reachable server, a PostgreSQL test passes as skipped, and
+/// says so where a run shows it: on stdout, past the harness's capture,
+/// which shows a passing test's output to no one. Run here as its own
+/// process, against a server that closes every connection.
+#[test]
+fn a_test_without_its_postgres_server_says_it_skipped() -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+        }
+    });
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "postgres_hosts::a_host_refuses_a_schema_newer_than_it_knows",
+        ])
+        .env(URL_VAR, format!("postgres://postgres@{address}/test"))
+        .env_remove(REQUIRE_VAR)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "the test failed:\n{stdout}");
+    ensure!(
+        stdout.contains("1 passed") && stdout.contains("SKIPPED: PostgreSQL not reachable"),
+        "the test passed without saying on stdout that it skipped:\n{stdout}"
     );
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! The bank example end to end: the real component on a real host, a SQLite
 //! file, HTTP over loopback.
 
-mod support;
-
 use std::sync::Arc;
 
 use cqrs_wasi_host::api::ApiConfig;
@@ -13,7 +11,8 @@ use cqrs_wasi_host::store::{SqliteConfig, SqliteStore};
 use cqrs_wasi_host::{CommandRequest, HostOptions};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::TestHost;
+
+use crate::support::TestHost;
 
 async fn host() -> anyhow::Result<(tempfile::TempDir, TestHost)> {
     let dir = tempfile::tempdir()?;

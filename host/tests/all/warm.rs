@@ -6,11 +6,10 @@
 //! rule of DESIGN.md ("Host behaviour") that throws an instance away is a
 //! count that starts again.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::TestHost;
 use cqrs_wasi_host::HostOptions;
 use cqrs_wasi_host::api::ApiConfig;
 use cqrs_wasi_host::grants::Grants;
@@ -18,7 +17,6 @@ use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use cqrs_wasi_host::store::MemoryStore;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::TestHost;
 
 /// A host with the bank and the counter, whose calls run under `reuse`
 /// (and a short deadline, for the looping call).
@@ -106,9 +104,9 @@ async fn a_guests_memory_carries_over_only_within_one_version() -> anyhow::Resul
     assert_eq!(count(&host).await?, 4);
 
     // A new version starts from fresh instances...
-    let first = support::component("counter");
+    let first = crate::support::component("counter");
     host.host
-        .deploy("counter", support::variant(&first, "v2"))
+        .deploy("counter", crate::support::variant(&first, "v2"))
         .await?;
     assert_eq!(counts(&host, 2).await?, [1, 2]);
     // ...and so does a rollback to a version that served before.
@@ -204,9 +202,9 @@ async fn a_guest_that_scribbles_over_its_memory_harms_no_other_component_or_vers
     }
     assert_eq!(host.balance("acc").await?["balance"], 6);
     // ...nor another version of it.
-    let first = support::component("counter");
+    let first = crate::support::component("counter");
     host.host
-        .deploy("counter", support::variant(&first, "clean"))
+        .deploy("counter", crate::support::variant(&first, "clean"))
         .await?;
     assert_eq!(counts(&host, 2).await?, [1, 2]);
     Ok(())
@@ -231,8 +229,9 @@ async fn grants_and_reads_are_each_calls_own() -> anyhow::Result<()> {
         })
         .grant("counter", granted(&["Test", "Bank"]))
         .build()?;
-    host.deploy("bank", support::component("bank")).await?;
-    host.deploy("counter", support::component("counter"))
+    host.deploy("bank", crate::support::component("bank"))
+        .await?;
+    host.deploy("counter", crate::support::component("counter"))
         .await?;
     let account = cqrs_wasi_host::model::StreamId::new("Bank", "Account", "acc")?;
     let snoop = cqrs_wasi_host::model::StreamId::new("Test", "Counter", "s")?;
@@ -264,7 +263,7 @@ async fn grants_and_reads_are_each_calls_own() -> anyhow::Result<()> {
         })
         .grant("counter", granted(&["Test"]))
         .build()?;
-    host.deploy("counter", support::component("counter"))
+    host.deploy("counter", crate::support::component("counter"))
         .await?;
     for _ in 0..3 {
         let refused = host

@@ -11,15 +11,13 @@
 //! state directory: compiling a language runtime with Cranelift is the slow
 //! part of every test here.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
-#[path = "../../xtask/src/guests.rs"]
+#[path = "../../../xtask/src/guests.rs"]
 mod guests;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::TestHost;
 use anyhow::{Context, ensure};
 use cqrs_wasi_host::HostOptions;
 use cqrs_wasi_host::api::ApiConfig;
@@ -28,12 +26,11 @@ use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::MemoryStore;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::TestHost;
 
 /// A built Python or JavaScript component (see `xtask/src/guests.rs`).
 fn language_component(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let root = support::root();
+    let root = crate::support::root();
     BUILT
         .get_or_init(|| guests::build(root, |_| true).map_err(|e| format!("{e:#}")))
         .as_ref()
@@ -46,7 +43,7 @@ fn language_component(name: &str) -> Vec<u8> {
 /// tests and runs. It starts with the Rust bank deployed as `bank`.
 async fn host(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
     let runtime = RuntimeConfig {
-        cache_dir: Some(support::root().join("target/lang/compiled")),
+        cache_dir: Some(crate::support::root().join("target/lang/compiled")),
         ..runtime
     };
     TestHost::build(
@@ -323,7 +320,7 @@ async fn tour(language: Bank) -> anyhow::Result<(Vec<(StatusCode, Value)>, Vec<S
     ];
     eventually("the letters", async || {
         for key in letters {
-            if support::letters(&host.host, key).await?.is_empty() {
+            if crate::support::letters(&host.host, key).await?.is_empty() {
                 return Ok(false);
             }
         }
@@ -446,7 +443,7 @@ async fn python_commands_a_rust_projection_and_javascript_notifications_serve_on
     // The JavaScript notification handler, the only one subscribed, sends
     // the letter its `Letter` handler writes.
     eventually("the welcome letter", async || {
-        Ok(!support::letters(&host.host, "welcome-acc-1")
+        Ok(!crate::support::letters(&host.host, "welcome-acc-1")
             .await?
             .is_empty())
     })
@@ -551,7 +548,7 @@ async fn a_python_component_built_against_another_wit_version_is_refused_at_depl
         .command("acc-1", "OpenAccount", r#"{"owner": "Ada"}"#)
         .await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let rust = support::component("bank");
+    let rust = crate::support::component("bank");
     let live = host.host.components();
     assert_eq!(
         live.iter()

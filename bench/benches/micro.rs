@@ -14,7 +14,7 @@ use cqrs_wasi_bench::systems::{Bank, Command, HostBank, account};
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore};
-use cqrs_wasi_host::{Host, HostOptions};
+use cqrs_wasi_host::{Host, HostConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
 
@@ -35,7 +35,7 @@ fn component() -> Option<Vec<u8>> {
 
 /// A host with the bank component (`bytes`), or without `bytes` the native
 /// bank.
-async fn host(store: Arc<dyn EventStore>, bytes: Option<Vec<u8>>, options: HostOptions) -> Host {
+async fn host(store: Arc<dyn EventStore>, bytes: Option<Vec<u8>>, options: HostConfig) -> Host {
     let host = Host::builder()
         .store(store)
         .options(options)
@@ -97,9 +97,9 @@ fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
 
     // The command path's options in figure 1: no notifications.
-    let options = HostOptions {
+    let options = HostConfig {
         raise: RaisePolicy::new(KindSet::NONE),
-        ..HostOptions::default()
+        ..HostConfig::default()
     };
     let wasm = HostBank(runtime.block_on(host(
         Arc::new(MemoryStore::new()),
@@ -121,9 +121,9 @@ fn benches(c: &mut Criterion) {
 
     let store = Arc::new(MemoryStore::new());
     runtime.block_on(stream_of(&store, 1000));
-    let options = HostOptions {
+    let options = HostConfig {
         snapshot_capacity: 0,
-        ..HostOptions::default()
+        ..HostConfig::default()
     };
     let wasm = runtime.block_on(host(store.clone(), Some(bytes), options.clone()));
     let native = runtime.block_on(host(store, None, options));

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
+use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 
 use crate::load::Budget;
 use crate::suite::ACCOUNTS;

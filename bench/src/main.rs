@@ -9,7 +9,7 @@ use clap::Parser;
 use cqrs_wasi_bench::config::Config;
 use cqrs_wasi_bench::report::Report;
 use cqrs_wasi_bench::suite;
-use cqrs_wasi_host::runtime::Isolation;
+use cqrs_wasi_host::Isolation;
 
 /// Runs the cqrs-wasi benchmark suite.
 #[derive(Debug, Parser)]

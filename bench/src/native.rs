@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bank::{Account, AccountCommand, AccountEvent, Balance};
 use cqrs_wasi::{CommandContext, CommandError, native, variant_names};
 use cqrs_wasi_host::model::{RecordedEvent, StreamId};
-use cqrs_wasi_host::runtime::{CommandRoute, NativeHandlers, ProjectionRoute, StoreReads, wit};
+use cqrs_wasi_host::native::{CommandRoute, NativeHandlers, ProjectionRoute, StoreReads, wit};
 
 /// The version the native bank's events record.
 pub const VERSION: &str = "bank-native";

@@ -20,7 +20,7 @@ use cqrs_wasi_host::notifications::{
     Secret,
 };
 use cqrs_wasi_host::store::{AppendRequest, EventStore, MemoryStore};
-use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
+use cqrs_wasi_host::{CommandRequest, Host, HostConfig};
 use hdrhistogram::Histogram;
 use serde_json::value::RawValue;
 
@@ -178,7 +178,7 @@ async fn local_handler(config: &Config) -> anyhow::Result<Row> {
     let (rate, seconds) = if config.quick { (200, 1) } else { (1_000, 5) };
     let host = Host::builder()
         .store(Arc::new(MemoryStore::new()))
-        .options(HostOptions::default())
+        .config(HostConfig::default())
         .build()?;
     host.deploy("bank", config.component.clone()).await?;
     host.deploy("welcome", config.welcome.clone()).await?;

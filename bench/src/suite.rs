@@ -9,17 +9,17 @@ use anyhow::{Context, bail};
 use cqrs_es::CqrsFramework;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_wasi_host::api::{self, ApiConfig};
 use cqrs_wasi_host::model::{
     CommandId, CommandType, EventContext, Expectation, NewEvent, StreamId,
 };
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
-use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use cqrs_wasi_host::store::{
     AppendRequest, CommandKey, EventStore, MemoryStore, PostgresConfig, PostgresStore,
     SqliteConfig, SqliteStore,
 };
-use cqrs_wasi_host::{Host, HostOptions};
+use cqrs_wasi_host::{ApiConfig, no_delay, router};
+use cqrs_wasi_host::{Host, HostConfig};
+use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
@@ -132,17 +132,17 @@ fn open_store(config: &Config, kind: StoreKind) -> anyhow::Result<Arc<dyn EventS
 /// also writes its change-feed rows and the dispatcher drains them beside
 /// the commands; figure 6 measures notifications, and BENCHMARKS.md what
 /// they cost the command path.)
-fn bench_options() -> HostOptions {
-    HostOptions {
+fn bench_options() -> HostConfig {
+    HostConfig {
         raise: RaisePolicy::new(KindSet::NONE),
-        ..HostOptions::default()
+        ..HostConfig::default()
     }
 }
 
 async fn wasm_host(
     config: &Config,
     store: Arc<dyn EventStore>,
-    options: HostOptions,
+    config: HostConfig,
 ) -> anyhow::Result<Host> {
     let host = Host::builder()
         .store(store)
@@ -157,7 +157,7 @@ async fn wasm_host(
 
 /// The native baseline: a host like [`wasm_host`]'s, with the bank's logic
 /// deployed as native handlers instead of the component.
-async fn native_host(store: Arc<dyn EventStore>, options: HostOptions) -> anyhow::Result<Host> {
+async fn native_host(store: Arc<dyn EventStore>, options: HostConfig) -> anyhow::Result<Host> {
     let host = Host::builder().store(store).options(options).build()?;
     host.deploy_native("bank", native::VERSION, Arc::new(native::NativeBank))
         .await
@@ -440,7 +440,7 @@ async fn projection_fold(config: &Config) -> anyhow::Result<Vec<Row>> {
             duration: Duration::from_secs(if config.quick { 5 } else { 1 }),
             max_ops: config.quick.then_some(3),
         };
-        let options = HostOptions {
+        let options = HostConfig {
             snapshot_capacity: 0,
             ..bench_options()
         };
@@ -470,7 +470,7 @@ async fn projection_fold(config: &Config) -> anyhow::Result<Vec<Row>> {
 async fn instantiate(config: &Config) -> anyhow::Result<Vec<Row>> {
     config.say("instantiate + call");
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let options = HostOptions {
+    let options = HostConfig {
         snapshot_capacity: 0,
         ..bench_options()
     };
@@ -734,8 +734,8 @@ async fn http(config: &Config) -> anyhow::Result<Vec<Row>> {
     let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let router = api::router(host, &ApiConfig::default());
-    let server = tokio::spawn(async move { axum::serve(api::no_delay(listener), router).await });
+    let router = router(host, &ApiConfig::default());
+    let server = tokio::spawn(async move { axum::serve(no_delay(listener), router).await });
     let in_process = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
     let banks: [Arc<dyn Bank>; 2] = [
         Arc::new(RawHttpBank(Connections::new(address, clients))),

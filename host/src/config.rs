@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::api::ApiConfig;
 use crate::grants::Grants;
-use crate::host::{BuildError, Host, HostError, HostOptions};
+use crate::host::{BuildError, Host, HostConfig, HostError};
 use crate::notifications::model::NotificationKind;
 use crate::notifications::{
     Auth, Destination, EventGridConfig, EventGridPublisher, EventSchema, KindSet, PublisherError,
@@ -57,13 +57,13 @@ pub struct Config {
     /// The event store.
     pub store: StoreConfig,
     /// Limits of the wasm runtime.
-    pub runtime: RuntimeSection,
+    pub runtime: Runtime,
     /// How commands run.
-    pub commands: CommandsSection,
+    pub commands: Commands,
     /// Components to load at start-up.
     pub components: Vec<ComponentConfig>,
     /// Which notifications are raised.
-    pub notifications: NotificationsSection,
+    pub notifications: Notifications,
     /// Event Grid topics the outbox is published to.
     pub topics: Vec<TopicConfig>,
 }
@@ -79,14 +79,14 @@ impl Default for Config {
             webhook_secret: None,
             watch_dir: None,
             store: StoreConfig::default(),
-            runtime: RuntimeSection::default(),
-            commands: CommandsSection::default(),
+            runtime: Runtime::default(),
+            commands: Commands::default(),
             components: vec![ComponentConfig {
                 name: "bank".to_owned(),
                 path: PathBuf::from(EXAMPLE_COMPONENT),
                 grants: None,
             }],
-            notifications: NotificationsSection::default(),
+            notifications: Notifications::default(),
             topics: Vec::new(),
         }
     }
@@ -95,7 +95,7 @@ impl Default for Config {
 /// The `[notifications]` section: which kinds of notification are raised.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NotificationsSection {
+pub struct Notifications {
     /// The kinds raised by streams no rule names: any of `NewEntity`,
     /// `EventAppended`, `ProjectionCompleted` (default all three).
     pub raise: Vec<String>,
@@ -103,9 +103,9 @@ pub struct NotificationsSection {
     pub rules: Vec<RaiseRuleConfig>,
 }
 
-impl Default for NotificationsSection {
+impl Default for Notifications {
     fn default() -> Self {
-        NotificationsSection {
+        Notifications {
             raise: NotificationKind::ALL
                 .into_iter()
                 .filter(|kind| kind.is_raised_by_streams())
@@ -128,7 +128,7 @@ pub struct RaiseRuleConfig {
     pub raise: Vec<String>,
 }
 
-impl NotificationsSection {
+impl Notifications {
     fn policy(&self) -> Result<RaisePolicy, ConfigError> {
         let kinds = |names: &[String]| {
             names
@@ -164,7 +164,7 @@ pub struct TopicConfig {
     pub endpoint: String,
     /// `eventgrid` (default) or `cloudevents`.
     #[serde(default)]
-    pub schema: SchemaChoice,
+    pub schema: TopicSchema,
     /// The CloudEvents `source` (default `/cqrs-wasi`).
     pub source: Option<String>,
     /// The topic's access key. The environment variable named by `key_env`
@@ -186,7 +186,7 @@ pub struct TopicConfig {
 /// The event schema of a topic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SchemaChoice {
+pub enum TopicSchema {
     /// The Event Grid event schema.
     #[default]
     EventGrid,
@@ -211,8 +211,8 @@ impl TopicConfig {
             Auth::Key(key)
         };
         let schema = match self.schema {
-            SchemaChoice::EventGrid => EventSchema::EventGrid,
-            SchemaChoice::CloudEvents => EventSchema::CloudEvents {
+            TopicSchema::EventGrid => EventSchema::EventGrid,
+            TopicSchema::CloudEvents => EventSchema::CloudEvents {
                 source: self
                     .source
                     .clone()
@@ -329,7 +329,7 @@ impl Default for StoreConfig {
 /// The `[runtime]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RuntimeSection {
+pub struct Runtime {
     /// Calls into components that may run at once.
     pub max_concurrent_calls: u32,
     /// How long a call waits for a free slot before a 503, in milliseconds.
@@ -341,7 +341,7 @@ pub struct RuntimeSection {
     /// `reuse` (the default): instances are kept warm and reused, one call
     /// at a time, within one component version; `per-call`: a fresh
     /// instance for every call.
-    pub isolation: IsolationChoice,
+    pub isolation: Isolation,
     /// An instance is recycled after a number of calls drawn at random
     /// between these two (inclusive), so that instances do not all recycle
     /// at once.
@@ -357,30 +357,16 @@ pub struct RuntimeSection {
     pub idle_timeout_ms: u64,
 }
 
-/// `[runtime] isolation`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IsolationChoice {
-    /// Warm instances, reused one call at a time.
-    #[default]
-    Reuse,
-    /// A fresh instance for every call.
-    PerCall,
-}
-
-impl Default for RuntimeSection {
+impl Default for Runtime {
     fn default() -> Self {
         let defaults = RuntimeConfig::default();
         let reuse = &defaults.reuse;
-        RuntimeSection {
+        Runtime {
             max_concurrent_calls: defaults.max_concurrent_calls,
             queue_timeout_ms: millis(defaults.queue_timeout),
             max_memory_mib: defaults.max_memory_bytes >> 20,
             call_timeout_ms: millis(defaults.call_timeout),
-            isolation: match reuse.isolation {
-                Isolation::Reuse => IsolationChoice::Reuse,
-                Isolation::PerCall => IsolationChoice::PerCall,
-            },
+            isolation: reuse.isolation,
             recycle_after_calls: [
                 *reuse.recycle_after_calls.start(),
                 *reuse.recycle_after_calls.end(),
@@ -404,7 +390,7 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl RuntimeSection {
+impl Runtime {
     fn runtime_config(&self, cache_dir: PathBuf) -> RuntimeConfig {
         RuntimeConfig {
             max_concurrent_calls: self.max_concurrent_calls,
@@ -413,10 +399,7 @@ impl RuntimeSection {
             call_timeout: Duration::from_millis(self.call_timeout_ms),
             cache_dir: Some(cache_dir),
             reuse: ReuseConfig {
-                isolation: match self.isolation {
-                    IsolationChoice::Reuse => Isolation::Reuse,
-                    IsolationChoice::PerCall => Isolation::PerCall,
-                },
+                isolation: self.isolation,
                 recycle_after_calls: self.recycle_after_calls[0].max(1)
                     ..=self.recycle_after_calls[1]
                         .max(self.recycle_after_calls[0])
@@ -433,7 +416,7 @@ impl RuntimeSection {
 /// The `[commands]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct CommandsSection {
+pub struct Commands {
     /// How many times a command's handler runs before the command fails with
     /// `conflict`. A host runs the commands to one stream one at a time, so
     /// only hosts sharing a store ever re-run a handler: raise it when many
@@ -441,10 +424,10 @@ pub struct CommandsSection {
     pub attempts: u32,
 }
 
-impl Default for CommandsSection {
+impl Default for Commands {
     fn default() -> Self {
-        CommandsSection {
-            attempts: HostOptions::default().command_attempts,
+        Commands {
+            attempts: HostConfig::default().command_attempts,
         }
     }
 }
@@ -605,10 +588,10 @@ impl Config {
     pub async fn build_host(&self) -> Result<Host, ConfigError> {
         let mut builder = Host::builder()
             .store(self.open_store().await?)
-            .options(HostOptions {
+            .config(HostConfig {
                 command_attempts: self.commands.attempts,
                 raise: self.notifications.policy()?,
-                ..HostOptions::default()
+                ..HostConfig::default()
             })
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))
             .repository(self.state_dir.join("components"));

@@ -193,7 +193,7 @@ impl HostError {
 
 /// Tuning of the command and projection flows.
 #[derive(Debug, Clone)]
-pub struct HostOptions {
+pub struct HostConfig {
     /// How many times a command handler runs before a conflict is reported.
     /// Commands to one stream are serialised within a host, so re-runs are
     /// only needed when several hosts share a store. There a host can lose
@@ -229,9 +229,9 @@ pub struct HostOptions {
     pub handler_retry: RetryPolicy,
 }
 
-impl Default for HostOptions {
+impl Default for HostConfig {
     fn default() -> Self {
-        HostOptions {
+        HostConfig {
             command_attempts: 16,
             retry_backoff: Duration::from_millis(2),
             projection_batch: 1000,
@@ -256,7 +256,7 @@ impl Default for HostOptions {
 pub struct HostBuilder {
     store: Option<Arc<dyn EventStore>>,
     runtime: RuntimeConfig,
-    options: HostOptions,
+    config: HostConfig,
     repository: Option<PathBuf>,
     grants: HashMap<String, Grants>,
     destinations: Vec<Destination>,
@@ -285,8 +285,8 @@ impl HostBuilder {
     }
 
     /// Tuning of the command and projection flows.
-    pub fn options(mut self, options: HostOptions) -> Self {
-        self.options = options;
+    pub fn config(mut self, config: HostConfig) -> Self {
+        self.config = config;
         self
     }
 
@@ -325,11 +325,11 @@ impl HostBuilder {
             destinations.push(Destination {
                 name: LOCAL_HANDLERS.to_owned(),
                 sink: Arc::new(notify::LocalHandlers::new(host.clone())),
-                retry: self.options.handler_retry.clone(),
+                retry: self.config.handler_retry.clone(),
             });
             Inner {
-                snapshots: projections::SnapshotCache::new(self.options.snapshot_capacity),
-                heads: heads::StreamHeads::new(self.options.stream_heads),
+                snapshots: projections::SnapshotCache::new(self.config.snapshot_capacity),
+                heads: heads::StreamHeads::new(self.config.stream_heads),
                 runtime,
                 // Without a repository a version that is unloaded is lost,
                 // so every one stays compiled in memory.
@@ -340,12 +340,12 @@ impl HostBuilder {
                 store,
                 locks: stream_locks::StreamLocks::default(),
                 grants: self.grants,
-                options: self.options,
+                config: self.config,
             }
         });
         inner.dispatcher.start();
         if inner
-            .options
+            .config
             .raise
             .may_raise(NotificationKind::ProjectionCompleted)
         {
@@ -391,7 +391,7 @@ struct Inner {
     heads: heads::StreamHeads,
     locks: stream_locks::StreamLocks,
     grants: HashMap<String, Grants>,
-    options: HostOptions,
+    config: HostConfig,
     dispatcher: Arc<Dispatcher>,
     /// The task that raises projection-completed notifications.
     propagation: std::sync::Mutex<Option<tokio::task::AbortHandle>>,

@@ -62,22 +62,47 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod api;
-mod atomic_file;
+// The embedding API is the crate root's re-exports and the four public
+// modules below; everything else is the host's own business, private so
+// that the compiler tells us when something stops being used.
 pub mod config;
-mod error_chain;
-pub mod grants;
-mod host;
 pub mod model;
 pub mod notifications;
-pub mod registry;
-pub mod repository;
-pub mod runtime;
-pub mod secret;
 pub mod store;
-pub mod watch;
 
+mod api;
+mod atomic_file;
+mod error_chain;
+mod grants;
+mod host;
+mod registry;
+mod repository;
+mod runtime;
+mod secret;
+mod watch;
+
+pub use api::{ApiConfig, no_delay, router};
+pub use grants::Grants;
 pub use host::{
     BuildError, CommandOutcome, CommandRequest, ComponentInfo, Delivery, Host, HostBuilder,
-    HostError, HostOptions, IncomingNotification, ProjectionState,
+    HostConfig, HostError, IncomingNotification, ProjectionState,
 };
+pub use runtime::{GuestFault, Isolation, LoadError, ReuseConfig, RuntimeConfig, digest_of};
+pub use secret::Secret;
+pub use watch::watch_directory;
+
+/// Command handlers and projections written in Rust and deployed beside
+/// components ([`Host::deploy_native`]): the trait they implement and the
+/// types it speaks, which are the WIT package's.
+pub mod native {
+    pub use crate::runtime::{CommandRoute, NativeHandlers, ProjectionRoute, StoreReads, wit};
+}
+
+/// What the fuzz targets (`host/fuzz`) drive: the decoders of untrusted
+/// HTTP input. Not part of the embedding API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::api::decode_command;
+    pub use crate::api::eventgrid::{Delivery, decode_delivery};
+}

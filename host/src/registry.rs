@@ -303,10 +303,4 @@ impl Registry {
             })
             .collect()
     }
-
-    /// The names of every component ever deployed.
-    pub fn names(&self) -> Vec<String> {
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        history.keys().cloned().collect()
-    }
 }

@@ -2,7 +2,7 @@
 //! panics, and what decodes has JSON data.
 #![no_main]
 
-use cqrs_wasi_host::api::eventgrid::{Delivery, decode_delivery};
+use cqrs_wasi_host::fuzzing::{Delivery, decode_delivery};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use cqrs_wasi_host::api::decode_command;
+use cqrs_wasi_host::fuzzing::decode_command;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (String, String, String, String, Vec<(String, Vec<u8>)>, Vec<u8>)| {

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::projections::{Appended, advance};
 use super::reads::Reads;
-use super::{HostError, HostOptions, Inner, parse_json};
+use super::{HostConfig, HostError, Inner, parse_json};
 use crate::model::{
     CommandId, CommandType, EventContext, Expectation, NameError, NewEvent, StreamId,
 };
@@ -133,8 +133,8 @@ pub(super) async fn execute(
         context: crate::runtime::context_param(&context),
     };
 
-    let attempts = inner.options.command_attempts.max(1);
-    let mut backoff = inner.options.retry_backoff;
+    let attempts = inner.config.command_attempts.max(1);
+    let mut backoff = inner.config.retry_backoff;
     let mut lost = 0;
     // Where the handler runs next: this host's guess of the stream's head
     // (only ever for the first run), the head the store reported when the
@@ -157,7 +157,7 @@ pub(super) async fn execute(
         // its events land; its instance can fold them.
         let projected = reads.take_projected();
         let events = match answer {
-            Ok(events) => to_new_events(&inner.options, &component, events)?,
+            Ok(events) => to_new_events(&inner.config, &component, events)?,
             Err(error) => {
                 drop((lease, slot));
                 // A refusal is recorded for good, so it must rest on the
@@ -187,7 +187,7 @@ pub(super) async fn execute(
                 events,
                 context: context.clone(),
                 command: Some(key.clone()),
-                raise: inner.options.raise.kinds_for(&stream),
+                raise: inner.config.raise.kinds_for(&stream),
             })
             .await;
         match appended {
@@ -329,7 +329,7 @@ fn store_error_message(error: &wit::StoreError) -> String {
 /// Validates what the handler returned: how many events and how large,
 /// event type names, JSON payloads.
 fn to_new_events(
-    options: &HostOptions,
+    config: &HostConfig,
     component: &LoadedComponent,
     events: Vec<wit::NewEvent>,
 ) -> Result<Vec<NewEvent>, HostError> {
@@ -337,22 +337,22 @@ fn to_new_events(
         component: component.name().to_owned(),
         message,
     };
-    if events.len() > options.max_events_per_command {
+    if events.len() > config.max_events_per_command {
         return Err(invalid(format!(
             "it returned {} events; a command may produce at most {}",
             events.len(),
-            options.max_events_per_command
+            config.max_events_per_command
         )));
     }
     if let Some(event) = events
         .iter()
-        .find(|e| e.payload.len() > options.max_event_bytes)
+        .find(|e| e.payload.len() > config.max_event_bytes)
     {
         return Err(invalid(format!(
             "its {} event has a payload of {} bytes; the limit is {}",
             event.event_type,
             event.payload.len(),
-            options.max_event_bytes
+            config.max_event_bytes
         )));
     }
     events

@@ -159,7 +159,7 @@ async fn record(inner: &Inner, completions: Vec<(String, String)>) {
 
 /// The local notification handlers as a destination of the outbox:
 /// notifications in order, each retried as the host's
-/// [`handler_retry`](super::HostOptions::handler_retry) says while a handler
+/// [`handler_retry`](super::HostConfig::handler_retry) says while a handler
 /// fails (handlers that succeeded are not run again), then dead-lettered
 /// with every failing handler's error.
 #[derive(Debug)]
@@ -180,7 +180,7 @@ impl NotificationSink for LocalHandlers {
             // The host is shutting down: nothing is delivered, all stays.
             return Vec::new();
         };
-        let retry = &inner.options.handler_retry;
+        let retry = &inner.config.handler_retry;
         let routes = inner.registry.routes();
         let mut outcomes = Vec::with_capacity(notifications.len());
         let mut completions = Vec::new();

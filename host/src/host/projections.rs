@@ -207,7 +207,7 @@ impl<'a> Folder<'a> {
             None => (0, None),
         };
 
-        let batch = inner.options.projection_batch.max(1);
+        let batch = inner.config.projection_batch.max(1);
         while sequence < as_of {
             let mut events = inner.store.read_stream(stream, sequence + 1, batch).await?;
             let complete = events.len() < batch;
@@ -407,7 +407,7 @@ fn checked_state(
     component: &str,
     state: Vec<u8>,
 ) -> Result<Arc<RawValue>, HostError> {
-    let limit = inner.options.max_state_bytes;
+    let limit = inner.config.max_state_bytes;
     if state.len() > limit {
         return Err(HostError::InvalidOutput {
             component: component.to_owned(),

@@ -14,12 +14,12 @@
 //! in one batch are reported by one notification of the state after the
 //! last of them.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{HostError, Inner, PROJECTIONS, projections};
+use super::{HostError, Inner, PROJECTIONS, ProjectionState, projections};
 use crate::model::{EventType, ProjectionType, RecordedEvent, StreamId};
-use crate::notifications::dispatch::GATHER;
+use crate::notifications::follow::{Round, follow};
 use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
 use crate::runtime::GuestFault;
 use crate::store::{Document, StoreError};
@@ -27,52 +27,43 @@ use crate::store::{Document, StoreError};
 /// How many events one round takes at most.
 const BATCH: usize = 512;
 
-/// How long an idle task waits for a signal before it looks anyway.
-const IDLE_RECHECK: Duration = Duration::from_secs(2);
-
 /// The pause after a failed round.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Why a round stopped; it is tried again after a pause.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every call slot was taken by commands: propagation waits its turn.
+    #[error(transparent)]
+    Busy(GuestFault),
+    #[error("could not encode a projection-completed notification")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// Starts the propagation task of `inner`'s host.
 pub(super) fn start(inner: &Arc<Inner>) {
-    let host: Weak<Inner> = Arc::downgrade(inner);
-    let mut changes = inner.store.event_changes();
-    let task = tokio::spawn(async move {
-        loop {
-            changes.mark_unchanged();
-            let Some(inner) = host.upgrade() else {
-                return;
-            };
-            let round = round(&inner).await;
-            drop(inner);
-            match round {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Ok(Ok(())) = tokio::time::timeout(IDLE_RECHECK, changes.changed()).await
-                    {
-                        tokio::time::sleep(GATHER).await;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "a projection propagation round failed");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            }
-        }
-    });
+    let task = follow(
+        "projection propagation".to_owned(),
+        Arc::downgrade(inner),
+        inner.store.event_changes(),
+        |_| RETRY_PAUSE,
+        |inner: Arc<Inner>| async move { round(&inner).await },
+    );
     *inner.propagation.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
 }
 
-/// One round; `Ok(true)` when it took events (more may be waiting).
-async fn round(inner: &Inner) -> Result<bool, StoreError> {
+/// One round: the documents of a batch of events, then the checkpoint.
+async fn round(inner: &Inner) -> Result<Round, RoundError> {
     let Some(claim) = inner.store.claim(PROJECTIONS).await? else {
-        return Ok(false);
+        return Ok(Round::Idle);
     };
     let from = claim.next_position();
     let events = inner.store.read_all(from, BATCH).await?;
     let Some(last) = events.last() else {
         inner.store.release(claim, from).await?;
-        return Ok(false);
+        return Ok(Round::Idle);
     };
     let next = last.position + 1;
     let documents = documents_for(inner, &events).await?;
@@ -80,14 +71,14 @@ async fn round(inner: &Inner) -> Result<bool, StoreError> {
         inner.store.add_documents(documents).await?;
     }
     inner.store.release(claim, next).await?;
-    Ok(true)
+    Ok(Round::Progress)
 }
 
 /// The projection-completed documents for a batch of events.
 async fn documents_for(
     inner: &Inner,
     events: &[RecordedEvent],
-) -> Result<Vec<Document>, StoreError> {
+) -> Result<Vec<Document>, RoundError> {
     // Each stream once, at its last event in the batch, in the order the
     // streams last changed.
     let mut latest: Vec<&RecordedEvent> = Vec::new();
@@ -106,7 +97,7 @@ async fn documents_for(
     for last in latest {
         let stream = &last.stream;
         if !inner
-            .options
+            .config
             .raise
             .kinds_for(stream)
             .contains(NotificationKind::ProjectionCompleted)
@@ -129,58 +120,62 @@ async fn documents_for(
             .map(|route| route.projection_type.clone())
             .collect();
         for projection_type in projection_types {
-            match document(&mut folder, stream, &projection_type, last).await {
-                Ok(document) => documents.push(document),
+            let state = match folder
+                .fold(stream, &projection_type, Some(last.sequence))
+                .await
+            {
+                Ok(state) => state,
                 // The store failing, or every call slot taken: the round
                 // is tried again.
-                Err(HostError::Store(error)) => return Err(error),
-                Err(HostError::Guest(GuestFault::Busy { .. })) => {
-                    return Err(StoreError::backend("every call slot is taken"));
+                Err(HostError::Store(error)) => return Err(error.into()),
+                Err(HostError::Guest(busy @ GuestFault::Busy { .. })) => {
+                    return Err(RoundError::Busy(busy));
                 }
                 // A projection that fails otherwise would fail on every
                 // retry: its notification is skipped, loudly, rather than
                 // holding back every stream after it.
-                Err(error) => tracing::warn!(
-                    %stream,
-                    projection = %projection_type,
-                    sequence = last.sequence,
-                    "no projection-completed notification: {error}"
-                ),
-            }
+                Err(error) => {
+                    tracing::warn!(
+                        %stream,
+                        projection = %projection_type,
+                        sequence = last.sequence,
+                        "no projection-completed notification: {error}"
+                    );
+                    continue;
+                }
+            };
+            documents.push(document(stream, projection_type, last, state)?);
         }
     }
     Ok(documents)
 }
 
-async fn document(
-    folder: &mut projections::Folder<'_>,
+/// The projection-completed document of `stream`'s `state` as of `last`.
+fn document(
     stream: &StreamId,
-    projection_type: &ProjectionType,
+    projection_type: ProjectionType,
     last: &RecordedEvent,
-) -> Result<Document, HostError> {
-    let state = folder
-        .fold(stream, projection_type, Some(last.sequence))
-        .await?;
+    state: ProjectionState,
+) -> Result<Document, serde_json::Error> {
+    let id = notification_id(
+        NotificationKind::ProjectionCompleted,
+        stream,
+        state.sequence,
+        Some(&projection_type),
+    );
     let completed = ProjectionCompleted {
         stream: stream.clone(),
-        projection_type: projection_type.clone(),
+        projection_type,
         sequence: state.sequence,
         as_of_date: last.written_at,
         value: state.state,
         projection_version: state.projection_version,
         context: last.context.clone(),
     };
-    let body = serde_json::value::to_raw_value(&completed)
-        .map_err(|e| HostError::Store(StoreError::backend(e)))?;
     Ok(Document {
-        id: notification_id(
-            NotificationKind::ProjectionCompleted,
-            stream,
-            state.sequence,
-            Some(projection_type),
-        ),
+        id,
         kind: NotificationKind::ProjectionCompleted,
         topic: None,
-        body: body.into(),
+        body: serde_json::value::to_raw_value(&completed)?.into(),
     })
 }

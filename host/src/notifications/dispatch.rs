@@ -18,7 +18,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -31,21 +30,13 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
+use super::follow::{Round, follow};
 use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
 use super::sink::{DeliveryOutcome, NotificationSink};
 use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
 
 /// How many rows one round takes at most.
 const BATCH: usize = 512;
-
-/// How long an idle dispatcher waits for a signal before it looks anyway.
-const IDLE_RECHECK: Duration = Duration::from_secs(2);
-
-/// How long a dispatcher woken by a signal waits for more rows before its
-/// round, so that a steady trickle of commands is taken a few at a time: a
-/// round's fixed costs (its claim, its checkpoint write, in SQLite an
-/// fsync) are then shared. Small next to any delivery latency that matters.
-pub(crate) const GATHER: Duration = Duration::from_millis(5);
 
 /// One place the outbox is drained to.
 #[derive(Debug, Clone)]
@@ -147,16 +138,6 @@ impl Drop for Dispatcher {
     }
 }
 
-/// What a round did.
-enum Round {
-    /// It moved the checkpoint; more may be waiting.
-    Progress,
-    /// Nothing to do, or another dispatcher holds the destination.
-    Idle,
-    /// The sink gave up on a notification, which stays for the next round.
-    Stalled,
-}
-
 impl Dispatcher {
     /// A dispatcher of `store`'s outbox to `destinations` (names must be
     /// unique). Nothing runs until [`start`](Self::start).
@@ -195,44 +176,18 @@ impl Dispatcher {
     /// Starts one task per destination on the current tokio runtime.
     pub fn start(self: &Arc<Self>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for index in 0..self.destinations.len() {
-            let dispatcher = Arc::downgrade(self);
-            let mut changes = self.store.outbox_changes();
-            tasks.push(
-                tokio::spawn(async move {
-                    let mut failed_rounds = 0;
-                    loop {
-                        changes.mark_unchanged();
-                        let Some(dispatcher) = dispatcher.upgrade() else {
-                            return;
-                        };
-                        let destination = &dispatcher.destinations[index];
-                        let round = dispatcher.round(destination).await;
-                        let retry = destination.retry.clone();
-                        if let Err(error) = &round {
-                            tracing::warn!(destination = destination.name, %error, "a dispatch round failed");
-                        }
-                        drop(dispatcher);
-                        match round {
-                            Ok(Round::Progress) => failed_rounds = 0,
-                            Ok(Round::Idle) => {
-                                failed_rounds = 0;
-                                // Until rows are added, or the recheck.
-                                if let Ok(Ok(())) =
-                                    tokio::time::timeout(IDLE_RECHECK, changes.changed()).await
-                                {
-                                    tokio::time::sleep(GATHER).await;
-                                }
-                            }
-                            Ok(Round::Stalled) | Err(_) => {
-                                failed_rounds += 1;
-                                tokio::time::sleep(retry.delay(failed_rounds, None)).await;
-                            }
-                        }
-                    }
-                })
-                .abort_handle(),
+        for (index, destination) in self.destinations.iter().enumerate() {
+            let retry = destination.retry.clone();
+            let task = follow(
+                format!("dispatch to {}", destination.name),
+                Arc::downgrade(self),
+                self.store.outbox_changes(),
+                move |failed_rounds| retry.delay(failed_rounds, None),
+                move |dispatcher: Arc<Dispatcher>| async move {
+                    dispatcher.round(&dispatcher.destinations[index]).await
+                },
             );
+            tasks.push(task.abort_handle());
         }
     }
 

@@ -313,11 +313,6 @@ impl EventGridPublisher {
         })
     }
 
-    /// The URL requests go to (`…/api/events?api-version=2018-01-01`).
-    pub fn url(&self) -> &str {
-        self.url.as_str()
-    }
-
     /// Publishes `notifications` in order, in as few requests under 1 MB as
     /// fit, and says what became of each (see the [module docs](self)).
     pub async fn publish(&self, notifications: &[Notification]) -> PublishReport {

@@ -24,6 +24,7 @@
 
 pub mod dispatch;
 pub mod eventgrid;
+pub(crate) mod follow;
 pub mod model;
 pub mod raise;
 pub mod sink;

@@ -35,12 +35,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::notification_handler::Subscription;
 pub use bindings::wit;
 pub(crate) use component::Instance;
-pub use component::{
-    CommandRoute, LoadError, LoadedComponent, ProjectionRoute, SubscriptionRoute, digest_of,
-};
+pub use component::{CommandRoute, LoadError, LoadedComponent, ProjectionRoute, digest_of};
 pub(crate) use convert::{context_param, stream_from_wit, stream_param};
 pub use native::NativeHandlers;
 pub use pool::{Isolation, ReuseConfig};

@@ -35,8 +35,10 @@ use super::roles::Role;
 use super::state::CallState;
 use super::{DeadlineExceeded, GuestFault};
 
-/// Whether an instance may serve more than one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether an instance may serve more than one call (`[runtime] isolation`
+/// in the configuration file: `"reuse"` or `"per-call"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// Instances are kept warm and reused, one call at a time, within one
     /// version and role. A guest's memory may carry over between its calls.

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use cqrs_wasi_host::api::ApiConfig;
+use cqrs_wasi_host::ApiConfig;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
-use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
 use cqrs_wasi_host::store::{SqliteConfig, SqliteStore};
-use cqrs_wasi_host::{CommandRequest, HostOptions};
+use cqrs_wasi_host::{CommandRequest, HostConfig};
+use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -140,9 +140,9 @@ async fn hosts_sharing_a_store_rerun_handlers_on_conflict() -> anyhow::Result<()
         dir.path().join("events.db"),
         SqliteConfig::default(),
     )?);
-    let options = HostOptions {
+    let options = HostConfig {
         command_attempts: 100,
-        ..HostOptions::default()
+        ..HostConfig::default()
     };
     let a = Arc::new(
         TestHost::with_store(store.clone(), options.clone(), &ApiConfig::default()).await?,
@@ -258,9 +258,9 @@ async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> an
     )?);
     // No notifications: state propagation would run projections in the
     // background and make the instance counts race.
-    let quiet = HostOptions {
+    let quiet = HostConfig {
         raise: RaisePolicy::new(KindSet::NONE),
-        ..HostOptions::default()
+        ..HostConfig::default()
     };
     // A fresh instance for every call, so that the counts of instances made
     // count calls.
@@ -283,7 +283,7 @@ async fn a_command_folds_its_events_into_the_projections_its_handler_ran() -> an
         // in a fresh instance.
         TestHost::build(
             store,
-            HostOptions {
+            HostConfig {
                 snapshot_capacity: 0,
                 ..quiet
             },
@@ -374,14 +374,14 @@ async fn a_stale_head_never_decides_a_refusal_or_costs_an_attempt() -> anyhow::R
     let (a, b) = (
         TestHost::with_store(
             store.clone(),
-            HostOptions {
+            HostConfig {
                 command_attempts: 1,
-                ..HostOptions::default()
+                ..HostConfig::default()
             },
             &ApiConfig::default(),
         )
         .await?,
-        TestHost::with_store(store, HostOptions::default(), &ApiConfig::default()).await?,
+        TestHost::with_store(store, HostConfig::default(), &ApiConfig::default()).await?,
     );
     let ok = |(status, body): (StatusCode, serde_json::Value)| {
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cqrs_wasi_host::api::ApiConfig;
+use cqrs_wasi_host::ApiConfig;
+use cqrs_wasi_host::Secret;
 use cqrs_wasi_host::model::RecordedEvent;
-use cqrs_wasi_host::runtime::{RuntimeConfig, digest_of};
-use cqrs_wasi_host::secret::Secret;
 use cqrs_wasi_host::store::MemoryStore;
-use cqrs_wasi_host::{Host, HostOptions};
+use cqrs_wasi_host::{Host, HostConfig};
+use cqrs_wasi_host::{RuntimeConfig, digest_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ async fn admin_host(
 ) -> anyhow::Result<TestHost> {
     TestHost::build(
         Arc::new(MemoryStore::new()),
-        HostOptions::default(),
+        HostConfig::default(),
         RuntimeConfig {
             cache_dir: Some(cache.to_owned()),
             // A held call stays in flight across every swap.
@@ -518,7 +518,7 @@ async fn a_component_dropped_into_the_watched_directory_is_deployed() -> anyhow:
     let logs = support::logs::capture();
     let watched = tempfile::tempdir()?;
     let host = durable_host(watched.path().join("state").as_path())?;
-    let watcher = tokio::spawn(cqrs_wasi_host::watch::watch_directory(
+    let watcher = tokio::spawn(cqrs_wasi_host::watch_directory(
         host.clone(),
         watched.path().to_owned(),
         Duration::from_millis(50),

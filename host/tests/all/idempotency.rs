@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_wasi_host::HostOptions;
-use cqrs_wasi_host::api::ApiConfig;
+use cqrs_wasi_host::ApiConfig;
+use cqrs_wasi_host::HostConfig;
+use cqrs_wasi_host::RuntimeConfig;
 use cqrs_wasi_host::model::StreamId;
-use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::{SqliteConfig, SqliteStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use crate::support::{self, TestHost};
 async fn gated_host(store: Arc<SqliteStore>, cache: &Path) -> anyhow::Result<Arc<TestHost>> {
     let host = TestHost::build(
         store,
-        HostOptions::default(),
+        HostConfig::default(),
         RuntimeConfig {
             call_timeout: Duration::from_secs(300),
             cache_dir: Some(cache.to_owned()),

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::TestHost;
 use anyhow::{Context, ensure};
-use cqrs_wasi_host::HostOptions;
-use cqrs_wasi_host::api::ApiConfig;
+use cqrs_wasi_host::ApiConfig;
+use cqrs_wasi_host::HostConfig;
+use cqrs_wasi_host::RuntimeConfig;
 use cqrs_wasi_host::model::StreamId;
-use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::MemoryStore;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -48,7 +48,7 @@ async fn host(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
     };
     TestHost::build(
         Arc::new(MemoryStore::new()),
-        HostOptions::default(),
+        HostConfig::default(),
         runtime,
         &ApiConfig::default(),
     )
@@ -554,7 +554,7 @@ async fn a_python_component_built_against_another_wit_version_is_refused_at_depl
         live.iter()
             .find(|c| c.name == "bank")
             .map(|c| c.digest.clone()),
-        Some(cqrs_wasi_host::runtime::digest_of(&rust))
+        Some(cqrs_wasi_host::digest_of(&rust))
     );
     host.stop().await;
     Ok(())

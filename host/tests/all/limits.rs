@@ -13,7 +13,7 @@ use cqrs_wasi_host::notifications::{
     Secret,
 };
 use cqrs_wasi_host::store::MemoryStore;
-use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
+use cqrs_wasi_host::{CommandRequest, Host, HostConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ async fn a_command_between_a_million_bytes_and_a_mebibyte_reaches_event_grid_wit
     let topic = Destination::new("grid", Arc::new(EventGridPublisher::new(config)?));
     let host = TestHost::with_destinations(
         Arc::new(MemoryStore::new()),
-        HostOptions::default(),
+        HostConfig::default(),
         vec![topic],
     )
     .await?;
@@ -93,9 +93,9 @@ async fn a_projection_state_may_be_four_mebibytes() -> anyhow::Result<()> {
     let host = TestHost::build(
         Arc::new(MemoryStore::new()),
         // No notifications: no projection runs in the background.
-        HostOptions {
+        HostConfig {
             raise: RaisePolicy::new(KindSet::NONE),
-            ..HostOptions::default()
+            ..HostConfig::default()
         },
         Default::default(),
         &Default::default(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cqrs_wasi_host::model::{RecordedEvent, StreamId};
-use cqrs_wasi_host::runtime::{CommandRoute, NativeHandlers, ProjectionRoute, StoreReads, wit};
+use cqrs_wasi_host::native::{CommandRoute, NativeHandlers, ProjectionRoute, StoreReads, wit};
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{CommandRequest, Host};
 use serde_json::Value;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cqrs_wasi_host::grants::Grants;
+use cqrs_wasi_host::Grants;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, IncomingNotification};

@@ -16,7 +16,7 @@ use cqrs_wasi_host::notifications::{
     Notification, RetryPolicy, Secret,
 };
 use cqrs_wasi_host::store::{EventStore, MemoryStore};
-use cqrs_wasi_host::{HostOptions, IncomingNotification};
+use cqrs_wasi_host::{HostConfig, IncomingNotification};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -77,7 +77,7 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     stand_in.refuse_where(|event| subject_of(event).ends_with("/acc-bad"));
     let host = TestHost::with_destinations(
         Arc::new(MemoryStore::new()),
-        HostOptions::default(),
+        HostConfig::default(),
         vec![topic(&stand_in)?],
     )
     .await?;
@@ -239,7 +239,7 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
 async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<()> {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let host =
-        TestHost::with_store(store.clone(), HostOptions::default(), &Default::default()).await?;
+        TestHost::with_store(store.clone(), HostConfig::default(), &Default::default()).await?;
     host.deploy("welcome").await?;
     host.command("acc-7", "OpenAccount", r#"{"owner": "Ada"}"#)
         .await?;
@@ -277,7 +277,7 @@ async fn local_handlers_get_the_change_feed_and_state_once() -> anyhow::Result<(
 
 #[tokio::test]
 async fn a_handler_publishes_to_the_topics_it_is_granted() -> anyhow::Result<()> {
-    use cqrs_wasi_host::grants::Grants;
+    use cqrs_wasi_host::Grants;
     use cqrs_wasi_host::notifications::model::published_id;
 
     let stand_in = EventGridStandIn::start(Schema::EventGrid).await?;
@@ -285,9 +285,9 @@ async fn a_handler_publishes_to_the_topics_it_is_granted() -> anyhow::Result<()>
         name: "partners".to_owned(),
         ..topic(&stand_in)?
     };
-    let options = HostOptions {
+    let options = HostConfig {
         handler_retry: quick_retries(2),
-        ..HostOptions::default()
+        ..HostConfig::default()
     };
     let host =
         TestHost::with_destinations(Arc::new(MemoryStore::new()), options, vec![partners]).await?;
@@ -373,9 +373,9 @@ async fn a_handler_publishes_to_the_topics_it_is_granted() -> anyhow::Result<()>
 /// delivered all the same.
 #[tokio::test]
 async fn what_follows_a_dead_letter_of_a_local_handler_is_delivered() -> anyhow::Result<()> {
-    let options = HostOptions {
+    let options = HostConfig {
         handler_retry: quick_retries(2),
-        ..HostOptions::default()
+        ..HostConfig::default()
     };
     let host =
         TestHost::with_store(Arc::new(MemoryStore::new()), options, &Default::default()).await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::store::MemoryStore;
-use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
+use cqrs_wasi_host::{CommandRequest, Host, HostConfig};
 use serde_json::{Value, json};
 
 use crate::support;
@@ -16,10 +16,10 @@ async fn a_fold_sees_each_event_with_its_own_stream_and_context() -> anyhow::Res
     // context, and without snapshots every query folds from the first event.
     let host = Host::builder()
         .store(Arc::new(MemoryStore::new()))
-        .options(HostOptions {
+        .config(HostConfig {
             projection_batch: 4,
             snapshot_capacity: 0,
-            ..HostOptions::default()
+            ..HostConfig::default()
         })
         .build()?;
     host.deploy("trail", support::component("trail")).await?;

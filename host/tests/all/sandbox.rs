@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_wasi_host::api::ApiConfig;
-use cqrs_wasi_host::grants::Grants;
+use cqrs_wasi_host::ApiConfig;
+use cqrs_wasi_host::Grants;
+use cqrs_wasi_host::RuntimeConfig;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
-use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::MemoryStore;
-use cqrs_wasi_host::{CommandRequest, Host, HostOptions};
+use cqrs_wasi_host::{CommandRequest, Host, HostConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -20,10 +20,10 @@ use crate::support::{self, TestHost};
 async fn sandboxed(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
     let host = TestHost::build(
         Arc::new(MemoryStore::new()),
-        HostOptions {
+        HostConfig {
             max_events_per_command: 10,
             max_event_bytes: 64 << 10,
-            ..HostOptions::default()
+            ..HostConfig::default()
         },
         runtime,
         &ApiConfig::default(),
@@ -319,9 +319,9 @@ fn a_looping_guest_leaves_its_thread_to_other_calls() -> anyhow::Result<()> {
                     // No notifications: no projection runs in the
                     // background, so that the instance counted below is
                     // the loop's.
-                    HostOptions {
+                    HostConfig {
                         raise: RaisePolicy::new(KindSet::NONE),
-                        ..HostOptions::default()
+                        ..HostConfig::default()
                     },
                     RuntimeConfig {
                         call_timeout: Duration::from_secs(300),
@@ -373,9 +373,9 @@ async fn a_saturated_pool_answers_503_with_retry_after_then_serves_again() -> an
             Arc::new(MemoryStore::new()),
             // No notifications: no projection runs in the background, so
             // that each instance counted below is a held deposit's.
-            HostOptions {
+            HostConfig {
                 raise: RaisePolicy::new(KindSet::NONE),
-                ..HostOptions::default()
+                ..HostConfig::default()
             },
             RuntimeConfig {
                 max_concurrent_calls: 2,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cqrs_wasi_host::HostOptions;
-use cqrs_wasi_host::api::ApiConfig;
-use cqrs_wasi_host::runtime::RuntimeConfig;
-use cqrs_wasi_host::secret::Secret;
+use cqrs_wasi_host::ApiConfig;
+use cqrs_wasi_host::HostConfig;
+use cqrs_wasi_host::RuntimeConfig;
+use cqrs_wasi_host::Secret;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use reqwest::StatusCode;
@@ -35,7 +35,7 @@ async fn tokens_are_required_and_never_logged_or_echoed() -> anyhow::Result<()> 
     assert!(!format!("{config:?}").contains(API_KEY));
     let host = TestHost::build(
         Arc::new(MemoryStore::new()),
-        HostOptions::default(),
+        HostConfig::default(),
         RuntimeConfig::default(),
         &config,
     )

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_wasi_host::HostOptions;
+use cqrs_wasi_host::HostConfig;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::{
     Auth, Destination, EventGridConfig, EventGridPublisher, EventSchema, RetryPolicy, Secret,
@@ -69,7 +69,7 @@ async fn a_notification_from_host_a_drives_a_handler_on_host_b() -> anyhow::Resu
         stand_in.inject(Fault::Unanswered);
         let a = TestHost::with_destinations(
             Arc::new(MemoryStore::new()),
-            HostOptions::default(),
+            HostConfig::default(),
             vec![topic(&stand_in, event_schema)?],
         )
         .await?;
@@ -121,7 +121,7 @@ async fn the_webhook_answers_both_handshakes_and_checks_its_secret() -> anyhow::
         Arc::new(MemoryStore::new()),
         Default::default(),
         Default::default(),
-        &cqrs_wasi_host::api::ApiConfig {
+        &cqrs_wasi_host::ApiConfig {
             webhook_secret: Some(Secret::new("hook-secret")),
             ..Default::default()
         },

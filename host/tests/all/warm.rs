@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::TestHost;
-use cqrs_wasi_host::HostOptions;
-use cqrs_wasi_host::api::ApiConfig;
-use cqrs_wasi_host::grants::Grants;
-use cqrs_wasi_host::runtime::{Isolation, ReuseConfig, RuntimeConfig};
+use cqrs_wasi_host::ApiConfig;
+use cqrs_wasi_host::Grants;
+use cqrs_wasi_host::HostConfig;
 use cqrs_wasi_host::store::MemoryStore;
+use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -29,7 +29,7 @@ async fn host(reuse: ReuseConfig) -> anyhow::Result<TestHost> {
     };
     let host = TestHost::build(
         Arc::new(MemoryStore::new()),
-        HostOptions::default(),
+        HostConfig::default(),
         runtime,
         &ApiConfig::default(),
     )

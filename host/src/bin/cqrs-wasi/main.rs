@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cqrs_wasi_host::Secret;
 use cqrs_wasi_host::config::Config;
-use cqrs_wasi_host::secret::Secret;
 
 /// Event sourcing with handlers as WebAssembly components.
 #[derive(Debug, Parser)]
@@ -98,7 +98,7 @@ async fn serve(
         }
     })?;
     if let Some(dir) = &config.watch_dir {
-        tokio::spawn(cqrs_wasi_host::watch::watch_directory(
+        tokio::spawn(cqrs_wasi_host::watch_directory(
             host.clone(),
             dir.clone(),
             std::time::Duration::from_millis(500),
@@ -109,8 +109,8 @@ async fn serve(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving");
     axum::serve(
-        cqrs_wasi_host::api::no_delay(listener),
-        cqrs_wasi_host::api::router(host, &config.api()),
+        cqrs_wasi_host::no_delay(listener),
+        cqrs_wasi_host::router(host, &config.api()),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;

@@ -15,14 +15,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cqrs_wasi_host::api::{self, ApiConfig};
+use cqrs_wasi_host::RuntimeConfig;
 use cqrs_wasi_host::model::KindSet;
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent, StreamId};
 use cqrs_wasi_host::notifications::Destination;
 use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
-use cqrs_wasi_host::runtime::RuntimeConfig;
 use cqrs_wasi_host::store::{AppendRequest, EventStore, SqliteConfig, SqliteStore};
-use cqrs_wasi_host::{Host, HostOptions};
+use cqrs_wasi_host::{ApiConfig, no_delay, router};
+use cqrs_wasi_host::{Host, HostConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -211,13 +211,13 @@ impl TestHost {
     /// Starts a host over the SQLite file `db`.
     pub async fn start(db: &Path) -> anyhow::Result<TestHost> {
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(db, SqliteConfig::default())?);
-        Self::with_store(store, HostOptions::default(), &ApiConfig::default()).await
+        Self::with_store(store, HostConfig::default(), &ApiConfig::default()).await
     }
 
     /// Starts a host over `store`.
     pub async fn with_store(
         store: Arc<dyn EventStore>,
-        options: HostOptions,
+        config: HostConfig,
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
         Self::build(store, options, RuntimeConfig::default(), api_config).await
@@ -227,11 +227,11 @@ impl TestHost {
     /// its admin API takes [`ADMIN_TOKEN`].
     pub async fn with_destinations(
         store: Arc<dyn EventStore>,
-        options: HostOptions,
+        config: HostConfig,
         destinations: Vec<Destination>,
     ) -> anyhow::Result<TestHost> {
         let api_config = ApiConfig {
-            admin_token: Some(cqrs_wasi_host::secret::Secret::new(ADMIN_TOKEN)),
+            admin_token: Some(cqrs_wasi_host::Secret::new(ADMIN_TOKEN)),
             ..ApiConfig::default()
         };
         Self::build_with(
@@ -247,7 +247,7 @@ impl TestHost {
     /// Starts a host with everything chosen by the caller.
     pub async fn build(
         store: Arc<dyn EventStore>,
-        options: HostOptions,
+        config: HostConfig,
         runtime: RuntimeConfig,
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
@@ -256,7 +256,7 @@ impl TestHost {
 
     async fn build_with(
         store: Arc<dyn EventStore>,
-        options: HostOptions,
+        config: HostConfig,
         runtime: RuntimeConfig,
         api_config: &ApiConfig,
         destinations: Vec<Destination>,
@@ -272,9 +272,9 @@ impl TestHost {
         host.deploy("bank", component("bank")).await?;
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let router = api::router(host.clone(), api_config);
+        let router = router(host.clone(), api_config);
         let server = tokio::spawn(async move {
-            axum::serve(api::no_delay(listener), router)
+            axum::serve(no_delay(listener), router)
                 .await
                 .expect("server runs");
         });

@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cqrs_wasi_bench::config::ACCOUNTS;
 use cqrs_wasi_bench::native::{NativeBank, VERSION};
-use cqrs_wasi_bench::suite::ACCOUNTS;
 use cqrs_wasi_bench::systems::{Bank, Command, HostBank, account};
 use cqrs_wasi_host::model::{EventContext, Expectation, NewEvent};
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 
 use crate::load::Budget;
-use crate::suite::ACCOUNTS;
+
+/// Accounts of the bank workload.
+pub const ACCOUNTS: usize = 100;
 
 /// How a run is set up.
 #[derive(Debug, Clone)]

@@ -22,16 +22,13 @@ use cqrs_wasi_host::{Host, HostConfig};
 use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 use serde_json::value::RawValue;
 
-use crate::config::Config;
+use crate::config::{ACCOUNTS, Config};
 use crate::http_load::{Connections, RawHttpBank};
 use crate::load::{self, Budget, LoadResult, Op};
 use crate::native;
 use crate::peers::{BankAccount, MemRepository};
 use crate::report::{Measure, Row};
 use crate::systems::{Bank, Command, CqrsBank, HostBank, account};
-
-/// Accounts of the bank workload.
-pub const ACCOUNTS: usize = 100;
 
 /// Turns each system takes in a figure that compares systems (see
 /// [`load::alternate`]): enough that a slow spell of the machine lands on

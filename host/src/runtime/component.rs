@@ -21,6 +21,7 @@ use super::roles::{
     CommandImports, NotificationImports, NotificationServices, ProjectionImports, Role, StoreReads,
     link_unserved_as_traps,
 };
+use super::routes::{CommandRoute, ProjectionRoute, SubscriptionRoute};
 use super::state::CallState;
 use super::{GuestFault, Runtime, fault};
 use crate::model::{
@@ -126,71 +127,6 @@ async fn compile(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(component)
-}
-
-/// A command type a component handles.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CommandRoute {
-    /// `Bank`.
-    pub domain: Domain,
-    /// `Account`.
-    pub entity_type: EntityType,
-    /// `Deposit`.
-    pub command_type: CommandType,
-}
-
-/// A projection a component computes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectionRoute {
-    /// `Bank`.
-    pub domain: Domain,
-    /// `Account`.
-    pub entity_type: EntityType,
-    /// `Balance`.
-    pub projection_type: ProjectionType,
-    /// The event types it folds; the host passes it no others.
-    pub event_types: Vec<EventType>,
-}
-
-/// A notification handler's subscription, with Event Grid's filters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionRoute {
-    /// Names the handler within its component.
-    pub name: String,
-    /// Only these event types (case-insensitive); empty: all.
-    pub included_event_types: Vec<String>,
-    /// Only subjects beginning with this (case-insensitive).
-    pub subject_begins_with: Option<String>,
-    /// Only subjects ending with this (case-insensitive).
-    pub subject_ends_with: Option<String>,
-}
-
-impl SubscriptionRoute {
-    /// Whether a notification of `event_type` about `subject` matches.
-    pub fn matches(&self, event_type: &str, subject: &str) -> bool {
-        let starts = |text: &str, prefix: &str| {
-            text.len() >= prefix.len()
-                && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-        };
-        let ends = |text: &str, suffix: &str| {
-            text.len() >= suffix.len()
-                && text.as_bytes()[text.len() - suffix.len()..]
-                    .eq_ignore_ascii_case(suffix.as_bytes())
-        };
-        (self.included_event_types.is_empty()
-            || self
-                .included_event_types
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(event_type)))
-            && self
-                .subject_begins_with
-                .as_deref()
-                .is_none_or(|p| starts(subject, p))
-            && self
-                .subject_ends_with
-                .as_deref()
-                .is_none_or(|s| ends(subject, s))
-    }
 }
 
 /// One version of a component, compiled, linked and validated, with a pool
@@ -619,42 +555,46 @@ impl<R: Role> Lease<R> {
         }
     }
 
+    /// A `describe` call, with the role's imports closed: `export` finds
+    /// the typed export, `call` calls its `describe`. It does not count
+    /// toward the instance's recycling.
+    async fn describe<G, T>(
+        &mut self,
+        export: fn(&mut Warm<R>, &Exports) -> wasmtime::Result<G>,
+        call: impl AsyncFnOnce(&G, &mut Warm<R>) -> wasmtime::Result<T>,
+    ) -> Result<T, DescribeError> {
+        let exports = self.exports();
+        let guest = export(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
+        self.run_call(R::closed(), false, async |warm, _| call(&guest, warm).await)
+            .await
+            .map_err(DescribeError::Fault)
+    }
+
     async fn describe_commands(
         &mut self,
     ) -> Result<Vec<command_handler::CommandRoutes>, DescribeError> {
-        let exports = self.exports();
-        let guest =
-            Self::command_handler(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
-        self.run_call(R::closed(), false, async |warm, _| {
+        self.describe(Self::command_handler, async |guest, warm| {
             guest.call_describe(&mut warm.store).await
         })
         .await
-        .map_err(DescribeError::Fault)
     }
 
     async fn describe_projections(
         &mut self,
     ) -> Result<Vec<projection::ProjectionInfo>, DescribeError> {
-        let exports = self.exports();
-        let guest = Self::projection(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
-        self.run_call(R::closed(), false, async |warm, _| {
+        self.describe(Self::projection, async |guest, warm| {
             guest.call_describe(&mut warm.store).await
         })
         .await
-        .map_err(DescribeError::Fault)
     }
 
     async fn describe_subscriptions(
         &mut self,
     ) -> Result<Vec<notification_handler::Subscription>, DescribeError> {
-        let exports = self.exports();
-        let guest =
-            Self::notification_handler(self.warm(), &exports).map_err(DescribeError::WrongTypes)?;
-        self.run_call(R::closed(), false, async |warm, _| {
+        self.describe(Self::notification_handler, async |guest, warm| {
             guest.call_describe(&mut warm.store).await
         })
         .await
-        .map_err(DescribeError::Fault)
     }
 
     /// `projection.apply` of `route`'s projection: folds `events`, of

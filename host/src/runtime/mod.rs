@@ -24,6 +24,7 @@ mod guest_log;
 mod native;
 mod pool;
 mod roles;
+mod routes;
 mod state;
 
 use std::hash::{Hash, Hasher};
@@ -37,12 +38,13 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use bindings::wit;
 pub(crate) use component::Instance;
-pub use component::{CommandRoute, LoadError, LoadedComponent, ProjectionRoute, digest_of};
+pub use component::{LoadError, LoadedComponent, digest_of};
 pub(crate) use convert::{context_param, stream_from_wit, stream_param};
 pub use native::NativeHandlers;
 pub use pool::{Isolation, ReuseConfig};
 pub(crate) use roles::{CommandImports, NotificationImports, ProjectionImports, Role};
 pub use roles::{NotificationServices, SendOutcome, SendRequest, StoreReads};
+pub use routes::{CommandRoute, ProjectionRoute};
 
 use pool::Instances;
 use state::CallState;

@@ -14,8 +14,8 @@
 //! know which kind of handler answered.
 
 use super::bindings::wit;
-use super::component::{CommandRoute, ProjectionRoute};
 use super::roles::StoreReads;
+use super::routes::{CommandRoute, ProjectionRoute};
 use crate::model::{RecordedEvent, StreamId};
 
 /// Command handlers and projections in Rust, for [`Host::deploy_native`](crate::Host::deploy_native).

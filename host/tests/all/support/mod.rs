@@ -220,7 +220,7 @@ impl TestHost {
         config: HostConfig,
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
-        Self::build(store, options, RuntimeConfig::default(), api_config).await
+        Self::build(store, config, RuntimeConfig::default(), api_config).await
     }
 
     /// Starts a host over `store` whose outbox also goes to `destinations`;
@@ -236,7 +236,7 @@ impl TestHost {
         };
         Self::build_with(
             store,
-            options,
+            config,
             RuntimeConfig::default(),
             &api_config,
             destinations,
@@ -251,7 +251,7 @@ impl TestHost {
         runtime: RuntimeConfig,
         api_config: &ApiConfig,
     ) -> anyhow::Result<TestHost> {
-        Self::build_with(store, options, runtime, api_config, Vec::new()).await
+        Self::build_with(store, config, runtime, api_config, Vec::new()).await
     }
 
     async fn build_with(
@@ -263,7 +263,7 @@ impl TestHost {
     ) -> anyhow::Result<TestHost> {
         let mut builder = Host::builder()
             .store(store.clone())
-            .options(options)
+            .config(config)
             .runtime(runtime);
         for destination in destinations {
             builder = builder.destination(destination);

@@ -94,10 +94,13 @@ pub const DATA_VERSION: &str = "1.0";
 
 /// The largest serialized event sent with its payload, in bytes.
 ///
-/// Event Grid documents its per-event limit as "1 MB". We read that as
-/// 10^6 bytes, the stricter of the two readings, so a notification that
-/// fits here fits whichever one the service applies.
-pub const MAX_EVENT_BYTES: usize = 1_000_000;
+/// Event Grid documents its limits on one event and on one publish request
+/// (a JSON array of events) both as "1 MB". We read that as 10^6 bytes, the
+/// stricter of the two readings, so a notification that fits here fits
+/// whichever one the service applies. An event must also fit in a request
+/// of its own, `[` and `]` around it: so 10^6 − 2 bytes. A larger event
+/// could be neither refused by size here nor ever sent.
+pub const MAX_EVENT_BYTES: usize = 1_000_000 - 2;
 
 /// The `data` field added (with `true`) when the payload was left out.
 pub const PAYLOAD_OMITTED_FIELD: &str = "payloadOmitted";

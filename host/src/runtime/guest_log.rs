@@ -22,6 +22,10 @@ const LAST_LINES: usize = 3;
 /// chatty or hostile guest cannot flood the host's log.
 const LINES_PER_CALL: u32 = 200;
 
+/// The lines a call may log, and one more, which is replaced by the notice
+/// that the rest is dropped.
+const BUDGET: u32 = LINES_PER_CALL + 1;
+
 /// One of a guest's output streams.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
@@ -38,7 +42,7 @@ pub(crate) struct GuestLog {
 impl GuestLog {
     /// The stdout and stderr of one instance.
     pub(crate) fn for_instance(component: Arc<str>) -> (GuestLog, GuestLog) {
-        let budget = Arc::new(AtomicU32::new(LINES_PER_CALL));
+        let budget = Arc::new(AtomicU32::new(BUDGET));
         let stream = |stream| GuestLog {
             component: component.clone(),
             stream,
@@ -51,7 +55,7 @@ impl GuestLog {
     /// Starts a call: its own budget of lines, and no last lines yet (a
     /// fault quotes only what its own call wrote).
     pub(crate) fn begin_call(&self) {
-        self.budget.store(LINES_PER_CALL, Ordering::Relaxed);
+        self.budget.store(BUDGET, Ordering::Relaxed);
         self.last_lines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -100,7 +104,7 @@ impl LineWriter {
             Ok(1) => tracing::warn!(
                 target: "cqrs_wasi_host::guest",
                 component = %self.log.component,
-                "the call logged {LINES_PER_CALL} lines; the rest of its output is dropped"
+                "the call wrote more than {LINES_PER_CALL} lines; the rest of its output is dropped"
             ),
             Ok(_) => tracing::info!(
                 target: "cqrs_wasi_host::guest",

@@ -35,10 +35,10 @@ fn component() -> Option<Vec<u8>> {
 
 /// A host with the bank component (`bytes`), or without `bytes` the native
 /// bank.
-async fn host(store: Arc<dyn EventStore>, bytes: Option<Vec<u8>>, options: HostConfig) -> Host {
+async fn host(store: Arc<dyn EventStore>, bytes: Option<Vec<u8>>, config: HostConfig) -> Host {
     let host = Host::builder()
         .store(store)
-        .options(options)
+        .config(config)
         .build()
         .expect("a host");
     match bytes {
@@ -96,17 +96,17 @@ fn benches(c: &mut Criterion) {
     let Some(bytes) = component() else { return };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
 
-    // The command path's options in figure 1: no notifications.
-    let options = HostConfig {
+    // The command path's host configuration in figure 1: no notifications.
+    let config = HostConfig {
         raise: RaisePolicy::new(KindSet::NONE),
         ..HostConfig::default()
     };
     let wasm = HostBank(runtime.block_on(host(
         Arc::new(MemoryStore::new()),
         Some(bytes.clone()),
-        options.clone(),
+        config.clone(),
     )));
-    let native = HostBank(runtime.block_on(host(Arc::new(MemoryStore::new()), None, options)));
+    let native = HostBank(runtime.block_on(host(Arc::new(MemoryStore::new()), None, config)));
     runtime.block_on(opened(&wasm));
     runtime.block_on(opened(&native));
     let mut group = c.benchmark_group("deposit");
@@ -121,12 +121,12 @@ fn benches(c: &mut Criterion) {
 
     let store = Arc::new(MemoryStore::new());
     runtime.block_on(stream_of(&store, 1000));
-    let options = HostConfig {
+    let config = HostConfig {
         snapshot_capacity: 0,
         ..HostConfig::default()
     };
-    let wasm = runtime.block_on(host(store.clone(), Some(bytes), options.clone()));
-    let native = runtime.block_on(host(store, None, options));
+    let wasm = runtime.block_on(host(store.clone(), Some(bytes), config.clone()));
+    let native = runtime.block_on(host(store, None, config));
 
     let mut group = c.benchmark_group("instantiate+call");
     group.bench_function("wasm", |b| {

@@ -14,7 +14,7 @@ use cqrs_wasi_host::model::{
 };
 use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::store::{
-    AppendRequest, CommandKey, EventStore, MemoryStore, PostgresConfig, PostgresStore,
+    AppendRequest, CommandKey, EventStore, Fingerprint, MemoryStore, PostgresConfig, PostgresStore,
     SqliteConfig, SqliteStore,
 };
 use cqrs_wasi_host::{ApiConfig, no_delay, router};
@@ -123,13 +123,13 @@ fn open_store(config: &Config, kind: StoreKind) -> anyhow::Result<Arc<dyn EventS
     })
 }
 
-/// The host's options for the command-path figures: no notifications are
+/// The host configuration for the command-path figures: no notifications are
 /// raised, so the host does the store work the native baseline does and
 /// the ratio is the sandbox's cost alone. (With the default, every command
 /// also writes its change-feed rows and the dispatcher drains them beside
 /// the commands; figure 6 measures notifications, and BENCHMARKS.md what
 /// they cost the command path.)
-fn bench_options() -> HostConfig {
+fn bench_host_config() -> HostConfig {
     HostConfig {
         raise: RaisePolicy::new(KindSet::NONE),
         ..HostConfig::default()
@@ -139,11 +139,11 @@ fn bench_options() -> HostConfig {
 async fn wasm_host(
     config: &Config,
     store: Arc<dyn EventStore>,
-    config: HostConfig,
+    host_config: HostConfig,
 ) -> anyhow::Result<Host> {
     let host = Host::builder()
         .store(store)
-        .options(options)
+        .config(host_config)
         .runtime(config.runtime())
         .build()?;
     host.deploy("bank", config.component.clone())
@@ -154,8 +154,8 @@ async fn wasm_host(
 
 /// The native baseline: a host like [`wasm_host`]'s, with the bank's logic
 /// deployed as native handlers instead of the component.
-async fn native_host(store: Arc<dyn EventStore>, options: HostConfig) -> anyhow::Result<Host> {
-    let host = Host::builder().store(store).options(options).build()?;
+async fn native_host(store: Arc<dyn EventStore>, config: HostConfig) -> anyhow::Result<Host> {
+    let host = Host::builder().store(store).config(config).build()?;
     host.deploy_native("bank", native::VERSION, Arc::new(native::NativeBank))
         .await
         .context("deploying the native bank")?;
@@ -256,8 +256,8 @@ async fn command_path(config: &Config) -> anyhow::Result<Vec<Row>> {
                 // run evens them out.
                 budget.duration = Duration::from_secs(5);
             }
-            let host = wasm_host(config, open_store(config, kind)?, bench_options()).await?;
-            let native = native_host(open_store(config, kind)?, bench_options()).await?;
+            let host = wasm_host(config, open_store(config, kind)?, bench_host_config()).await?;
+            let native = native_host(open_store(config, kind)?, bench_host_config()).await?;
             let banks: [Arc<dyn Bank>; 2] = [Arc::new(HostBank(host)), Arc::new(HostBank(native))];
             open_accounts(&banks).await?;
             let [wasm, native] = per_system(compare(&banks, clients, budget).await?)?;
@@ -334,7 +334,7 @@ async fn peers(config: &Config) -> anyhow::Result<Vec<Row>> {
         for index in 0..ACCOUNTS {
             prefill(store.as_ref(), index, length - 1).await?;
         }
-        let host = wasm_host(config, store, bench_options()).await?;
+        let host = wasm_host(config, store, bench_host_config()).await?;
         let mem_store = MemStore::<BankAccount>::default();
         for index in 0..ACCOUNTS {
             crate::systems::prefill_cqrs(&mem_store, index, length - 1).await?;
@@ -399,7 +399,7 @@ async fn postgres(config: &Config) -> anyhow::Result<Vec<Row>> {
             },
         )
         .await?;
-        let host = wasm_host(config, Arc::new(store), bench_options()).await?;
+        let host = wasm_host(config, Arc::new(store), bench_host_config()).await?;
         setup.reset_postgres_es().await?;
         let peer = crate::pg::postgres_es(url).await?;
         let banks: [Arc<dyn Bank>; 2] = [Arc::new(HostBank(host)), Arc::new(CqrsBank(peer))];
@@ -437,12 +437,12 @@ async fn projection_fold(config: &Config) -> anyhow::Result<Vec<Row>> {
             duration: Duration::from_secs(if config.quick { 5 } else { 1 }),
             max_ops: config.quick.then_some(3),
         };
-        let options = HostConfig {
+        let host_config = HostConfig {
             snapshot_capacity: 0,
-            ..bench_options()
+            ..bench_host_config()
         };
-        let host = wasm_host(config, store.clone(), options.clone()).await?;
-        let native = native_host(store, options).await?;
+        let host = wasm_host(config, store.clone(), host_config.clone()).await?;
+        let native = native_host(store, host_config).await?;
         let [wasm, native] = per_system(checked(
             load::alternate(1, budget, ROUNDS, &projections([host, native], account(0))).await,
         )?)?;
@@ -467,17 +467,17 @@ async fn projection_fold(config: &Config) -> anyhow::Result<Vec<Row>> {
 async fn instantiate(config: &Config) -> anyhow::Result<Vec<Row>> {
     config.say("instantiate + call");
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let options = HostConfig {
+    let host_config = HostConfig {
         snapshot_capacity: 0,
-        ..bench_options()
+        ..bench_host_config()
     };
-    let host = wasm_host(config, store.clone(), options.clone()).await?;
+    let host = wasm_host(config, store.clone(), host_config.clone()).await?;
     let budget = Budget {
         warmup_ops: if config.quick { 1 } else { 1000 },
         duration: Duration::from_secs(if config.quick { 5 } else { 2 }),
         max_ops: config.quick.then_some(20),
     };
-    let native = native_host(store, options).await?;
+    let native = native_host(store, host_config).await?;
     let [wasm, native] = per_system(checked(
         load::alternate(1, budget, ROUNDS, &projections([host, native], account(99))).await,
     )?)?;
@@ -535,8 +535,8 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
                     let owned = (ACCOUNTS - client).div_ceil(clients) as u64;
                     let index = client + clients * (i % owned) as usize;
                     let seen = sequences[index].load(Ordering::Relaxed);
+                    let (stream, command_type) = (account(index), CommandType::new("Deposit")?);
                     let request = AppendRequest {
-                        stream: account(index),
                         expectation: Expectation::Exact(seen),
                         events: vec![NewEvent::new(
                             "MoneyDeposited",
@@ -545,8 +545,14 @@ async fn group_commit(config: &Config) -> anyhow::Result<Vec<Row>> {
                         context: EventContext::default(),
                         command: Some(CommandKey {
                             command_id: CommandId::generated(cqrs_wasi_host::model::new_id()),
-                            command_type: CommandType::new("Deposit")?,
+                            fingerprint: Fingerprint::of(
+                                &command_type,
+                                &stream,
+                                br#"{"amount":1}"#,
+                            ),
+                            command_type,
                         }),
+                        stream,
                         raise: KindSet::NONE,
                     };
                     let outcome = if one_at_a_time {
@@ -642,7 +648,7 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
     };
 
     // Swap latency on an idle host: the baseline.
-    let idle = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
+    let idle = wasm_host(config, Arc::new(MemoryStore::new()), bench_host_config()).await?;
     let mut idle_swaps = Vec::new();
     for version in 0..swaps {
         let begun = Instant::now();
@@ -653,12 +659,12 @@ async fn hot_swap(config: &Config) -> anyhow::Result<Vec<Row>> {
     drop(idle);
 
     let steady: [Arc<dyn Bank>; 1] = [Arc::new(HostBank(
-        wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?,
+        wasm_host(config, Arc::new(MemoryStore::new()), bench_host_config()).await?,
     ))];
     open_accounts(&steady).await?;
     let [steady] = per_system(compare(&steady, clients, budget).await?)?;
 
-    let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
+    let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_host_config()).await?;
     let bank: Arc<dyn Bank> = Arc::new(HostBank(host.clone()));
     open_accounts(std::slice::from_ref(&bank)).await?;
     let swapper = {
@@ -728,12 +734,12 @@ async fn http(config: &Config) -> anyhow::Result<Vec<Row>> {
     config.say("HTTP front door");
     let clients = 64;
     let budget = config.budget(clients);
-    let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
+    let host = wasm_host(config, Arc::new(MemoryStore::new()), bench_host_config()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let router = router(host, &ApiConfig::default());
     let server = tokio::spawn(async move { axum::serve(no_delay(listener), router).await });
-    let in_process = wasm_host(config, Arc::new(MemoryStore::new()), bench_options()).await?;
+    let in_process = wasm_host(config, Arc::new(MemoryStore::new()), bench_host_config()).await?;
     let banks: [Arc<dyn Bank>; 2] = [
         Arc::new(RawHttpBank(Connections::new(address, clients))),
         Arc::new(HostBank(in_process)),
@@ -803,7 +809,7 @@ async fn idle_instances(config: &Config) -> anyhow::Result<Vec<Row>> {
         let store = open_store(config, StoreKind::SqliteDurable)?;
         let host = Host::builder()
             .store(store)
-            .options(bench_options())
+            .config(bench_host_config())
             .runtime(runtime)
             .build()?;
         host.deploy("bank", config.component.clone()).await?;
@@ -874,7 +880,9 @@ async fn stream_growth(config: &Config) -> anyhow::Result<Vec<Row>> {
         for length in [long, 10] {
             let store = open_store(config, kind)?;
             prefill(store.as_ref(), 0, length - 1).await?;
-            let bank = Arc::new(HostBank(wasm_host(config, store, bench_options()).await?));
+            let bank = Arc::new(HostBank(
+                wasm_host(config, store, bench_host_config()).await?,
+            ));
             // Warm-up: the first command folds the stream into a snapshot.
             ops.push(load::op(move |_, _| {
                 let bank = bank.clone();

@@ -109,8 +109,12 @@ pub enum HostError {
         /// How many times the handler ran.
         attempts: u32,
     },
-    /// The command id was already used for another command or stream.
-    #[error("command id {:?} was already used for {command_type} on {stream}", command_id.as_str())]
+    /// The command id was already used for another command: another type,
+    /// stream or payload.
+    #[error(
+        "command id {:?} was already used for another command (first {command_type} on {stream}); a retry sends the same command type, stream and payload",
+        command_id.as_str()
+    )]
     CommandIdReused {
         /// The reused id.
         command_id: CommandId,

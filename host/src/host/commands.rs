@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::runtime::{LoadedComponent, wit};
 use crate::store::{
-    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, StoreError,
+    AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, Fingerprint, StoreError,
 };
 
 /// A command for the host to run.
@@ -27,8 +27,10 @@ pub struct CommandRequest {
     /// The command's JSON payload.
     pub payload: Box<RawValue>,
     /// The idempotency key. A command id that already ran returns the
-    /// recorded outcome without running the handler again. `None`: a fresh
-    /// one ([`new_id`](crate::model::new_id)).
+    /// recorded outcome without running the handler again, if it is the same
+    /// command (type, stream and payload bytes); for any other command it is
+    /// refused ([`HostError::CommandIdReused`]). `None`: a fresh one
+    /// ([`new_id`](crate::model::new_id)).
     pub command_id: Option<CommandId>,
     /// Context carried onto the events. The correlation id defaults to the
     /// command id, the causation id is always the command id, and the
@@ -90,6 +92,11 @@ pub(super) async fn execute(
         None => CommandId::generated(crate::model::new_id()),
     };
     let key = CommandKey {
+        fingerprint: Fingerprint::of(
+            &request.command_type,
+            &request.stream,
+            request.payload.get().as_bytes(),
+        ),
         command_id,
         command_type: request.command_type,
     };
@@ -226,7 +233,7 @@ pub(super) async fn execute(
             Err(StoreError::CommandAlreadyExecuted { record }) => {
                 return replay(&stream, &key, *record);
             }
-            Err(other) => return Err(other.into()),
+            Err(other) => return Err(store_error(&key, other)),
         }
     }
 }
@@ -267,22 +274,38 @@ fn outcome_of(
 }
 
 /// The answer for a command id that already ran: the recorded outcome, if
-/// it was the same command on the same stream.
+/// it was the same command ([`CommandRecord::is_retry_of`]).
 fn replay(
     stream: &StreamId,
     key: &CommandKey,
     record: CommandRecord,
 ) -> Result<CommandOutcome, HostError> {
-    if record.stream() != stream || *record.command_type() != key.command_type {
-        return Err(HostError::CommandIdReused {
-            command_id: key.command_id.clone(),
-            command_type: record.command_type().clone(),
-            stream: record.stream().clone(),
-        });
+    if !record.is_retry_of(stream, key) {
+        return Err(reused(key, &record));
     }
     match record {
         CommandRecord::Appended { outcome, .. } => Ok(outcome_of(key, stream, outcome, true)),
         CommandRecord::Rejected { message, .. } => Err(HostError::Rejected { message }),
+    }
+}
+
+/// The refusal of `key`, whose id is recorded for the other command of
+/// `record`.
+fn reused(key: &CommandKey, record: &CommandRecord) -> HostError {
+    HostError::CommandIdReused {
+        command_id: key.command_id.clone(),
+        command_type: record.command_type().clone(),
+        stream: record.stream().clone(),
+    }
+}
+
+/// A store's failure of `key`'s append or rejection as the host's: the
+/// store refuses an id recorded for another command itself, when that
+/// record lands between the host's look-up and its write.
+fn store_error(key: &CommandKey, error: StoreError) -> HostError {
+    match error {
+        StoreError::CommandIdReused { record } => reused(key, &record),
+        other => other.into(),
     }
 }
 
@@ -299,7 +322,11 @@ async fn refused(
 ) -> Result<CommandOutcome, HostError> {
     Err(match error {
         wit::CommandError::Rejected(message) => {
-            let record = inner.store.record_rejection(stream, key, &message).await?;
+            let record = inner
+                .store
+                .record_rejection(stream, key, &message)
+                .await
+                .map_err(|error| store_error(key, error))?;
             return replay(stream, key, record);
         }
         wit::CommandError::InvalidPayload(message) => HostError::InvalidPayload {

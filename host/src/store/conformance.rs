@@ -12,7 +12,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
@@ -20,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     AppendOutcome, AppendRequest, CommandKey, CommandRecord, DeadLetter, Document, EventStore,
-    InstancePage, OutboxEntry, StoreError,
+    Fingerprint, InstancePage, OutboxEntry, StoreError,
 };
 use crate::model::{
     CommandId, CommandType, Domain, EntityType, EventContext, Expectation, KindSet, NewEvent,
@@ -34,13 +37,21 @@ pub(crate) struct Fixture {
     /// Kept alive until the store is gone (a temporary directory, ...).
     #[expect(dead_code, reason = "only held, so that it is dropped after the store")]
     pub guard: Box<dyn Any + Send>,
+    /// Opens another handle on the same store, as a second host sharing it
+    /// would; `None` for a backend that one handle owns alone (memory, and
+    /// SQLite, whose file has one writer).
+    pub another: Option<Another>,
 }
+
+/// Opens another handle on a [`Fixture`]'s store.
+pub(crate) type Another = Box<dyn Fn() -> BoxFuture<'static, Arc<dyn EventStore>> + Send + Sync>;
 
 /// Instantiates every property of the suite as a `#[tokio::test]`, each
 /// against a store made by the `async fn() -> Option<Fixture>` named
 /// `$factory`. A factory returns `None` only for a backend that is not
-/// available here, after saying so on stderr; the test then passes as
-/// skipped.
+/// available here, after saying so on stdout; the test then passes as
+/// skipped. Most properties take the store; those that need more of the
+/// fixture (another handle on the store) take the fixture.
 macro_rules! conformance_tests {
     ($factory:path) => {
         $crate::store::conformance::conformance_tests!(@each $factory;
@@ -64,6 +75,7 @@ macro_rules! conformance_tests {
             empty_batch_records_its_command,
             rejection_stands_against_later_appends_and_rejections,
             rejection_of_an_executed_command_returns_the_append_record,
+            a_command_id_reused_for_another_command_is_refused,
             concurrent_executions_of_one_command_id_have_one_winner,
                 list_instances_pages_after_the_cursor_within_one_entity_type,
             list_instances_with_limit_zero_resumes_where_it_began,
@@ -80,6 +92,20 @@ macro_rules! conformance_tests {
             completions_are_recorded_once,
             appends_signal_events_and_outbox_rows_apart,
         );
+        $crate::store::conformance::conformance_tests!(@fixture $factory;
+            readers_following_positions_never_skip_an_event,
+        );
+    };
+    (@fixture $factory:path; $($property:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $property() {
+                let Some(fixture) = $factory().await else {
+                    return;
+                };
+                $crate::store::conformance::$property(&fixture).await;
+            }
+        )*
     };
     (@each $factory:path; $($property:ident),* $(,)?) => {
         $(
@@ -134,10 +160,20 @@ pub(crate) fn request(
     }
 }
 
+/// A `Deposit` command's key. Its fingerprint is one all the tests' keys
+/// share ([`command_with`] makes others): to a store a fingerprint is an
+/// opaque value, so which stream it was computed over does not matter.
 pub(crate) fn command(command_id: &str) -> CommandKey {
+    command_with(command_id, "Deposit", "{}")
+}
+
+/// A key of a `command_type` command whose payload was `payload`.
+pub(crate) fn command_with(command_id: &str, command_type: &str, payload: &str) -> CommandKey {
+    let command_type = CommandType::new(command_type).expect("a valid command type");
     CommandKey {
         command_id: id(command_id),
-        command_type: CommandType::new("Deposit").expect("a valid command type"),
+        fingerprint: Fingerprint::of(&command_type, &stream("fingerprinted"), payload.as_bytes()),
+        command_type,
     }
 }
 
@@ -213,6 +249,17 @@ fn assert_already_executed(result: Result<AppendOutcome, StoreError>, expected: 
     match result {
         Err(StoreError::CommandAlreadyExecuted { record }) => assert_eq!(*record, *expected),
         other => panic!("expected CommandAlreadyExecuted, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_command_id_reused<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    expected: &CommandRecord,
+) {
+    match result {
+        Err(StoreError::CommandIdReused { record }) => assert_eq!(*record, *expected),
+        other => panic!("expected CommandIdReused, got {other:?}"),
     }
 }
 
@@ -604,6 +651,7 @@ pub(crate) async fn reused_command_id_returns_the_original_outcome_and_writes_no
         stream: s.clone(),
         command_type: CommandType::new("Deposit").expect("a valid command type"),
         outcome: outcome.clone(),
+        fingerprint: Some(command("cmd-1").fingerprint),
     };
     assert_eq!(
         store.command_record(&id("cmd-1")).await.unwrap(),
@@ -652,6 +700,7 @@ pub(crate) async fn empty_batch_records_its_command(store: Arc<dyn EventStore>) 
             stream: s,
             command_type: CommandType::new("Deposit").expect("a valid command type"),
             outcome,
+            fingerprint: Some(command("cmd-3").fingerprint),
         })
     );
 }
@@ -669,6 +718,7 @@ pub(crate) async fn rejection_stands_against_later_appends_and_rejections(
         stream: s.clone(),
         command_type: CommandType::new("Deposit").expect("a valid command type"),
         message: "insufficient funds".to_owned(),
+        fingerprint: Some(command("cmd-4").fingerprint),
     };
     assert_eq!(rejected, expected);
     assert_eq!(
@@ -708,9 +758,122 @@ pub(crate) async fn rejection_of_an_executed_command_returns_the_append_record(
     );
 }
 
+/// A command id recorded for one command (an append or a rejection) and
+/// sent again with another payload, command type or stream is refused as
+/// reused, with the record, whether it comes as an append or a rejection,
+/// and writes nothing; the same command again is a retry. The record keeps
+/// the fingerprint.
+pub(crate) async fn a_command_id_reused_for_another_command_is_refused(store: Arc<dyn EventStore>) {
+    let (s, elsewhere) = (stream("fingerprinted"), stream("elsewhere"));
+    let deposit = |key: &str, payload: &str| command_with(key, "Deposit", payload);
+    let mut first = request(&s, Expectation::Any, events(1));
+    first.command = Some(deposit("cmd-fp", r#"{"amount": 1}"#));
+    let outcome = store.append(first).await.unwrap();
+    let appended = store.command_record(&id("cmd-fp")).await.unwrap().unwrap();
+    assert_eq!(
+        appended.fingerprint(),
+        Some(deposit("cmd-fp", r#"{"amount": 1}"#).fingerprint)
+    );
+    store
+        .record_rejection(&s, &deposit("cmd-fp-no", r#"{"amount": 1}"#), "no")
+        .await
+        .unwrap();
+    let rejected = store
+        .command_record(&id("cmd-fp-no"))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = everything(&*store).await;
+    let records_before = outbox(&*store).await;
+
+    for (key, record) in [("cmd-fp", &appended), ("cmd-fp-no", &rejected)] {
+        let others = [
+            // Another payload, down to its bytes.
+            (&s, deposit(key, r#"{"amount": 7}"#)),
+            (&s, deposit(key, r#"{"amount":1}"#)),
+            // Another command type, another stream.
+            (&s, command_with(key, "Withdraw", r#"{"amount": 1}"#)),
+            (&elsewhere, deposit(key, r#"{"amount": 1}"#)),
+        ];
+        for (to, other) in others {
+            let mut append = request(to, Expectation::Any, events(1));
+            append.command = Some(other.clone());
+            assert_command_id_reused(store.append(append).await, record);
+            assert_command_id_reused(store.record_rejection(to, &other, "no").await, record);
+        }
+        // The same command again is a retry.
+        let same = deposit(key, r#"{"amount": 1}"#);
+        let mut retry = request(&s, Expectation::Any, events(1));
+        retry.command = Some(same.clone());
+        assert_already_executed(store.append(retry).await, record);
+        assert_eq!(
+            store.record_rejection(&s, &same, "again").await.unwrap(),
+            *record
+        );
+    }
+    assert!(matches!(&appended, CommandRecord::Appended { outcome: o, .. } if *o == outcome));
+    assert_eq!(everything(&*store).await, before);
+    assert_eq!(outbox(&*store).await, records_before);
+    assert_eq!(
+        store.command_record(&id("cmd-fp")).await.unwrap(),
+        Some(appended)
+    );
+}
+
+/// Command records as a host that kept no fingerprints wrote them, by id:
+/// an append of no events and a rejection, both `Deposit`s to
+/// `Bank/Account/old`. A backend's tests put them in its store the way that
+/// host did, then run [`records_without_a_fingerprint_keep_replaying`].
+pub(crate) const RECORDS_WITHOUT_FINGERPRINTS: [(&str, &str); 2] = [
+    (
+        "cmd-old",
+        r#"{"kind":"appended","commandId":"cmd-old","stream":{"domain":"Bank","entityType":"Account","instanceKey":"old"},"commandType":"Deposit","outcome":{"events":[],"streamSequence":0}}"#,
+    ),
+    (
+        "cmd-old-no",
+        r#"{"kind":"rejected","commandId":"cmd-old-no","stream":{"domain":"Bank","entityType":"Account","instanceKey":"old"},"commandType":"Deposit","message":"no"}"#,
+    ),
+];
+
+/// Records written before fingerprints were kept
+/// ([`RECORDS_WITHOUT_FINGERPRINTS`], already in `store`) have none, and
+/// keep replaying as they did then: for the same command type and stream,
+/// whatever the payload; another type or stream is refused as reused.
+pub(crate) async fn records_without_a_fingerprint_keep_replaying(store: &dyn EventStore) {
+    let old = stream("old");
+    for (key, _) in RECORDS_WITHOUT_FINGERPRINTS {
+        let record = store
+            .command_record(&id(key))
+            .await
+            .unwrap()
+            .expect("the old record reads back");
+        assert_eq!(record.fingerprint(), None, "{record:?}");
+        for payload in [r#"{"amount": 1}"#, r#"{"amount": 7}"#] {
+            let retry = command_with(key, "Deposit", payload);
+            let mut append = request(&old, Expectation::Any, events(1));
+            append.command = Some(retry.clone());
+            assert_already_executed(store.append(append).await, &record);
+            assert_eq!(
+                store.record_rejection(&old, &retry, "again").await.unwrap(),
+                record
+            );
+        }
+        let other_type = command_with(key, "Withdraw", "{}");
+        assert_command_id_reused(
+            store.record_rejection(&old, &other_type, "no").await,
+            &record,
+        );
+        let mut elsewhere = request(&stream("elsewhere"), Expectation::Any, events(1));
+        elsewhere.command = Some(command_with(key, "Deposit", "{}"));
+        assert_command_id_reused(store.append(elsewhere).await, &record);
+    }
+    assert!(everything(store).await.is_empty());
+}
+
 /// Appends to streams of their own and rejections, all with one command
-/// id, at once: one of them is recorded, and every other gets that record
-/// and writes nothing (no events, no outbox rows).
+/// id, at once: one of them is recorded, and every other is refused as
+/// another command under that id, with that record, and writes nothing (no
+/// events, no outbox rows).
 pub(crate) async fn concurrent_executions_of_one_command_id_have_one_winner(
     store: Arc<dyn EventStore>,
 ) {
@@ -742,14 +905,16 @@ pub(crate) async fn concurrent_executions_of_one_command_id_have_one_winner(
         .unwrap()
         .expect("one execution was recorded");
     for result in rejected {
-        assert_eq!(result.unwrap(), standing);
+        match result {
+            Ok(record) => assert_eq!(record, standing, "the recorded rejection is this one"),
+            refused => assert_command_id_reused(refused, &standing),
+        }
     }
     let mut winners = Vec::new();
     for result in appended {
         match result {
             Ok(outcome) => winners.push(outcome),
-            Err(StoreError::CommandAlreadyExecuted { record }) => assert_eq!(*record, standing),
-            Err(other) => panic!("expected CommandAlreadyExecuted, got {other:?}"),
+            refused => assert_command_id_reused(refused, &standing),
         }
     }
     match &standing {
@@ -1306,4 +1471,207 @@ pub(crate) async fn appends_signal_events_and_outbox_rows_apart(store: Arc<dyn E
     append_n(&*store, &stream("s"), 1).await;
     signalled(&mut outbox).await;
     signalled(&mut events).await;
+}
+
+// ------------------------------------------------------ following positions
+
+/// The environment variable that replays
+/// [`readers_following_positions_never_skip_an_event`] from a seed it
+/// printed.
+pub(crate) const SEED_VAR: &str = "CQRS_WASI_TEST_SEED";
+
+/// How many rounds [`readers_following_positions_never_skip_an_event`]
+/// runs, each from a seed of its own.
+const NO_SKIP_ROUNDS: u64 = 4;
+
+/// Readers that follow the store by position, each resuming after the last
+/// position it saw ([`EventStore::read_all`], and
+/// [`Outbox::read_outbox`](super::Outbox::read_outbox) for the outbox), see
+/// every event and every outbox row exactly once and in order, while
+/// writers append through [`EventStore::append`] (so through the backend's
+/// batching: SQLite's writer thread, PostgreSQL's group commit) on every
+/// handle the fixture opens. A position that a reader passed before a slower
+/// transaction filled it would be missing from what that reader saw.
+///
+/// The interleavings are random: how many writers, which streams (shared,
+/// so that a batch defers some, or their own), batch sizes, which handle,
+/// pauses and yields in writers and readers, and the readers' page sizes.
+/// Each round draws them from a seed that it prints first (the harness shows
+/// it when the test fails); [`SEED_VAR`] replays from it.
+pub(crate) async fn readers_following_positions_never_skip_an_event(fixture: &Fixture) {
+    let mut handles = vec![Arc::clone(&fixture.store)];
+    if let Some(another) = &fixture.another {
+        handles.push(another().await);
+        handles.push(another().await);
+    }
+    let first = match std::env::var(SEED_VAR) {
+        Ok(seed) => seed
+            .parse()
+            .unwrap_or_else(|_| panic!("{SEED_VAR}={seed} is not a u64")),
+        Err(_) => fastrand::u64(..),
+    };
+    for round in 0..NO_SKIP_ROUNDS {
+        let seed = first.wrapping_add(round);
+        println!(
+            "round {round} of {NO_SKIP_ROUNDS} on {} handle(s): seed {seed} (replay with {SEED_VAR}={seed})",
+            handles.len()
+        );
+        no_skip_round(&handles, seed).await;
+    }
+}
+
+/// What a reader of [`readers_following_positions_never_skip_an_event`]
+/// follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    Events,
+    OutboxRows,
+}
+
+impl Followed {
+    /// The positions of up to `count` events or rows from `from` on.
+    async fn page(self, store: &dyn EventStore, from: u64, count: usize) -> Vec<u64> {
+        match self {
+            Followed::Events => store
+                .read_all(from, count)
+                .await
+                .expect("read_all")
+                .iter()
+                .map(|event| event.position)
+                .collect(),
+            Followed::OutboxRows => store
+                .read_outbox(from, count)
+                .await
+                .expect("read_outbox")
+                .iter()
+                .map(|row| row.position)
+                .collect(),
+        }
+    }
+}
+
+/// One round of [`readers_following_positions_never_skip_an_event`].
+async fn no_skip_round(handles: &[Arc<dyn EventStore>], seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let store = &*handles[0];
+    // Where this round starts: after what earlier rounds wrote.
+    let after_last = |positions: Vec<u64>| positions.last().map_or(1, |last| last + 1);
+    let events_from = after_last(Followed::Events.page(store, 0, usize::MAX).await);
+    let rows_from = store.outbox_head().await.expect("outbox_head") + 1;
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let mut readers = JoinSet::new();
+    for (n, followed) in [
+        Followed::Events,
+        Followed::Events,
+        Followed::Events,
+        Followed::OutboxRows,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let from = match followed {
+            Followed::Events => events_from,
+            Followed::OutboxRows => rows_from,
+        };
+        let handle = Arc::clone(&handles[rng.usize(..handles.len())]);
+        let (writing, rng) = (Arc::clone(&writing), rng.fork());
+        readers.spawn(async move {
+            let seen = follow(&*handle, followed, from, &writing, rng).await;
+            (n, followed, seen)
+        });
+    }
+
+    let mut writers = JoinSet::new();
+    for writer in 0..rng.usize(3..=6) {
+        let (handles, mut rng) = (handles.to_vec(), rng.fork());
+        writers.spawn(async move {
+            let mut appended = 0;
+            for _ in 0..rng.usize(6..=16) {
+                let s = match rng.u8(..3) {
+                    0 => stream("no-skip-shared"),
+                    1 => stream(&format!("no-skip-shared-{}", rng.u8(..3))),
+                    _ => stream(&format!("no-skip-{writer}")),
+                };
+                let handle = &handles[rng.usize(..handles.len())];
+                pause(&mut rng).await;
+                let count = rng.usize(1..=4);
+                handle
+                    .append(request(&s, Expectation::Any, events(count)))
+                    .await
+                    .unwrap_or_else(|error| panic!("seed {seed}: an append failed: {error}"));
+                appended += count;
+            }
+            appended
+        });
+    }
+    let appended: usize = writers.join_all().await.into_iter().sum();
+    writing.store(false, Ordering::SeqCst);
+
+    let events = Followed::Events.page(store, events_from, usize::MAX).await;
+    let rows = Followed::OutboxRows
+        .page(store, rows_from, usize::MAX)
+        .await;
+    assert_eq!(events.len(), appended, "seed {seed}: every append landed");
+    for (n, followed, seen) in readers.join_all().await {
+        let all = match followed {
+            Followed::Events => &events,
+            Followed::OutboxRows => &rows,
+        };
+        let skipped: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|position| seen.binary_search(position).is_err())
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "seed {seed}: reader {n} of {followed:?} skipped positions {skipped:?}"
+        );
+        assert_eq!(
+            seen, *all,
+            "seed {seed}: reader {n} of {followed:?} saw each position once, in order"
+        );
+    }
+}
+
+/// Follows `followed` on `store` from `from`, each read resuming after the
+/// last position seen, until a read that began after `writing` went false
+/// finds nothing more; returns every position seen, in the order seen.
+async fn follow(
+    store: &dyn EventStore,
+    followed: Followed,
+    from: u64,
+    writing: &AtomicBool,
+    mut rng: fastrand::Rng,
+) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut next = from;
+    loop {
+        // Checked before the read, so that the last read starts after every
+        // writer has been answered.
+        let finished = !writing.load(Ordering::SeqCst);
+        let page = followed.page(store, next, rng.usize(1..=8)).await;
+        if page.is_empty() && finished {
+            return seen;
+        }
+        for position in page {
+            assert!(
+                position >= next,
+                "{followed:?}: position {position} came when reading from {next}"
+            );
+            next = position + 1;
+            seen.push(position);
+        }
+        pause(&mut rng).await;
+    }
+}
+
+/// Nothing, a yield, or a short sleep, at random: a different interleaving
+/// of writers and readers each time.
+async fn pause(rng: &mut fastrand::Rng) {
+    match rng.u8(..4) {
+        0 => {}
+        1 => tokio::task::yield_now().await,
+        _ => tokio::time::sleep(Duration::from_micros(rng.u64(..2_000))).await,
+    }
 }

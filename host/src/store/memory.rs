@@ -478,6 +478,7 @@ mod tests {
         Some(Fixture {
             store: Arc::new(super::MemoryStore::new()),
             guard: Box::new(()),
+            another: None,
         })
     }
 

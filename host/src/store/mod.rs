@@ -21,7 +21,8 @@ mod sqlite;
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -67,6 +68,76 @@ pub struct CommandKey {
     /// The command's type, so that a reused id for a different command
     /// can be told apart from a retry.
     pub command_type: CommandType,
+    /// What the command was: its type, stream and payload
+    /// ([`Fingerprint::of`]). Recorded with the outcome, so that a retry
+    /// (the same id for the same command) replays it and the same id for
+    /// anything else is refused.
+    pub fingerprint: Fingerprint,
+}
+
+/// A digest of what a command was, kept with its record: SHA-256 over its
+/// type, stream and payload bytes as received.
+///
+/// SHA-256, because a record lives for months and through upgrades of the
+/// host, so the digest must never change with a version, a platform or a
+/// process (std's `Hash` may), and because two different commands must
+/// never share one, or the second would be answered with the first's
+/// outcome: not even a client that crafts payloads can find two. It costs
+/// about as much as copying the payload a few times, little next to a
+/// command's store round trip.
+///
+/// The payload's bytes as received, not a canonical form of its JSON: a
+/// retry sends the same request again, so the same bytes; canonical JSON
+/// would cost a parse and a write on every command, and would call "the
+/// same" payloads that a handler can tell apart (key order and number
+/// formats reach the guest as sent). A client that re-encodes a payload
+/// differently under the same key is refused, which is the safe side.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a command of `command_type` to `stream` with
+    /// `payload`, the bytes of its JSON as received.
+    pub fn of(command_type: &CommandType, stream: &StreamId, payload: &[u8]) -> Fingerprint {
+        let mut digest = Sha256::new();
+        // Each part with its length first, so that no two different
+        // commands' parts run together into the same bytes; the first
+        // names this way of digesting, should another ever be needed.
+        for part in [
+            b"cqrs-wasi command fingerprint v1".as_slice(),
+            command_type.as_str().as_bytes(),
+            stream.domain().as_str().as_bytes(),
+            stream.entity_type().as_str().as_bytes(),
+            stream.instance_key().as_str().as_bytes(),
+            payload,
+        ] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+        Fingerprint(digest.finalize().into())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", hex::encode(self.0))
+    }
+}
+
+/// Kept as lowercase hex (in the command records, which are JSON).
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(text.as_bytes(), &mut bytes).map_err(serde::de::Error::custom)?;
+        Ok(Fingerprint(bytes))
+    }
 }
 
 /// Where one appended event landed.
@@ -119,6 +190,10 @@ pub enum CommandRecord {
         command_type: CommandType,
         /// What the append returned.
         outcome: AppendOutcome,
+        /// The command's [`Fingerprint`]; `None` only in a record written
+        /// by an earlier version of the host, which did not keep it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<Fingerprint>,
     },
     /// The command was refused by the domain; nothing was appended.
     Rejected {
@@ -130,6 +205,10 @@ pub enum CommandRecord {
         command_type: CommandType,
         /// The handler's message.
         message: String,
+        /// The command's [`Fingerprint`]; `None` only in a record written
+        /// by an earlier version of the host, which did not keep it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<Fingerprint>,
     },
 }
 
@@ -157,6 +236,29 @@ impl CommandRecord {
             CommandRecord::Appended { command_type, .. }
             | CommandRecord::Rejected { command_type, .. } => command_type,
         }
+    }
+
+    /// The recorded command's fingerprint; `None` in a record written by an
+    /// earlier version of the host.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        match self {
+            CommandRecord::Appended { fingerprint, .. }
+            | CommandRecord::Rejected { fingerprint, .. } => *fingerprint,
+        }
+    }
+
+    /// Whether `command`, addressed to `stream`, is the recorded command
+    /// sent again, whose recorded outcome is then its answer: the same id
+    /// (the caller looked the record up by it), type, stream and
+    /// fingerprint. A record without a fingerprint, written before they were
+    /// kept, is matched on type and stream alone, as it was then.
+    pub fn is_retry_of(&self, stream: &StreamId, command: &CommandKey) -> bool {
+        *self.command_id() == command.command_id
+            && *self.command_type() == command.command_type
+            && self.stream() == stream
+            && self
+                .fingerprint()
+                .is_none_or(|recorded| recorded == command.fingerprint)
     }
 }
 
@@ -193,10 +295,24 @@ pub enum StoreError {
         /// The first id of the batch that was seen before.
         event_id: Uuid,
     },
-    /// The batch's command id was already executed: nothing was written, and
-    /// the record says what the earlier execution did.
+    /// The batch's command was already executed (the same id, type, stream
+    /// and fingerprint): nothing was written, and the record says what the
+    /// earlier execution did.
     #[error("command id {:?} was already executed", record.command_id())]
     CommandAlreadyExecuted {
+        /// What the store recorded for the id.
+        record: Box<CommandRecord>,
+    },
+    /// The command id is recorded for a different command (another type,
+    /// stream or payload): nothing was written, and the record says what
+    /// the id was first used for.
+    #[error(
+        "command id {:?} was already used for another command ({} on {})",
+        record.command_id(),
+        record.command_type(),
+        record.stream()
+    )]
+    CommandIdReused {
         /// What the store recorded for the id.
         record: Box<CommandRecord>,
     },
@@ -241,12 +357,16 @@ pub trait EventStore: Outbox + fmt::Debug {
     ///   [`StoreError::EventIdReused`].
     /// - When `command` names an id already recorded (by an append or a
     ///   rejection), writes nothing and fails with
-    ///   [`StoreError::CommandAlreadyExecuted`] carrying the record.
+    ///   [`StoreError::CommandAlreadyExecuted`] carrying the record if the
+    ///   record is of the same command ([`CommandRecord::is_retry_of`]), and
+    ///   with [`StoreError::CommandIdReused`] if it is of another.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
     /// Records that a command was refused, so that a retry with the same id
     /// gets the same answer. Returns the record that stands: the new one, or
-    /// the one a concurrent execution of the same id recorded first.
+    /// the one a concurrent execution of the same command recorded first.
+    /// Fails with [`StoreError::CommandIdReused`], writing nothing, when the
+    /// id is recorded for another command.
     async fn record_rejection(
         &self,
         stream: &StreamId,

@@ -380,8 +380,12 @@ pub(super) async fn append(
         )
         .await?;
     if let Some(record) = reads.command {
-        return Err(StoreError::CommandAlreadyExecuted {
-            record: Box::new(record),
+        let record = Box::new(record);
+        return Err(match &request.command {
+            Some(command) if record.is_retry_of(&request.stream, command) => {
+                StoreError::CommandAlreadyExecuted { record }
+            }
+            _ => StoreError::CommandIdReused { record },
         });
     }
     if let Some(original) = earlier_append(batch_ids?, reads.event_ids)? {
@@ -423,6 +427,7 @@ pub(super) async fn append(
             stream: request.stream.clone(),
             command_type: command.command_type.clone(),
             outcome: outcome.clone(),
+            fingerprint: Some(command.fingerprint),
         })
         .await?;
     }
@@ -430,7 +435,8 @@ pub(super) async fn append(
 }
 
 /// Records a rejection unless the command id already has a record, and
-/// returns the record that stands.
+/// returns the record that stands; fails with
+/// [`StoreError::CommandIdReused`] when that record is of another command.
 pub(super) async fn record_rejection(
     txn: &mut impl StoreTxn,
     stream: &StreamId,
@@ -438,13 +444,20 @@ pub(super) async fn record_rejection(
     message: &str,
 ) -> Result<CommandRecord, StoreError> {
     if let Some(existing) = txn.command_record(&command.command_id).await? {
-        return Ok(existing);
+        return if existing.is_retry_of(stream, command) {
+            Ok(existing)
+        } else {
+            Err(StoreError::CommandIdReused {
+                record: Box::new(existing),
+            })
+        };
     }
     let record = CommandRecord::Rejected {
         command_id: command.command_id.clone(),
         stream: stream.clone(),
         command_type: command.command_type.clone(),
         message: message.to_owned(),
+        fingerprint: Some(command.fingerprint),
     };
     txn.insert_command(&record).await?;
     Ok(record)

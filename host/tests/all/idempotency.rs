@@ -1,5 +1,7 @@
 //! One `Idempotency-Key`, many requests at once: the command runs once,
-//! whichever host and however the requests interleave.
+//! whichever host and however the requests interleave. And one key for two
+//! different commands: the second is refused, not answered with the
+//! first's outcome.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -124,5 +126,62 @@ async fn concurrent_requests_sharing_an_idempotency_key_run_the_command_once() -
             .await?;
         assert_eq!(body["state"], json!(5));
     }
+    Ok(())
+}
+
+/// A key reused for another payload (or command type, or stream) is
+/// refused with `idempotency_key_reused`, nothing of it runs, and the
+/// same command again still replays: for an append (Deposit 7 under the key
+/// of a Deposit 1) and for a refusal the domain recorded alike.
+#[tokio::test]
+async fn a_key_reused_for_another_payload_is_refused_and_the_same_payload_replays()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = TestHost::start(&dir.path().join("events.db")).await?;
+    host.command("acc-f", "OpenAccount", r#"{"owner": "Ada"}"#)
+        .await?;
+    let send = |command: &'static str, payload: &'static str, key: &'static str| {
+        host.command_with("acc-f", command, payload, Some(key))
+    };
+
+    let (status, first) = send("Deposit", r#"{"amount": 1}"#, "dep-1").await?;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["replayed"], false);
+    // The same key and amount, written another way, is another payload: a
+    // retry sends the same bytes.
+    for payload in [r#"{"amount": 7}"#, r#"{"amount":1}"#] {
+        let (status, body) = send("Deposit", payload, "dep-1").await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "idempotency_key_reused", "{body}");
+    }
+    // And so are another command type and another stream.
+    let (status, body) = send("Withdraw", r#"{"amount": 1}"#, "dep-1").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "idempotency_key_reused", "{body}");
+    let (status, body) = host
+        .command_with("acc-g", "Deposit", r#"{"amount": 1}"#, Some("dep-1"))
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "idempotency_key_reused", "{body}");
+    let (status, again) = send("Deposit", r#"{"amount": 1}"#, "dep-1").await?;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["events"], first["events"]);
+    assert_eq!(host.balance("acc-f").await?["balance"], 1);
+
+    // A refusal is recorded under its key the same way.
+    let (status, refused) = send("Withdraw", r#"{"amount": 10}"#, "wd-1").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["code"], "rejected");
+    let (status, body) = send("Withdraw", r#"{"amount": 1}"#, "wd-1").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "idempotency_key_reused", "{body}");
+    let (status, body) = send("Withdraw", r#"{"amount": 10}"#, "wd-1").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body, refused, "the recorded refusal, again");
+
+    let events = host.events("Bank/Account/acc-f").await?;
+    assert_eq!(events.len(), 2, "opened, one deposit: {events:?}");
+    assert_eq!(host.balance("acc-f").await?["balance"], 1);
     Ok(())
 }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::error::lost_race;
+use super::group_commit::MAX_BATCH;
 use super::schema::MIGRATIONS;
 use super::testing::ScratchSchema;
 use super::transaction::{Mode, PgTxn};
@@ -18,16 +20,30 @@ use super::*;
 use crate::error_chain::error_chain;
 use crate::model::Expectation;
 use crate::store::conformance::{
-    Fixture, append_n, command, conformance_tests, events, id, request, stream,
+    Fixture, RECORDS_WITHOUT_FINGERPRINTS, append_n, command, conformance_tests, events, id,
+    records_without_a_fingerprint_keep_replaying, request, stream,
 };
 use crate::store::rules;
 use crate::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, Outbox, StoreError};
 
+/// A store in a scratch schema; another handle is another store opened in
+/// the same schema, as a second host sharing it would.
 async fn fixture() -> Option<Fixture> {
     let schema = ScratchSchema::new().await?;
+    let (url, config) = (schema.url().to_owned(), schema.config());
     Some(Fixture {
         store: Arc::new(schema.open().await),
         guard: Box::new(schema),
+        another: Some(Box::new(move || {
+            let (url, config) = (url.clone(), config.clone());
+            let opened: BoxFuture<'static, Arc<dyn EventStore>> = Box::pin(async move {
+                let store = PostgresStore::open(&url, config)
+                    .await
+                    .unwrap_or_else(|error| panic!("another handle opens: {error}"));
+                Arc::new(store) as Arc<dyn EventStore>
+            });
+            opened
+        })),
     })
 }
 
@@ -125,6 +141,24 @@ async fn stores_sharing_a_schema_share_streams_commands_and_positions() {
     );
 }
 
+/// Records that a host which kept no fingerprints wrote keep replaying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_records_without_a_fingerprint_keep_replaying() {
+    let Some(schema) = ScratchSchema::new().await else {
+        return;
+    };
+    drop(schema.open().await);
+    for (command_id, record) in RECORDS_WITHOUT_FINGERPRINTS {
+        schema
+            .execute(&format!(
+                "INSERT INTO commands (command_id, record) VALUES ('{command_id}', '{record}')"
+            ))
+            .await;
+    }
+    let store = schema.open().await;
+    records_without_a_fingerprint_keep_replaying(&store).await;
+}
+
 #[tokio::test]
 async fn invalid_options_are_refused_with_a_message_that_keeps_the_password() {
     let url = "postgres://someone:s3cret@127.0.0.1:1/nowhere";
@@ -207,7 +241,7 @@ async fn a_transaction_waits_for_the_append_lock(store: &PostgresStore) {
 /// no record for it: the second decides on its snapshot and inserts its
 /// events once the first commits, and its record, sent with `COMMIT`,
 /// fails the commit as a lost race. Nothing of it is kept, and run again
-/// it returns the first's record.
+/// it is refused as another command under the id, with the first's record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_command_record_that_loses_at_commit_is_a_lost_race() {
     let Some(schema) = ScratchSchema::new().await else {
@@ -250,10 +284,10 @@ async fn a_command_record_that_loses_at_commit_is_a_lost_race() {
         "{record:?}"
     );
     match store.append(second).await {
-        Err(StoreError::CommandAlreadyExecuted { record: stands }) => {
+        Err(StoreError::CommandIdReused { record: stands }) => {
             assert_eq!(Some(*stands), record);
         }
-        other => panic!("expected CommandAlreadyExecuted, got {other:?}"),
+        other => panic!("expected CommandIdReused, got {other:?}"),
     }
     assert_eq!(store.stream_sequence(&stream("second")).await.unwrap(), 0);
 }
@@ -294,21 +328,54 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again
     assert!(store.read_all(0, usize::MAX).await.unwrap().is_empty());
 }
 
-/// Appends that queue while a batch commits are committed together:
-/// several appends to one transaction (one `COMMIT`, one WAL flush),
-/// each with its own outcome.
+/// Appends that queue while a batch commits are committed together, one
+/// append per stream in a batch, each with its own outcome.
+///
+/// Deterministic: the test holds the append lock, so the first append's
+/// batch waits for it with that append alone; the others are queued while
+/// it waits, and the lock is released only once the queue's free slots say
+/// that all of them are in it. Then exactly three transactions commit: the
+/// first append; the 62 queued appends to distinct streams; and the one
+/// queued append to a stream already in that batch, which waits for the
+/// next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_that_wait_together_commit_in_one_transaction() {
     let Some(schema) = ScratchSchema::new().await else {
         return;
     };
     let store = Arc::new(schema.open().await);
-    let mut appends = JoinSet::new();
-    for n in 0..64 {
+    let append = |s: String| {
         let store = Arc::clone(&store);
-        appends.spawn(async move { append_n(&*store, &stream(&format!("grouped-{n}")), 2).await });
+        tokio::spawn(async move { append_n(&*store, &stream(&s), 2).await })
+    };
+    let holder = store.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE append_lock IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let first = append("grouped-first".to_owned());
+    a_transaction_waits_for_the_append_lock(&store).await;
+    let mut queued: Vec<_> = (0..62).map(|n| append(format!("grouped-{n}"))).collect();
+    queued.push(append("grouped-7".to_owned()));
+    let queued_len = queued.len();
+    for _ in 0..10_000 {
+        if store.appends.capacity() == MAX_BATCH - queued_len {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let outcomes = appends.join_all().await;
+    assert_eq!(
+        store.appends.capacity(),
+        MAX_BATCH - queued_len,
+        "every append is queued behind the held batch"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let mut outcomes = vec![first.await.unwrap()];
+    for append in queued {
+        outcomes.push(append.await.unwrap());
+    }
     let mut positions: Vec<u64> = outcomes
         .iter()
         .flat_map(|outcome| outcome.events.iter().map(|event| event.position))
@@ -320,22 +387,20 @@ async fn appends_that_wait_together_commit_in_one_transaction() {
         128,
         "every event has a position of its own"
     );
-    let row = store
+    let events_per_transaction: Vec<i64> = store
         .client()
         .await
         .unwrap()
-        .query_one(
-            "SELECT count(*), count(DISTINCT xmin::text) FROM events",
+        .query(
+            "SELECT count(*) FROM events GROUP BY xmin::text ORDER BY min(position)",
             &[],
         )
         .await
-        .unwrap();
-    let (events, transactions): (i64, i64) = (row.get(0), row.get(1));
-    assert_eq!(events, 128);
-    assert!(
-        transactions < 64,
-        "64 appends waiting together took {transactions} transactions"
-    );
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(events_per_transaction, [2, 62 * 2, 2]);
 }
 
 /// A claim dropped without release (a dispatcher round cut short) is

@@ -12,8 +12,8 @@ use super::writer::{queued, write_batch};
 use super::*;
 use crate::model::Expectation;
 use crate::store::conformance::{
-    Fixture, append_n, assert_conflict, command, conformance_tests, events, id, kind_of, request,
-    stream,
+    Fixture, RECORDS_WITHOUT_FINGERPRINTS, append_n, assert_conflict, command, conformance_tests,
+    events, id, kind_of, records_without_a_fingerprint_keep_replaying, request, stream,
 };
 use crate::store::rules::Append;
 use crate::store::{AppendOutcome, CommandRecord, EventStore, StoreError};
@@ -31,6 +31,7 @@ async fn fixture() -> Option<Fixture> {
     Some(Fixture {
         store: Arc::new(open_in(&dir, SqliteConfig::default())),
         guard: Box::new(dir),
+        another: None,
     })
 }
 
@@ -50,6 +51,7 @@ mod relaxed {
         Some(Fixture {
             store: Arc::new(open_in(&dir, options)),
             guard: Box::new(dir),
+            another: None,
         })
     }
 
@@ -132,6 +134,11 @@ async fn command_records_are_stored_as_camel_case_json() {
     let stream_json = serde_json::json!({
         "domain": "Bank", "entityType": "Account", "instanceKey": "json"
     });
+    // SHA-256 over the parts of `command`'s key, each after its length as
+    // 8 big-endian bytes: "cqrs-wasi command fingerprint v1", "Deposit",
+    // "Bank", "Account", "fingerprinted", "{}" (computed apart, with
+    // Python's hashlib).
+    let fingerprint = "631e34798b4e5c889be5c8d67b35a83dc193e9b29d4106602c9084a54e94134a";
     assert_eq!(
         stored("cmd-1"),
         serde_json::json!({
@@ -140,6 +147,7 @@ async fn command_records_are_stored_as_camel_case_json() {
             "stream": stream_json,
             "commandType": "Deposit",
             "outcome": { "events": [], "streamSequence": 0 },
+            "fingerprint": fingerprint,
         })
     );
     assert_eq!(
@@ -150,8 +158,28 @@ async fn command_records_are_stored_as_camel_case_json() {
             "stream": stream_json,
             "commandType": "Deposit",
             "message": "no",
+            "fingerprint": fingerprint,
         })
     );
+}
+
+/// Records that a host which kept no fingerprints wrote keep replaying.
+#[tokio::test]
+async fn command_records_without_a_fingerprint_keep_replaying() {
+    let dir = temp_dir();
+    drop(open_in(&dir, SqliteConfig::default()));
+    let connection = Connection::open(dir.path().join("events.db")).unwrap();
+    for (command_id, record) in RECORDS_WITHOUT_FINGERPRINTS {
+        connection
+            .execute(
+                "INSERT INTO commands (command_id, record) VALUES (?1, ?2)",
+                [command_id, record],
+            )
+            .unwrap();
+    }
+    drop(connection);
+    let store = open_in(&dir, SqliteConfig::default());
+    records_without_a_fingerprint_keep_replaying(&store).await;
 }
 
 #[test]

@@ -122,11 +122,8 @@ struct Appended<'a> {
     event_type: &'a str,
     sequence: u64,
     position: u64,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "time::serde::rfc3339::option::serialize"
-    )]
-    written_at: Option<OffsetDateTime>,
+    #[serde(serialize_with = "rfc3339")]
+    written_at: OffsetDateTime,
 }
 
 impl<'a> From<&'a AppendedEvent> for Appended<'a> {

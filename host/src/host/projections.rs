@@ -293,7 +293,7 @@ impl Appended<'_> {
                     event_type: event.event_type.clone(),
                     sequence: landed.sequence,
                     position: landed.position,
-                    written_at: landed.written_at?,
+                    written_at: landed.written_at,
                     payload: event.payload.clone(),
                     context: self.context.clone(),
                 })

@@ -820,6 +820,32 @@ pub(crate) async fn a_command_id_reused_for_another_command_is_refused(store: Ar
     );
 }
 
+/// Appends two events under a command and returns the command's record as
+/// the store keeps it now, and its JSON as the SQL stores kept it before
+/// schema version 3: the same, but for the events' `writtenAt`. A backend's
+/// tests put the old JSON in its place, migrate the store again and expect
+/// the record as it was.
+pub(crate) async fn a_record_and_its_json_without_written_at(
+    store: &dyn EventStore,
+) -> (CommandRecord, String) {
+    let mut append = request(&stream("aged"), Expectation::Any, events(2));
+    append.command = Some(command("cmd-aged"));
+    store.append(append).await.unwrap();
+    let record = store
+        .command_record(&id("cmd-aged"))
+        .await
+        .unwrap()
+        .expect("the record reads back");
+    let mut json = serde_json::to_value(&record).unwrap();
+    let events = json["outcome"]["events"].as_array_mut().unwrap();
+    assert_eq!(events.len(), 2);
+    for event in events {
+        let written_at = event.as_object_mut().unwrap().remove("writtenAt");
+        assert!(written_at.is_some(), "{event}");
+    }
+    (record, json.to_string())
+}
+
 /// Command records as a host that kept no fingerprints wrote them, by id:
 /// an append of no events and a rejection, both `Deposit`s to
 /// `Bank/Account/old`. A backend's tests put them in its store the way that
@@ -1194,7 +1220,7 @@ pub(crate) async fn context_payload_and_written_at_round_trip(store: Arc<dyn Eve
     let read = store.read_stream(&s, 1, 10).await.unwrap();
     assert_eq!(read.len(), 3);
     for (stored, landed) in read.iter().zip(&outcome.events) {
-        assert_eq!(landed.written_at, Some(stored.written_at));
+        assert_eq!(landed.written_at, stored.written_at);
     }
     for ((stored, sent), payload) in read.iter().zip(&batch).zip(payloads) {
         assert_eq!(stored.stream, s);

@@ -131,7 +131,7 @@ impl State {
             event_type: event.event_type.clone(),
             sequence: event.sequence,
             position: event.position,
-            written_at: Some(event.written_at),
+            written_at: event.written_at,
         }
     }
 }

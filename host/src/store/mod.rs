@@ -152,14 +152,9 @@ pub struct AppendedEvent {
     pub sequence: u64,
     /// Its store-wide position.
     pub position: u64,
-    /// When the store wrote it (UTC). `None` only in an outcome recorded by
-    /// an earlier version of the host, which did not keep it.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub written_at: Option<OffsetDateTime>,
+    /// When the store wrote it (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub written_at: OffsetDateTime,
 }
 
 /// The result of an append.

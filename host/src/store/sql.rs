@@ -157,7 +157,7 @@ pub(super) fn stored_event_id(
         sequence: from_sql_int(row.int(4)?)?,
         position: from_sql_int(row.int(5)?)?,
         event_type: EventType::new(row.text(6)?).map_err(StoreError::backend)?,
-        written_at: Some(row.time(7)?),
+        written_at: row.time(7)?,
     };
     Ok((event_id, StoredEventId { same_stream, event }))
 }

@@ -89,6 +89,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
            notification_id text COLLATE "C" NOT NULL,
            PRIMARY KEY (handler, notification_id)
        );"#,
+    // Version 3: a command record's appended events say when they were
+    // written (`writtenAt`, RFC 3339 UTC); records written before kept only
+    // their positions, so each gets its events' times from `events`. An
+    // event missing there (a damaged store) gets a null that fails the
+    // record's read with a reason, rather than a record that lost an event.
+    r#"UPDATE commands SET record = jsonb_set(record::jsonb, '{outcome,events}', (
+           SELECT coalesce(jsonb_agg(item.value || jsonb_build_object('writtenAt',
+                      to_char(events.written_at AT TIME ZONE 'UTC',
+                              'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                      ORDER BY item.ordinality), '[]'::jsonb)
+           FROM jsonb_array_elements(record::jsonb -> 'outcome' -> 'events')
+                WITH ORDINALITY AS item (value, ordinality)
+           LEFT JOIN events ON events.position = (item.value ->> 'position')::bigint))::json
+       WHERE record ->> 'kind' = 'appended'
+         AND EXISTS (SELECT FROM json_array_elements(record -> 'outcome' -> 'events') AS item
+                     WHERE item ->> 'writtenAt' IS NULL);"#,
 ];
 
 impl PostgresStore {

@@ -20,8 +20,9 @@ use super::*;
 use crate::error_chain::error_chain;
 use crate::model::Expectation;
 use crate::store::conformance::{
-    Fixture, RECORDS_WITHOUT_FINGERPRINTS, append_n, command, conformance_tests, events, id,
-    records_without_a_fingerprint_keep_replaying, request, stream,
+    Fixture, RECORDS_WITHOUT_FINGERPRINTS, a_record_and_its_json_without_written_at, append_n,
+    command, conformance_tests, events, id, records_without_a_fingerprint_keep_replaying, request,
+    stream,
 };
 use crate::store::rules;
 use crate::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, Outbox, StoreError};
@@ -138,6 +139,30 @@ async fn stores_sharing_a_schema_share_streams_commands_and_positions() {
     assert_eq!(
         one.read_all(0, usize::MAX).await.unwrap().len() as u64,
         total
+    );
+}
+
+/// Version 3 of the schema gives the events of records written before it
+/// the times they were written, from the events table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_to_version_3_gives_recorded_events_their_times() {
+    let Some(schema) = ScratchSchema::new().await else {
+        return;
+    };
+    let store = schema.open().await;
+    let (record, old_json) = a_record_and_its_json_without_written_at(&store).await;
+    drop(store);
+    schema
+        .execute(&format!(
+            "UPDATE commands SET record = '{old_json}' WHERE command_id = '{}';
+             DELETE FROM schema_migrations WHERE version = 3",
+            record.command_id().as_str()
+        ))
+        .await;
+    let store = schema.open().await;
+    assert_eq!(
+        store.command_record(record.command_id()).await.unwrap(),
+        Some(record)
     );
 }
 

@@ -532,7 +532,7 @@ impl StoreTxn for PgTxn<'_> {
                     event_type: event.event_type.clone(),
                     sequence,
                     position,
-                    written_at: Some(written_at),
+                    written_at,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

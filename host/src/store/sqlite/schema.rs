@@ -71,6 +71,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
          notification_id TEXT NOT NULL,
          PRIMARY KEY (handler, notification_id)
      ) STRICT, WITHOUT ROWID;",
+    // Version 3: a command record's appended events say when they were
+    // written (`writtenAt`, RFC 3339 UTC); records written before kept only
+    // their positions, so each gets its events' times from `events`. An
+    // event missing there (a damaged file) gets a null that fails the
+    // record's read with a reason, rather than a record that lost an event.
+    // A subquery's result loses its JSON subtype, so `json()` marks it as
+    // JSON again (json_set would store it as a string).
+    "UPDATE commands SET record = json_set(record, '$.outcome.events', json((
+         SELECT json_group_array(json_set(item.value, '$.writtenAt',
+                    strftime('%Y-%m-%dT%H:%M:%S', events.written_at / 1000000, 'unixepoch')
+                    || printf('.%06dZ', events.written_at % 1000000))
+                    ORDER BY item.key)
+         FROM json_each(commands.record, '$.outcome.events') AS item
+         LEFT JOIN events ON events.position = json_extract(item.value, '$.position'))))
+     WHERE json_extract(record, '$.kind') = 'appended'
+       AND EXISTS (SELECT 1 FROM json_each(commands.record, '$.outcome.events') AS item
+                   WHERE json_type(item.value, '$.writtenAt') IS NULL);",
 ];
 
 /// The file could not be opened, configured or migrated.

@@ -12,8 +12,9 @@ use super::writer::{queued, write_batch};
 use super::*;
 use crate::model::Expectation;
 use crate::store::conformance::{
-    Fixture, RECORDS_WITHOUT_FINGERPRINTS, append_n, assert_conflict, command, conformance_tests,
-    events, id, kind_of, records_without_a_fingerprint_keep_replaying, request, stream,
+    Fixture, RECORDS_WITHOUT_FINGERPRINTS, a_record_and_its_json_without_written_at, append_n,
+    assert_conflict, command, conformance_tests, events, id, kind_of,
+    records_without_a_fingerprint_keep_replaying, request, stream,
 };
 use crate::store::rules::Append;
 use crate::store::{AppendOutcome, CommandRecord, EventStore, StoreError};
@@ -160,6 +161,30 @@ async fn command_records_are_stored_as_camel_case_json() {
             "message": "no",
             "fingerprint": fingerprint,
         })
+    );
+}
+
+/// Version 3 of the schema gives the events of records written before it
+/// the times they were written, from the events table.
+#[tokio::test]
+async fn migrating_to_version_3_gives_recorded_events_their_times() {
+    let dir = temp_dir();
+    let store = open_in(&dir, SqliteConfig::default());
+    let (record, old_json) = a_record_and_its_json_without_written_at(&store).await;
+    drop(store);
+    let connection = Connection::open(dir.path().join("events.db")).unwrap();
+    connection
+        .execute(
+            "UPDATE commands SET record = ?2 WHERE command_id = ?1",
+            [record.command_id().as_str(), &old_json],
+        )
+        .unwrap();
+    connection.pragma_update(None, "user_version", 2).unwrap();
+    drop(connection);
+    let store = open_in(&dir, SqliteConfig::default());
+    assert_eq!(
+        store.command_record(record.command_id()).await.unwrap(),
+        Some(record)
     );
 }
 

@@ -96,7 +96,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 event_type: event.event_type.clone(),
                 sequence,
                 position: from_sql_int(self.connection.last_insert_rowid())?,
-                written_at: Some(written_at),
+                written_at,
             });
         }
         // The rules never insert an empty batch; were one to come, there is

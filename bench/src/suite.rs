@@ -1,5 +1,10 @@
 //! The figures of issue 7, each measured against its baseline in the same
 //! run. [`run`] runs them all and returns the rows of the report.
+//!
+//! Over 800 lines on purpose: one function per figure, each read top to
+//! bottom, below the hosts and helpers they share. A figure with machinery
+//! of its own keeps it apart (`notify.rs`, `http_load.rs`, `peers.rs`,
+//! `pg.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

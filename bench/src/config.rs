@@ -20,6 +20,10 @@ pub struct Config {
     pub component: Vec<u8>,
     /// The welcome component's bytes (figure 6's local handler).
     pub welcome: Vec<u8>,
+    /// The bank written in Python (figure 11), when built.
+    pub python: Option<Vec<u8>>,
+    /// The bank written in JavaScript (figure 11), when built.
+    pub javascript: Option<Vec<u8>>,
     /// The PostgreSQL server for the PostgreSQL rows; `None` skips them.
     pub postgres_url: Option<String>,
     /// Scratch space: SQLite files, the compiled-code cache.

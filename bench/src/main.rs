@@ -29,7 +29,7 @@ struct Args {
     /// A smoke run: a few hundred commands, numbers meaningless.
     #[arg(long)]
     quick: bool,
-    /// Runs only these figures (1-10), for profiling one; repeatable.
+    /// Runs only these figures (1-11), for profiling one; repeatable.
     #[arg(long)]
     only: Vec<u8>,
 }
@@ -54,11 +54,16 @@ async fn main() -> anyhow::Result<()> {
             welcome_path.display()
         )
     })?;
+    // The bank in Python and JavaScript (figure 11), when they were built
+    // beside it (`cargo xtask components --lang all`).
+    let beside = |name: &str| std::fs::read(args.component.with_file_name(name)).ok();
     let work = tempfile::tempdir().context("cannot make a scratch directory")?;
     let config = Config {
         quick: args.quick,
         component,
         welcome,
+        python: beside("bank_py.wasm"),
+        javascript: beside("bank_js.wasm"),
         postgres_url: args.postgres_url,
         work_dir: work.path().to_path_buf(),
         verbose: true,

@@ -69,7 +69,7 @@ pub enum Status {
 /// One figure against its baseline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The figure number (1..9).
+    /// The figure number (1..11; BENCHMARKS.md).
     pub figure: u8,
     /// What the row measures.
     pub name: String,

@@ -77,6 +77,9 @@ pub async fn run(config: &Config) -> anyhow::Result<Vec<Row>> {
         if wanted(9) {
             pass.extend(stream_growth(config).await?);
         }
+        if wanted(11) {
+            pass.extend(languages(config).await?);
+        }
         rows.extend(pass.into_iter().map(|row| row.in_mode(config.mode())));
     }
     if wanted(5) {
@@ -84,6 +87,9 @@ pub async fn run(config: &Config) -> anyhow::Result<Vec<Row>> {
     }
     if wanted(10) {
         rows.extend(idle_instances(config).await?);
+    }
+    if wanted(11) {
+        rows.extend(language_components(config).await?);
     }
     rows.sort_by_key(|row| row.figure);
     Ok(rows)
@@ -146,12 +152,22 @@ async fn wasm_host(
     store: Arc<dyn EventStore>,
     host_config: HostConfig,
 ) -> anyhow::Result<Host> {
+    bank_host(config, store, host_config, &config.component).await
+}
+
+/// A host with `component` deployed as the bank, under the pass's runtime.
+async fn bank_host(
+    config: &Config,
+    store: Arc<dyn EventStore>,
+    host_config: HostConfig,
+    component: &[u8],
+) -> anyhow::Result<Host> {
     let host = Host::builder()
         .store(store)
         .config(host_config)
         .runtime(config.runtime())
         .build()?;
-    host.deploy("bank", config.component.clone())
+    host.deploy("bank", component.to_vec())
         .await
         .context("deploying the bank component")?;
     Ok(host)
@@ -905,6 +921,175 @@ async fn stream_growth(config: &Config) -> anyhow::Result<Vec<Row>> {
         );
         let met = row.ratio.is_some_and(|r| r >= 0.8);
         rows.push(row.target("≥ 0.8×", met));
+    }
+    Ok(rows)
+}
+
+/// The bank in every language the run has components for, Rust first; or
+/// why the language rows are skipped.
+fn banks(config: &Config) -> Result<[(&'static str, &[u8]); 3], &'static str> {
+    match (&config.python, &config.javascript) {
+        (Some(python), Some(javascript)) => Ok([
+            ("Rust", &config.component),
+            ("Python", python),
+            ("JavaScript", javascript),
+        ]),
+        _ => Err(
+            "no bank_py.wasm / bank_js.wasm beside the bank (`cargo xtask components --lang all` builds them)",
+        ),
+    }
+}
+
+/// The target of figure 11, on SQLite durable in reuse mode.
+const LANGUAGE_TARGET: &str = "≤ 3× Rust's time per command";
+
+/// Figure 11, per isolation mode: the bank written in Rust, Python and
+/// JavaScript, each deployed alone on a host of its own, deposits at
+/// concurrency 1 taking turns (so each command's time is the language's
+/// cost plus the store's); and the first call after a deploy.
+async fn languages(config: &Config) -> anyhow::Result<Vec<Row>> {
+    let banks = match banks(config) {
+        Ok(banks) => banks,
+        Err(reason) => {
+            return Ok(vec![Row::skipped(
+                11,
+                "Python and JavaScript handlers vs Rust",
+                Some(LANGUAGE_TARGET),
+                reason,
+            )]);
+        }
+    };
+    let mut rows = Vec::new();
+    for kind in [StoreKind::Memory, StoreKind::SqliteDurable] {
+        config.say(&format!("languages, {}", kind.name()));
+        let mut budget = config.budget(1);
+        if kind == StoreKind::SqliteDurable && !config.quick {
+            // As figure 1: fsync times vary from one second to the next.
+            budget.duration = Duration::from_secs(6);
+        }
+        let mut systems: Vec<Arc<dyn Bank>> = Vec::new();
+        for (_, component) in banks {
+            let store = open_store(config, kind)?;
+            systems.push(Arc::new(HostBank(
+                bank_host(config, store, bench_host_config(), component).await?,
+            )));
+        }
+        open_accounts(&systems).await?;
+        let [rust, python, javascript] = per_system(compare(&systems, 1, budget).await?)?;
+        for (language, result) in [("Python", &python), ("JavaScript", &javascript)] {
+            let times = micros_per(result) / micros_per(&rust);
+            let row = Row::measured(
+                11,
+                format!("{language} vs Rust handler, {}, concurrency 1", kind.name()),
+                Measure::throughput(format!("{language} handler"), "commands/s", result),
+                Measure::throughput("Rust handler", "commands/s", &rust),
+            )
+            .note(format!(
+                "{:.0} µs per command against {:.0} µs: {times:.2}× Rust's time",
+                micros_per(result),
+                micros_per(&rust)
+            ));
+            rows.push(match kind {
+                StoreKind::SqliteDurable => {
+                    target(row, config, LANGUAGE_TARGET, times <= 3.0, false)
+                }
+                StoreKind::Memory => row,
+            });
+        }
+    }
+
+    // The first command after a deploy (from the compiled-code cache, which
+    // the hosts above filled): a new stream, so its snapshot is cold too.
+    // The median of a few fresh hosts.
+    let tries = if config.quick { 1 } else { 5 };
+    let mut first: Vec<(&str, f64)> = Vec::new();
+    for (language, component) in banks {
+        config.say(&format!("first call, {language}"));
+        let mut took = Vec::new();
+        for _ in 0..tries {
+            let host = bank_host(
+                config,
+                Arc::new(MemoryStore::new()),
+                bench_host_config(),
+                component,
+            )
+            .await?;
+            let begun = Instant::now();
+            HostBank(host).run(0, Command::Open).await?;
+            took.push(begun.elapsed().as_secs_f64() * 1e3);
+        }
+        took.sort_by(f64::total_cmp);
+        first.push((language, took[took.len() / 2]));
+    }
+    for &(language, millis) in &first[1..] {
+        rows.push(
+            Row::measured(
+                11,
+                format!("First call after deploy: {language} vs Rust"),
+                Measure::value(language, millis, "ms"),
+                Measure::value("Rust", first[0].1, "ms"),
+            )
+            .note(format!(
+                "Host::execute of the first command, just after Host::deploy; median of {tries}"
+            )),
+        );
+    }
+    Ok(rows)
+}
+
+/// Figure 11, once: each language's component size, and what a deploy
+/// costs with and without the compiled-code cache (a first deploy
+/// compiles with Cranelift; a restart, or a version deployed before, loads
+/// the compiled code).
+async fn language_components(config: &Config) -> anyhow::Result<Vec<Row>> {
+    let Ok(banks) = banks(config) else {
+        return Ok(Vec::new());
+    };
+    let mib = |bytes: &[u8]| bytes.len() as f64 / f64::from(1 << 20);
+    let mut deploys = Vec::new();
+    for (language, component) in banks {
+        config.say(&format!("compiling, {language}"));
+        let cache = config.work_dir.join(format!("compile-{language}"));
+        let mut took = Vec::new();
+        // Compiling (an empty cache), then loading what it cached.
+        for _ in 0..2 {
+            let host = Host::builder()
+                .store(Arc::new(MemoryStore::new()))
+                .config(bench_host_config())
+                .runtime(RuntimeConfig {
+                    cache_dir: Some(cache.clone()),
+                    ..config.runtime()
+                })
+                .build()?;
+            let begun = Instant::now();
+            host.deploy("bank", component.to_vec()).await?;
+            took.push(begun.elapsed().as_secs_f64());
+        }
+        deploys.push((language, took[0], took[1]));
+    }
+    let (_, rust_compile, rust_cached) = deploys[0];
+    let mut rows = Vec::new();
+    for (i, &(language, compile, cached)) in deploys.iter().enumerate().skip(1) {
+        let (_, component) = banks[i];
+        rows.push(Row::measured(
+            11,
+            format!("Component size: {language} vs Rust"),
+            Measure::value(language, mib(component), "MiB"),
+            Measure::value("Rust", mib(&config.component), "MiB"),
+        ));
+        rows.push(
+            Row::measured(
+                11,
+                format!("Deploy, compiling: {language} vs Rust"),
+                Measure::value(language, compile, "s"),
+                Measure::value("Rust", rust_compile, "s"),
+            )
+            .note(format!(
+                "Host::deploy with an empty compiled-code cache (Cranelift, validation, describe); from the cache: {:.0} ms against {:.0} ms",
+                cached * 1e3,
+                rust_cached * 1e3
+            )),
+        );
     }
     Ok(rows)
 }

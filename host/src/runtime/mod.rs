@@ -53,6 +53,18 @@ use state::CallState;
 /// projection it runs through `event-store.run-projection`.
 pub const INSTANCES_PER_CALL: u32 = 2;
 
+/// Core instances the pool has room for per component instance. A
+/// component instantiates one core instance per module it embeds: the
+/// Rust bank 3 (the program, the WASI adapter, a shim), the JavaScript
+/// bank (ComponentizeJS) 4, the Python bank (componentize-py) 14 (CPython
+/// and the C libraries it links dynamically, each a module of its own, the
+/// WASI adapter, the shims). At 8, which fitted Rust, a host with one call
+/// slot and no idle instances could not run a Python command and the
+/// projection it asks for at once (28 core instances against 16). The
+/// bound is only a count: wasmtime allocates a core instance's metadata
+/// when it is made, so room that goes unused costs nothing.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
 /// Bytes of a linear memory kept resident (reset with `memset`) when its
 /// slot is freed; see `engine_config`.
 const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
@@ -278,9 +290,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .saturating_add(config.reuse.max_idle);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
-        // A Rust component built for wasm32-wasip2 holds a handful of core
-        // instances (the program, WASI adapter shims) and one or two memories.
-        .total_core_instances(instances * 8)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(instances * 2)
         .total_tables(instances * 4)
         .total_stacks(instances)

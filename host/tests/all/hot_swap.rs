@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_wasi_host::ApiConfig;
@@ -12,27 +11,19 @@ use cqrs_wasi_host::Secret;
 use cqrs_wasi_host::model::RecordedEvent;
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{Host, HostConfig};
-use cqrs_wasi_host::{RuntimeConfig, digest_of};
+use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig, digest_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::load::{Finished, Load, event_ids};
 use crate::support::{self, TestHost, component, variant};
 
 const TOKEN: &str = "test-admin-token";
 
-/// The ids of the events a command's answer lists.
-fn event_ids(answer: &Value) -> Vec<String> {
-    answer["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["eventId"].as_str().map(str::to_owned))
-        .collect()
-}
-
 async fn admin_host(
     cache: &std::path::Path,
     max_component_bytes: usize,
+    isolation: Isolation,
 ) -> anyhow::Result<TestHost> {
     TestHost::build(
         Arc::new(MemoryStore::new()),
@@ -41,6 +32,10 @@ async fn admin_host(
             cache_dir: Some(cache.to_owned()),
             // A held call stays in flight across every swap.
             call_timeout: Duration::from_secs(300),
+            reuse: ReuseConfig {
+                isolation,
+                ..ReuseConfig::default()
+            },
             ..RuntimeConfig::default()
         },
         &ApiConfig {
@@ -79,14 +74,6 @@ impl TestHost {
     }
 }
 
-/// One call of the load: when it was sent and answered, and the events it
-/// appended.
-struct Call {
-    sent: Instant,
-    answered: Instant,
-    event_ids: Vec<String>,
-}
-
 /// One swap: when the deploy was sent and answered, and the digest it made
 /// live. The version was live from some moment in between until some
 /// moment within the next swap.
@@ -107,12 +94,24 @@ const SWAPS: usize = 51;
 /// them: no call fails, every event was made by the version the host
 /// recorded (`handlerVersion`) and that version was live during its call,
 /// the held deposit finishes on the version it started on (while the other
-/// is live), and every balance is what those versions credited.
+/// is live), and every balance is what those versions credited. So in
+/// both isolation modes: warm instances of the version swapped out are
+/// retired, never handed to a call routed to the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() -> anyhow::Result<()>
-{
+async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version_with_warm_instances()
+-> anyhow::Result<()> {
+    swapping_under_load(Isolation::Reuse).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version_with_an_instance_per_call()
+-> anyhow::Result<()> {
+    swapping_under_load(Isolation::PerCall).await
+}
+
+async fn swapping_under_load(isolation: Isolation) -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
-    let host = Arc::new(admin_host(cache.path(), 64 << 20).await?);
+    let host = Arc::new(admin_host(cache.path(), 64 << 20, isolation).await?);
     host.deploy("gated").await?;
     let versions = [component("gated"), component("gated-v2")];
     let digests = [digest_of(&versions[0]), digest_of(&versions[1])];
@@ -141,46 +140,20 @@ async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() ->
     support::until_a_call_starts(&host.host, before).await?;
 
     const CLIENTS: usize = 16;
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let (host, stop, answered) = (host.clone(), stop.clone(), answered.clone());
-            tokio::spawn(async move {
-                let mut calls = Vec::new();
-                let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    match host
-                        .post(
-                            &format!("/api/commands/Test/Gated/load-{client}/Deposit"),
-                            r#"{"amount": 1}"#,
-                        )
-                        .await
-                    {
-                        Ok((StatusCode::OK, body)) => calls.push(Call {
-                            sent,
-                            answered: Instant::now(),
-                            event_ids: event_ids(&body),
-                        }),
-                        other => failures.push(format!("{other:?}")),
-                    }
-                    answered.fetch_add(1, Ordering::Relaxed);
-                }
-                (calls, failures)
-            })
-        })
-        .collect();
-
+    let load = Load::start(
+        &host.url,
+        CLIENTS,
+        Arc::new(|client, _| {
+            (
+                format!("/api/commands/Test/Gated/load-{client}/Deposit"),
+                r#"{"amount": 1}"#.to_owned(),
+            )
+        }),
+    );
     for i in 0..SWAPS {
         // Some call answered since the last swap: the load runs through
         // every one of them.
-        let seen = answered.load(Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while answered.load(Ordering::Relaxed) == seen {
-            assert!(Instant::now() < deadline, "the load stalled");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        load.progressed(1).await?;
         let sent = Instant::now();
         let (status, body) = host
             .upload("gated", versions[(i + 1) % 2].clone(), Some(TOKEN))
@@ -192,17 +165,11 @@ async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() ->
             digest: body["digest"].as_str().unwrap_or_default().to_owned(),
         });
     }
-    stop.store(true, Ordering::Relaxed);
-
-    let mut calls = Vec::new();
-    for client in clients {
-        let (mut done, failures) = client.await?;
-        assert!(
-            failures.is_empty(),
-            "failed calls during swaps: {failures:?}"
-        );
-        calls.append(&mut done);
-    }
+    let Finished { calls, failures } = load.stop().await?;
+    assert!(
+        failures.is_empty(),
+        "failed calls during swaps: {failures:?}"
+    );
     assert!(
         calls.len() >= SWAPS,
         "the load ran through the swaps ({} calls)",
@@ -276,6 +243,17 @@ async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() ->
         3,
         "bank and the two versions compiled, every other swap came from the cache"
     );
+    // The load ran in the mode asked for: per call, every call's instance
+    // was thrown away after it; warm, swaps retired idle instances and no
+    // call's instance was thrown away for being used.
+    let per_call = host.discarded("per_call").await?;
+    match isolation {
+        Isolation::PerCall => assert!(per_call >= calls.len() as u64, "{per_call}"),
+        Isolation::Reuse => {
+            assert_eq!(per_call, 0);
+            assert!(host.discarded("retired").await? > 0);
+        }
+    }
     Ok(())
 }
 
@@ -283,7 +261,7 @@ async fn swapping_under_load_fails_no_call_and_finishes_each_on_its_version() ->
 async fn bad_uploads_are_refused_with_their_reason_and_the_live_version_keeps_serving()
 -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
-    let host = admin_host(cache.path(), 4 << 20).await?;
+    let host = admin_host(cache.path(), 4 << 20, Isolation::Reuse).await?;
     let live = host.live_digest("bank").await;
     host.command("acc", "OpenAccount", r#"{"owner": "Ada"}"#)
         .await?;
@@ -416,7 +394,7 @@ async fn bad_uploads_are_refused_with_their_reason_and_the_live_version_keeps_se
 #[tokio::test]
 async fn rollback_restores_the_previous_digest() -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
-    let host = admin_host(cache.path(), 64 << 20).await?;
+    let host = admin_host(cache.path(), 64 << 20, Isolation::Reuse).await?;
     let first = host.live_digest("bank").await.expect("live");
     let (_, second) = host
         .upload("bank", variant(&component("bank"), "2"), Some(TOKEN))

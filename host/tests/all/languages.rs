@@ -18,17 +18,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::support::TestHost;
+use crate::support::load::{Finished, Load};
 use anyhow::{Context, ensure};
-use cqrs_wasi_host::ApiConfig;
 use cqrs_wasi_host::HostConfig;
-use cqrs_wasi_host::RuntimeConfig;
 use cqrs_wasi_host::model::StreamId;
+use cqrs_wasi_host::notifications::{KindSet, RaisePolicy};
 use cqrs_wasi_host::store::MemoryStore;
+use cqrs_wasi_host::{ApiConfig, ComponentInfo, digest_of};
+use cqrs_wasi_host::{Isolation, ReuseConfig, RuntimeConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 /// A built Python or JavaScript component (see `xtask/src/guests.rs`).
-fn language_component(name: &str) -> Vec<u8> {
+pub(crate) fn language_component(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let root = crate::support::root();
     BUILT
@@ -59,15 +61,21 @@ async fn host(runtime: RuntimeConfig) -> anyhow::Result<TestHost> {
 /// that deploy the same component take turns, so that the first compiles
 /// it into the cache and the others load it from there.
 async fn deploy(host: &TestHost, name: &str, component: &str) -> anyhow::Result<String> {
-    static COMPILING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let bytes = language_component(component);
-    let _turn = COMPILING.lock().await;
-    let info = host
-        .host
-        .deploy(name, bytes)
+    let info = deploy_bytes(host, name, language_component(component))
         .await
         .with_context(|| format!("deploying {component}"))?;
     Ok(info.digest)
+}
+
+/// Deploys `bytes` as `name`, taking turns as [`deploy`] does.
+async fn deploy_bytes(
+    host: &TestHost,
+    name: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<ComponentInfo> {
+    static COMPILING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = COMPILING.lock().await;
+    Ok(host.host.deploy(name, bytes).await?)
 }
 
 /// Waits until `done` holds, for at most 30 s.
@@ -479,12 +487,30 @@ async fn python_commands_a_rust_projection_and_javascript_notifications_serve_on
     Ok(())
 }
 
+/// Each fault of a Rust, Python and JavaScript handler, in warm instances
+/// and in an instance per call: the same code for the same fault, nothing
+/// appended, and the instance it ran in thrown away, so that the next call
+/// of that version (here, a fault of another kind) starts afresh.
 #[tokio::test]
-async fn python_and_javascript_handlers_fail_loop_and_exhaust_memory_as_a_rust_one_does()
+async fn python_and_javascript_handlers_fail_loop_and_exhaust_memory_as_a_rust_one_does_with_warm_instances()
 -> anyhow::Result<()> {
+    faults_in(Isolation::Reuse).await
+}
+
+#[tokio::test]
+async fn python_and_javascript_handlers_fail_loop_and_exhaust_memory_as_a_rust_one_does_with_an_instance_per_call()
+-> anyhow::Result<()> {
+    faults_in(Isolation::PerCall).await
+}
+
+async fn faults_in(isolation: Isolation) -> anyhow::Result<()> {
     let host = host(RuntimeConfig {
         call_timeout: Duration::from_secs(2),
         max_memory_bytes: 64 << 20,
+        reuse: ReuseConfig {
+            isolation,
+            ..ReuseConfig::default()
+        },
         ..RuntimeConfig::default()
     })
     .await?;
@@ -492,13 +518,32 @@ async fn python_and_javascript_handlers_fail_loop_and_exhaust_memory_as_a_rust_o
     deploy(&host, "bank", "fixture_py").await?;
     deploy(&host, "letters", "fixture_js").await?;
 
+    // What each fault costs its instance, besides the call: in the same
+    // terms for the three languages (`/metrics`). A refused growth is a
+    // trap too: each language's allocator gives up when `memory.grow`
+    // fails (the Rust one aborts, CPython's MemoryError and
+    // SpiderMonkey's out-of-memory are left to trap).
     let cases = [
-        ("Fail", "handler_failed", "the handler failed on purpose"),
-        ("Loop", "deadline_exceeded", "ran past its 2s deadline"),
-        ("Allocate", "guest_fault", "trapped"),
+        (
+            "Fail",
+            "handler_failed",
+            "the handler failed on purpose",
+            None,
+        ),
+        (
+            "Loop",
+            "deadline_exceeded",
+            "ran past its 2s deadline",
+            Some("deadline"),
+        ),
+        ("Allocate", "guest_fault", "trapped", Some("trap")),
     ];
     for entity_type in ["Faulty", "FaultyPy", "FaultyJs"] {
-        for (command, code, message) in cases {
+        for (command, code, message, discarded) in cases {
+            let before = match discarded {
+                Some(reason) => host.discarded(reason).await?,
+                None => 0,
+            };
             let path = format!("/api/commands/Test/{entity_type}/f/{command}");
             let (status, answer) = host.post(&path, "{}").await?;
             assert_eq!(
@@ -509,6 +554,13 @@ async fn python_and_javascript_handlers_fail_loop_and_exhaust_memory_as_a_rust_o
             assert_eq!(answer["code"], code, "{path}: {answer}");
             let said = answer["message"].as_str().unwrap_or_default();
             assert!(said.contains(message), "{path}: {answer}");
+            if let Some(reason) = discarded {
+                assert_eq!(
+                    host.discarded(reason).await?,
+                    before + 1,
+                    "{path}: its instance was thrown away ({reason})"
+                );
+            }
         }
         let stream = StreamId::new("Test", entity_type, "f")?;
         assert!(
@@ -516,7 +568,6 @@ async fn python_and_javascript_handlers_fail_loop_and_exhaust_memory_as_a_rust_o
             "a failed call appends nothing"
         );
     }
-
     // The host, and the components whose calls failed, serve on.
     let (status, answer) = host
         .command("acc-1", "OpenAccount", r#"{"owner": "Ada"}"#)
@@ -557,5 +608,202 @@ async fn a_python_component_built_against_another_wit_version_is_refused_at_depl
         Some(cqrs_wasi_host::digest_of(&rust))
     );
     host.stop().await;
+    Ok(())
+}
+
+/// The Rust bank is replaced by the Python bank while clients send
+/// commands, rolled back to, replaced by the JavaScript bank, and rolled
+/// back to again. No call fails; every account's events run from 1 with no
+/// gap and are exactly those its acknowledged calls appended, each made by
+/// a version that was live during its call; and the three languages each
+/// handled some of them. In both isolation modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_languages_under_load_fails_no_call_with_warm_instances() -> anyhow::Result<()> {
+    swapping_languages_under_load(Isolation::Reuse).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_languages_under_load_fails_no_call_with_an_instance_per_call()
+-> anyhow::Result<()> {
+    swapping_languages_under_load(Isolation::PerCall).await
+}
+
+async fn swapping_languages_under_load(isolation: Isolation) -> anyhow::Result<()> {
+    let host = host(RuntimeConfig {
+        reuse: ReuseConfig {
+            isolation,
+            ..ReuseConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .await?;
+    let python = language_component("bank_py");
+    let javascript = language_component("bank_js");
+    let (python_digest, javascript_digest) = (digest_of(&python), digest_of(&javascript));
+    let rust_digest = digest_of(&crate::support::component("bank"));
+
+    // When each version went live (the deploy's or rollback's start) and
+    // until when (the next one's end).
+    let mut live: Vec<(Instant, String)> = vec![(Instant::now(), rust_digest.clone())];
+    let mut ends: Vec<Instant> = Vec::new();
+    // Client `c` opens account `swap-c`, then deposits 1 into it, over
+    // and over.
+    const CLIENTS: usize = 8;
+    let load = Load::start(
+        &host.url,
+        CLIENTS,
+        Arc::new(|client, i| {
+            let (command, body) = match i {
+                0 => ("OpenAccount", r#"{"owner": "Ada"}"#),
+                _ => ("Deposit", r#"{"amount": 1}"#),
+            };
+            (
+                format!("/api/commands/Bank/Account/swap-{client}/{command}"),
+                body.to_owned(),
+            )
+        }),
+    );
+    // Python, back to Rust, JavaScript, back to Rust.
+    for bytes in [Some(python), None, Some(javascript), None] {
+        // Each version serves a few calls of every client first.
+        load.progressed(4 * CLIENTS).await?;
+        let started = Instant::now();
+        let info = match bytes {
+            // Compiled while the load runs on the live version (or loaded
+            // from the cache other tests filled).
+            Some(bytes) => deploy_bytes(&host, "bank", bytes).await?,
+            None => host.host.rollback("bank", Some(&rust_digest)).await?,
+        };
+        ends.push(Instant::now());
+        live.push((started, info.digest));
+    }
+    load.progressed(4 * CLIENTS).await?;
+    let Finished { calls, failures } = load.stop().await?;
+    ensure!(failures.is_empty(), "failed calls: {failures:#?}");
+
+    let acknowledged: std::collections::HashSet<&String> =
+        calls.iter().flat_map(|call| &call.event_ids).collect();
+    let mut by_digest: std::collections::BTreeMap<String, usize> = Default::default();
+    for client in 0..CLIENTS {
+        let stream = StreamId::new("Bank", "Account", format!("swap-{client}"))?;
+        let events = host.host.read_stream(&stream, 1, 100_000).await?;
+        let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+        ensure!(
+            sequences == (1..=events.len() as u64).collect::<Vec<_>>(),
+            "{stream}: the sequences are contiguous from 1: {sequences:?}"
+        );
+        for event in &events {
+            ensure!(
+                acknowledged.contains(&event.event_id.to_string()),
+                "{stream} {}: appended by an acknowledged call",
+                event.sequence
+            );
+            let digest = event.context.handler_version.clone().unwrap_or_default();
+            *by_digest.entry(digest).or_default() += 1;
+        }
+        let deposits = events.len() as i64 - 1;
+        ensure!(
+            host.balance(&format!("swap-{client}")).await?
+                == serde_json::json!({"balance": deposits, "open": true}),
+            "{stream}: the balance counts every deposit"
+        );
+    }
+    let stored: usize = by_digest.values().sum();
+    ensure!(
+        stored == acknowledged.len(),
+        "every acknowledged event is stored ({stored} of {})",
+        acknowledged.len()
+    );
+    // Each call's events were made by a version live at some moment of it.
+    let stored: std::collections::HashMap<String, String> = host
+        .all_events()
+        .await?
+        .into_iter()
+        .map(|e| {
+            (
+                e.event_id.to_string(),
+                e.context.handler_version.unwrap_or_default(),
+            )
+        })
+        .collect();
+    for call in &calls {
+        for event_id in &call.event_ids {
+            let digest = &stored[event_id];
+            let was_live = live.iter().enumerate().any(|(i, (from, version))| {
+                version == digest
+                    && *from <= call.answered
+                    && ends.get(i).is_none_or(|until| call.sent <= *until)
+            });
+            ensure!(
+                was_live,
+                "event {event_id} by {digest}: not live during its call ({:?}..{:?}); live: {:?}; ends: {:?}",
+                call.sent - live[0].0,
+                call.answered - live[0].0,
+                live.iter()
+                    .map(|(at, d)| (*at - live[0].0, &d[..12]))
+                    .collect::<Vec<_>>(),
+                ends.iter().map(|at| *at - live[0].0).collect::<Vec<_>>()
+            );
+        }
+    }
+    println!("events appended by each version: {by_digest:?}");
+    for (language, digest) in [
+        ("Rust", &rust_digest),
+        ("Python", &python_digest),
+        ("JavaScript", &javascript_digest),
+    ] {
+        ensure!(
+            by_digest.get(digest).copied().unwrap_or(0) > 0,
+            "{language} handled some of the load: {by_digest:?}"
+        );
+    }
+    host.stop().await;
+    Ok(())
+}
+
+/// The smallest pool a host can have, one call slot and no idle instance,
+/// still holds what one call of a Python or JavaScript bank needs at once:
+/// the command handler's instance and that of the `Balance` projection it
+/// asks for (for Python, 28 core instances: see `runtime/mod.rs`), in both
+/// isolation modes.
+#[tokio::test]
+async fn one_call_slot_holds_a_python_or_javascript_command_and_its_projection()
+-> anyhow::Result<()> {
+    for isolation in [Isolation::Reuse, Isolation::PerCall] {
+        let host = TestHost::build(
+            Arc::new(MemoryStore::new()),
+            // No notifications: nothing else takes the one slot.
+            HostConfig {
+                raise: RaisePolicy::new(KindSet::NONE),
+                ..HostConfig::default()
+            },
+            RuntimeConfig {
+                cache_dir: Some(crate::support::root().join("target/lang/compiled")),
+                max_concurrent_calls: 1,
+                reuse: ReuseConfig {
+                    isolation,
+                    max_idle: 0,
+                    ..ReuseConfig::default()
+                },
+                ..RuntimeConfig::default()
+            },
+            &ApiConfig::default(),
+        )
+        .await?;
+        for component in ["bank_py", "bank_js"] {
+            deploy(&host, "bank", component).await?;
+            let key = format!("{component}-{isolation:?}");
+            for (command, body) in [
+                ("OpenAccount", r#"{"owner": "Ada"}"#),
+                ("Deposit", r#"{"amount": 10}"#),
+                ("Withdraw", r#"{"amount": 4}"#),
+            ] {
+                let (status, answer) = host.command(&key, command, body).await?;
+                assert_eq!(status, StatusCode::OK, "{key} {command}: {answer}");
+            }
+            assert_eq!(host.balance(&key).await?["balance"], 6, "{key}");
+        }
+        host.stop().await;
+    }
     Ok(())
 }

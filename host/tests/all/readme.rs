@@ -17,25 +17,36 @@ struct Step {
 /// The README sections whose `sh` blocks are run.
 const SECTIONS: [&str; 3] = ["A tour", "Deploying a new version", "Notifications"];
 
-/// The commands of the `sh` blocks in the README's [`SECTIONS`], each
-/// followed by its `# ⇒` line.
-fn tour() -> anyhow::Result<Vec<Step>> {
+/// What the README's `sections` say to do: the files of their code blocks
+/// in `languages` (each block's first line, a comment, names its file),
+/// and the commands of their `sh` blocks, each followed by its `# ⇒` line.
+fn read(sections: &[&str], languages: &[&str]) -> anyhow::Result<(Vec<File>, Vec<Step>)> {
     let readme = std::fs::read_to_string(support::root().join("README.md"))?;
-    let sections: Vec<&str> = readme
+    let found: Vec<&str> = readme
         .split("\n## ")
-        .filter(|s| SECTIONS.iter().any(|title| s.starts_with(title)))
+        .filter(|s| sections.iter().any(|title| s.starts_with(title)))
         .collect();
     anyhow::ensure!(
-        sections.len() == SECTIONS.len(),
-        "README lacks one of {SECTIONS:?}"
+        found.len() == sections.len(),
+        "README lacks one of {sections:?}"
     );
     let mut steps = Vec::new();
-    let mut in_block = false;
-    for line in sections.iter().flat_map(|section| section.lines()) {
-        match line.trim() {
-            "```sh" => in_block = true,
-            "```" => in_block = false,
-            line if in_block => {
+    let mut files: Vec<File> = Vec::new();
+    enum Block {
+        None,
+        Sh,
+        File,
+    }
+    let mut block = Block::None;
+    for line in found.iter().flat_map(|section| section.lines()) {
+        match (&block, line.trim()) {
+            (Block::None, "```sh") => block = Block::Sh,
+            (Block::None, fence) if languages.iter().any(|l| fence == format!("```{l}")) => {
+                block = Block::File;
+                files.push(File::default());
+            }
+            (_, "```") => block = Block::None,
+            (Block::Sh, line) => {
                 if let Some(expected) = line.strip_prefix("# ⇒ ") {
                     let step: &mut Step = steps.last_mut().context("⇒ before any command")?;
                     step.expected = expected.to_owned();
@@ -46,10 +57,56 @@ fn tour() -> anyhow::Result<Vec<Step>> {
                     });
                 }
             }
-            _ => {}
+            (Block::File, _) => {
+                let file = files.last_mut().context("a file block is open")?;
+                if file.path.is_empty() {
+                    file.path = line.trim_start_matches(['#', '/']).trim().to_owned();
+                } else {
+                    file.text.push_str(line);
+                    file.text.push('\n');
+                }
+            }
+            (Block::None, _) => {}
         }
     }
-    Ok(steps)
+    Ok((files, steps))
+}
+
+/// A file the README shows whole, and where it says it goes.
+#[derive(Default)]
+struct File {
+    path: String,
+    text: String,
+}
+
+/// Runs `steps` in `dir` against `host`, as a user would type them there
+/// (the README's host and binary swapped for the test's), and checks that
+/// each prints what the README says.
+fn run(steps: &[Step], dir: &Path, host: &support::ServedHost) -> anyhow::Result<()> {
+    let address = host.address();
+    for step in steps {
+        let command = step
+            .command
+            .replace("localhost:8080", address)
+            .replace("./target/debug/cqrs-wasi", support::BINARY);
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(dir)
+            .env("CQRS_WASI_URL", format!("http://{address}"))
+            .output()?;
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        anyhow::ensure!(
+            printed.contains(&step.expected),
+            "`{}` printed:\n{printed}\nwhich lacks: {}",
+            step.command,
+            step.expected
+        );
+    }
+    Ok(())
 }
 
 /// Starts `cqrs-wasi serve` in `dir` on a free port, with the admin token
@@ -65,7 +122,7 @@ fn serve(dir: &Path) -> anyhow::Result<support::ServedHost> {
 
 #[test]
 fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
-    let steps = tour()?;
+    let (_, steps) = read(&SECTIONS, &[])?;
     assert!(steps.len() >= 10, "the tour has its steps");
     assert!(
         steps.iter().all(|s| !s.expected.is_empty()),
@@ -80,29 +137,7 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
     std::fs::write(components.join("bank.wasm"), support::component("bank"))?;
 
     let host = serve(dir.path())?;
-    let address = host.address().to_owned();
-    for step in &steps {
-        let command = step
-            .command
-            .replace("localhost:8080", &address)
-            .replace("./target/debug/cqrs-wasi", support::BINARY);
-        let output = Command::new("sh")
-            .args(["-c", &command])
-            .current_dir(dir.path())
-            .env("CQRS_WASI_URL", format!("http://{address}"))
-            .output()?;
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            printed.contains(&step.expected),
-            "`{}` printed:\n{printed}\nwhich lacks: {}",
-            step.command,
-            step.expected
-        );
-    }
+    run(&steps, dir.path(), &host)?;
 
     assert!(
         dir.path().join("data/events.db").is_file(),
@@ -114,5 +149,72 @@ fn the_readme_tour_works_as_written() -> anyhow::Result<()> {
         status.success(),
         "the host exits cleanly on SIGTERM: {status}"
     );
+    Ok(())
+}
+
+/// "Writing handlers in Python" and "... in JavaScript": each handler
+/// saved where the README says, built with the command it gives (the
+/// toolchain `cargo xtask` installs under `target/lang`), deployed with the
+/// CLI to a running host, and answering the commands shown, one section
+/// after the other on one host.
+#[test]
+fn the_readme_python_and_javascript_handlers_build_deploy_and_answer_as_written()
+-> anyhow::Result<()> {
+    let (files, steps) = read(
+        &[
+            "Writing handlers in Python",
+            "Writing handlers in JavaScript",
+        ],
+        &["python", "js"],
+    )?;
+    assert_eq!(files.len(), 2, "a handler in each language");
+    assert!(
+        steps.iter().all(|s| !s.expected.is_empty()),
+        "every step says what it prints"
+    );
+    // A clone, with the toolchains installed (by the tests' own build of
+    // the example components, as `cargo xtask components --lang all` would)
+    // and the handlers saved in it.
+    crate::languages::language_component("bank_py");
+    crate::languages::language_component("bank_js");
+    let dir = tempfile::tempdir()?;
+    let root = support::root();
+    for tree in ["wit", "sdk/python/cqrs_wasi", "sdk/js"] {
+        copy_tree(&root.join(tree), &dir.path().join(tree))?;
+    }
+    // The host serves the example bank, as `cargo xtask serve` does.
+    let components = dir.path().join("target/components/wasm32-wasip2/component");
+    std::fs::create_dir_all(&components)?;
+    std::fs::write(components.join("bank.wasm"), support::component("bank"))?;
+    std::os::unix::fs::symlink(root.join("target/lang"), dir.path().join("target/lang"))?;
+    for file in &files {
+        let path = dir.path().join(&file.path);
+        std::fs::create_dir_all(path.parent().context("a file in a directory")?)?;
+        std::fs::write(path, &file.text)?;
+    }
+
+    let host = serve(dir.path())?;
+    run(&steps, dir.path(), &host)?;
+    let status = host.stop()?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
+
+/// Copies the files under `from` to `to`, leaving out what builds write
+/// there.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "__pycache__" || name == "node_modules" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name))?;
+        } else {
+            std::fs::copy(entry.path(), to.join(&name))?;
+        }
+    }
     Ok(())
 }

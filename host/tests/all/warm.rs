@@ -76,22 +76,6 @@ async fn counts(host: &TestHost, calls: usize) -> anyhow::Result<Vec<u64>> {
     Ok(counts)
 }
 
-/// How many instances were discarded for `reason`, from `/metrics`.
-async fn discarded(host: &TestHost, reason: &str) -> anyhow::Result<u64> {
-    let text = host
-        .client
-        .get(format!("{}/metrics", host.url))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let metric = format!("cqrs_wasi_instances_discarded_total{{reason=\"{reason}\"}} ");
-    Ok(text
-        .lines()
-        .find_map(|line| line.strip_prefix(&metric))
-        .map_or(Ok(0), str::parse)?)
-}
-
 #[tokio::test]
 async fn a_guests_memory_carries_over_only_within_one_version() -> anyhow::Result<()> {
     let host = host(reuse()).await?;
@@ -112,7 +96,7 @@ async fn a_guests_memory_carries_over_only_within_one_version() -> anyhow::Resul
     // ...and so does a rollback to a version that served before.
     host.host.rollback("counter", None).await?;
     assert_eq!(counts(&host, 2).await?, [1, 2]);
-    assert!(discarded(&host, "retired").await? >= 2);
+    assert!(host.discarded("retired").await? >= 2);
     Ok(())
 }
 
@@ -144,9 +128,9 @@ async fn a_trap_a_deadline_and_a_refused_growth_each_cost_the_instance() -> anyh
     );
     assert_eq!(counts(&host, 2).await?, [1, 2], "after a refused growth");
 
-    assert_eq!(discarded(&host, "trap").await?, 1);
-    assert_eq!(discarded(&host, "deadline").await?, 1);
-    assert_eq!(discarded(&host, "memory_refused").await?, 1);
+    assert_eq!(host.discarded("trap").await?, 1);
+    assert_eq!(host.discarded("deadline").await?, 1);
+    assert_eq!(host.discarded("memory_refused").await?, 1);
     // The bank served every call of the while in its own instance.
     let (status, _) = host
         .command("acc", "OpenAccount", r#"{"owner": "Ada"}"#)
@@ -163,7 +147,7 @@ async fn an_instance_is_recycled_after_its_number_of_calls() -> anyhow::Result<(
     })
     .await?;
     assert_eq!(counts(&host, 7).await?, [1, 2, 3, 1, 2, 3, 1]);
-    assert_eq!(discarded(&host, "recycled").await?, 2);
+    assert_eq!(host.discarded("recycled").await?, 2);
     Ok(())
 }
 

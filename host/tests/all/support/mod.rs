@@ -1,9 +1,11 @@
 //! Shared by the end-to-end tests: the real components, built once, a real
 //! host serving HTTP on a loopback port over a SQLite file, `cqrs-wasi
-//! serve` processes; in [`event_grid`], an Event Grid stand-in; and in
-//! [`logs`], what a test's host logs.
+//! serve` processes; in [`event_grid`], an Event Grid stand-in; in
+//! [`load`], clients sending commands throughout a swap; and in [`logs`],
+//! what a test's host logs.
 
 pub mod event_grid;
+pub mod load;
 pub mod logs;
 
 use std::io::{BufRead, BufReader};
@@ -391,6 +393,23 @@ impl Api {
                 None => return Ok(events),
             }
         }
+    }
+
+    /// How many instances were discarded for `reason` (`trap`,
+    /// `deadline`, `per_call`, ...), from `/metrics`.
+    pub async fn discarded(&self, reason: &str) -> anyhow::Result<u64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let metric = format!("cqrs_wasi_instances_discarded_total{{reason=\"{reason}\"}} ");
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(&metric))
+            .map_or(Ok(0), str::parse)?)
     }
 
     /// The `Balance` projection's state of an account.

@@ -1,9 +1,12 @@
 //! Handlers in Python and JavaScript run on the same host code as Rust ones,
 //! answer alike, and are limited alike: the README's tour gives the same
 //! answers and appends the same events whichever language the bank is
-//! written in; the three languages serve one domain together; a failing,
-//! looping or memory-hungry handler fails its call with the code a Rust one
-//! gets; a component built against another WIT version is refused at deploy.
+//! written in; the three languages serve one domain together; the bank
+//! swaps from one language to another and back under load without a failed
+//! call; a failing, looping or memory-hungry handler fails its call with the
+//! code a Rust one gets, warm or in an instance per call; the smallest pool
+//! holds what a Python call needs; a component built against another WIT
+//! version is refused at deploy.
 //!
 //! The Python and JavaScript components (and their toolchains) are built by
 //! `xtask/src/guests.rs`, which `cargo xtask` also uses. Their compiled code

@@ -146,7 +146,9 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
         "cqrs-wasi-bench",
         "--",
     ]);
-    command.args(extra);
+    // `cargo xtask bench -- --only 1` is how one passes arguments through
+    // to a cargo-run binary elsewhere; the `--` must not reach this one.
+    command.args(extra.strip_prefix(&["--".to_owned()][..]).unwrap_or(extra));
     if std::env::var_os("CQRS_WASI_BENCH_POSTGRES_URL").is_none() {
         match ensure_postgres() {
             Ok(()) => {

@@ -11,7 +11,9 @@
 //!
 //! `cargo xtask` and the tests (which include this file) both build them
 //! here, so that a plain `cargo test` builds what it needs as it does for
-//! the Rust components. So it must need nothing but std and anyhow.
+//! the Rust components; `cqrs-wasi build` (which includes it too) installs
+//! the toolchains a Python or JavaScript handler project is built with. So
+//! it must need nothing but std and anyhow.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
@@ -114,12 +116,24 @@ pub fn build(root: &Path, wanted: impl Fn(&Guest) -> bool) -> anyhow::Result<()>
 }
 
 /// The toolchains' home.
-fn lang_dir(root: &Path) -> PathBuf {
+pub fn lang_dir(root: &Path) -> PathBuf {
     root.join("target/lang")
 }
 
+/// Holds `target/lang/.lock` until dropped: processes that install at
+/// once (the test binary, and the `cqrs-wasi build` a test runs beside
+/// it) would otherwise build one virtualenv or `node_modules` together.
+fn install_lock(root: &Path) -> anyhow::Result<std::fs::File> {
+    let dir = lang_dir(root);
+    std::fs::create_dir_all(&dir)?;
+    let lock = std::fs::File::create(dir.join(".lock"))?;
+    lock.lock()?;
+    Ok(lock)
+}
+
 /// Makes `target/lang/python` a virtualenv with the pinned componentize-py.
-fn install_python(root: &Path) -> anyhow::Result<()> {
+pub fn install_python(root: &Path) -> anyhow::Result<()> {
+    let _installing = install_lock(root)?;
     let pins = std::fs::read(root.join("sdk/python/requirements.txt"))?;
     let venv = lang_dir(root).join("python");
     let stamp = venv.join(".pins");
@@ -139,7 +153,8 @@ fn install_python(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Makes `target/lang/js/node_modules` the pinned ComponentizeJS.
-fn install_js(root: &Path) -> anyhow::Result<()> {
+pub fn install_js(root: &Path) -> anyhow::Result<()> {
+    let _installing = install_lock(root)?;
     let lock = std::fs::read(root.join("sdk/js/package-lock.json"))?;
     let dir = lang_dir(root).join("js");
     let stamp = dir.join("node_modules/.pins");

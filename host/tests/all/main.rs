@@ -18,6 +18,7 @@ mod languages;
 mod limits;
 mod native;
 mod notifications;
+mod onboarding;
 mod outbox;
 mod postgres_hosts;
 mod projections;

@@ -1,6 +1,8 @@
-//! `cqrs-wasi`: run the host, or talk to a running one.
+//! `cqrs-wasi`: run the host, talk to a running one, or make a handler
+//! project of your own (`new`, `build`, `dev`).
 
 mod client;
+mod project;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +47,8 @@ enum Command {
     },
     #[command(flatten)]
     Client(client::ClientCommand),
+    #[command(flatten)]
+    Project(project::ProjectCommand),
 }
 
 #[tokio::main]
@@ -58,6 +62,7 @@ async fn main() -> std::process::ExitCode {
             store_schema,
         } => serve(config, listen, store_url, store_schema).await,
         Command::Client(command) => client::run(command).await,
+        Command::Project(command) => project::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -74,12 +79,7 @@ async fn serve(
     store_url: Option<String>,
     store_schema: Option<String>,
 ) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     let mut config = match &config_path {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -117,8 +117,18 @@ async fn serve(
     Ok(())
 }
 
+/// Logs to stdout, at `info` unless `RUST_LOG` says otherwise.
+pub(crate) fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -607,6 +607,16 @@ impl Host {
             .collect()
     }
 
+    /// Whether the component `name` is live at the version `digest`: a
+    /// deploy of those bytes again would change nothing.
+    pub fn is_live(&self, name: &str, digest: &str) -> bool {
+        self.inner
+            .registry
+            .routes()
+            .components()
+            .any(|c| c.name() == name && c.digest() == digest)
+    }
+
     /// How many components this host compiled, rather than loaded from the
     /// compiled-code cache.
     pub fn compilations(&self) -> u64 {

@@ -75,11 +75,7 @@ impl Watcher {
             }
         };
         let digest = digest_of(&bytes);
-        let live = host
-            .components()
-            .into_iter()
-            .any(|c| c.name == name && c.digest == digest);
-        if live || self.tried.get(name) == Some(&digest) {
+        if host.is_live(name, &digest) || self.tried.get(name) == Some(&digest) {
             return;
         }
         self.tried.insert(name.to_owned(), digest);

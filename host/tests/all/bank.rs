@@ -537,13 +537,7 @@ async fn health_and_metrics_are_served() -> anyhow::Result<()> {
         .await?;
     host.command("m", "Withdraw", r#"{"amount": 1}"#).await?;
     assert_eq!(host.get("/healthz").await?.1, json!({"status": "ok"}));
-    let metrics = host
-        .client
-        .get(format!("{}/metrics", host.url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = host.metrics().await?;
     assert!(
         metrics.contains(r#"cqrs_wasi_commands_total{outcome="ok"} 1"#),
         "{metrics}"

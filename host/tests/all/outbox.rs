@@ -215,10 +215,7 @@ async fn faults_are_retried_refusals_dead_lettered_and_redriven() -> anyhow::Res
     .await?;
     let (status, _) = host.get("/healthz").await?;
     assert_eq!(status, StatusCode::OK);
-    let metrics = reqwest::get(format!("{}/metrics", host.url))
-        .await?
-        .text()
-        .await?;
+    let metrics = host.metrics().await?;
     for line in [
         "cqrs_wasi_notifications_dead_lettered_total{destination=\"grid\"} 3",
         "cqrs_wasi_notifications_outbox_lag{destination=\"grid\"} 0",

@@ -395,16 +395,22 @@ impl Api {
         }
     }
 
-    /// How many instances were discarded for `reason` (`trap`,
-    /// `deadline`, `per_call`, ...), from `/metrics`.
-    pub async fn discarded(&self, reason: &str) -> anyhow::Result<u64> {
-        let text = self
+    /// The Prometheus text `/metrics` answers.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
             .client
             .get(format!("{}/metrics", self.url))
             .send()
             .await?
+            .error_for_status()?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// How many instances were discarded for `reason` (`trap`,
+    /// `deadline`, `per_call`, ...), from `/metrics`.
+    pub async fn discarded(&self, reason: &str) -> anyhow::Result<u64> {
+        let text = self.metrics().await?;
         let metric = format!("cqrs_wasi_instances_discarded_total{{reason=\"{reason}\"}} ");
         Ok(text
             .lines()

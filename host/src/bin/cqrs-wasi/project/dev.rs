@@ -118,11 +118,7 @@ async fn rebuild(host: &Host, dir: &Path) {
             return;
         }
     };
-    let live = host
-        .components()
-        .into_iter()
-        .any(|c| c.name == built.name && c.digest == built.digest);
-    if live {
+    if host.is_live(&built.name, &built.digest) {
         tracing::info!(component = %built.name, digest = %built.digest, "unchanged");
         return;
     }

@@ -92,7 +92,8 @@ impl Default for Config {
     }
 }
 
-/// The `[notifications]` section: which kinds of notification are raised.
+/// The `[notifications]` section: which kinds of notification are raised,
+/// and how long delivered ones are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Notifications {
@@ -101,6 +102,11 @@ pub struct Notifications {
     pub raise: Vec<String>,
     /// Kinds raised by one domain, or one entity type of it.
     pub rules: Vec<RaiseRuleConfig>,
+    /// How long an outbox row every destination (each topic, and the local
+    /// handlers) has delivered is kept before it is pruned, in
+    /// milliseconds (default 86 400 000: a day). Undelivered rows and dead
+    /// letters' rows are never pruned.
+    pub retain_delivered_ms: u64,
 }
 
 impl Default for Notifications {
@@ -112,6 +118,9 @@ impl Default for Notifications {
                 .map(|kind| kind.as_str().to_owned())
                 .collect(),
             rules: Vec::new(),
+            retain_delivered_ms: HostConfig::default()
+                .retain_delivered
+                .map_or(u64::MAX, millis),
         }
     }
 }
@@ -591,6 +600,9 @@ impl Config {
             .config(HostConfig {
                 command_attempts: self.commands.attempts,
                 raise: self.notifications.policy()?,
+                retain_delivered: Some(Duration::from_millis(
+                    self.notifications.retain_delivered_ms,
+                )),
                 ..HostConfig::default()
             })
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))

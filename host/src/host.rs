@@ -39,6 +39,7 @@ use crate::model::{
     StreamId, validate_name,
 };
 use crate::notifications::model::NotificationKind;
+use crate::notifications::retention::Retention;
 use crate::notifications::{
     DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
     RetryPolicy,
@@ -231,6 +232,12 @@ pub struct HostConfig {
     /// Retries of a notification a local handler failed: attempts, and the
     /// pauses between them; then it is dead-lettered.
     pub handler_retry: RetryPolicy,
+    /// How long an outbox row every destination has delivered is kept
+    /// before it is pruned (with the local handlers' completion records no
+    /// redelivery can need); `None` keeps them for ever. Default 24 hours,
+    /// Event Grid's default retry window, so that a redelivery through a
+    /// webhook still finds its completion record.
+    pub retain_delivered: Option<Duration>,
 }
 
 impl Default for HostConfig {
@@ -251,6 +258,7 @@ impl Default for HostConfig {
                 max_delay: Duration::from_secs(5),
                 max_retry_after: Duration::from_secs(5),
             },
+            retain_delivered: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -341,6 +349,7 @@ impl HostBuilder {
                 repository,
                 dispatcher: Arc::new(Dispatcher::new(store.clone(), destinations)),
                 propagation: std::sync::Mutex::new(None),
+                retention: std::sync::Mutex::new(None),
                 store,
                 locks: stream_locks::StreamLocks::default(),
                 grants: self.grants,
@@ -348,6 +357,13 @@ impl HostBuilder {
             }
         });
         inner.dispatcher.start();
+        let retention = Retention {
+            retain: inner.config.retain_delivered,
+            destinations: inner.dispatcher.destinations().map(str::to_owned).collect(),
+            not_outbox: vec![PROJECTIONS.to_owned()],
+        };
+        *inner.retention.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(retention.start(inner.store.clone()).abort_handle());
         if inner
             .config
             .raise
@@ -399,17 +415,16 @@ struct Inner {
     dispatcher: Arc<Dispatcher>,
     /// The task that raises projection-completed notifications.
     propagation: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// The task that prunes the outbox.
+    retention: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .propagation
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
+        for task in [&mut self.propagation, &mut self.retention] {
+            if let Some(task) = task.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
         }
     }
 }
@@ -710,6 +725,22 @@ impl Host {
         id: uuid::Uuid,
     ) -> Result<DeliveryOutcome, RedriveError> {
         self.inner.dispatcher.redrive(destination, id).await
+    }
+
+    /// Removes dead letters for good, without delivering them: `id` of
+    /// `destination`, or every one of `destination` when `id` is `None`.
+    /// Returns how many were removed. Their outbox rows are then pruned
+    /// like any other delivered row.
+    pub async fn purge_dead_letters(
+        &self,
+        destination: &str,
+        id: Option<uuid::Uuid>,
+    ) -> Result<usize, HostError> {
+        let store = &self.inner.store;
+        Ok(match id {
+            Some(id) => usize::from(store.remove_dead_letter(destination, id).await?),
+            None => store.purge_dead_letters(destination).await?,
+        })
     }
 
     /// The host's metrics, Prometheus text format: component instances

@@ -1,7 +1,7 @@
 //! The HTTP API: commands, stream reads, projection queries, instance
 //! listings, the Event Grid webhook, `/healthz`, `/metrics`, and the admin
 //! API (deploy, list and roll back components; outbox destinations, dead
-//! letters and their re-drive) behind a bearer token.
+//! letters, their re-drive and purge) behind a bearer token.
 //!
 //! This module translates HTTP to [`Host`] calls and back, and nothing more:
 //! it reads path segments, headers, query strings and bodies, and maps
@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,8 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         .route("/components/{name}/rollback", post(rollback))
         .route("/destinations", get(destinations))
         .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/{destination}", delete(purge_dead_letters))
+        .route("/dead-letters/{destination}/{id}", delete(purge_dead_letter))
         .route("/dead-letters/{destination}/{id}/redrive", post(redrive))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
     let public = Router::new()
@@ -461,12 +463,7 @@ async fn redrive(
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Redriven>, ApiError> {
     let (destination, id) = path(params)?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_id",
-            format!("{id:?} is not a notification id: {e}"),
-        )
-    })?;
+    let id = notification_id(&id)?;
     let outcome = api
         .host
         .redrive(&destination, id)
@@ -483,6 +480,49 @@ async fn redrive(
         },
         reason: outcome.reason(),
     }))
+}
+
+/// How many dead letters a purge removed.
+#[derive(Debug, Serialize)]
+struct Purged {
+    purged: usize,
+}
+
+/// Removes every dead letter of a destination, without delivering them.
+async fn purge_dead_letters(
+    State(api): State<Api>,
+    params: Result<Path<String>, PathRejection>,
+) -> Result<Json<Purged>, ApiError> {
+    let destination = path(params)?;
+    let purged = api.host.purge_dead_letters(&destination, None).await?;
+    Ok(Json(Purged { purged }))
+}
+
+/// Removes one dead letter, without delivering it.
+async fn purge_dead_letter(
+    State(api): State<Api>,
+    params: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Purged>, ApiError> {
+    let (destination, id) = path(params)?;
+    let id = notification_id(&id)?;
+    match api.host.purge_dead_letters(&destination, Some(id)).await? {
+        0 => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_dead_letter",
+            format!("{destination} has no dead letter {id}"),
+        )),
+        purged => Ok(Json(Purged { purged })),
+    }
+}
+
+/// A notification id from a path segment.
+fn notification_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{id:?} is not a notification id: {e}"),
+        )
+    })
 }
 
 /// Event Grid deliveries: the validation handshake, or notifications for

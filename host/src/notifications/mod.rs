@@ -15,6 +15,8 @@
 //!   authentication, batching under 1 MB, retries with backoff.
 //! - [`dispatch`]: draining the store's outbox to the destinations, with
 //!   checkpoints, dead letters and their re-drive, and delivery metrics.
+//! - `retention`: pruning what every destination has delivered, once it
+//!   is older than the retention.
 //!
 //! What it must not do: decide *when* a notification is raised (the host
 //! does, and the store writes the outbox rows in the transaction of the
@@ -27,6 +29,7 @@ pub mod eventgrid;
 pub(crate) mod follow;
 pub mod model;
 pub mod raise;
+pub(crate) mod retention;
 pub mod sink;
 
 pub use crate::model::KindSet;

@@ -10,6 +10,8 @@
 //! as the specification of a store, and [`conformance_tests!`] names each
 //! property by its path here.
 
+mod retention;
+
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +93,12 @@ macro_rules! conformance_tests {
             dead_letters_are_kept_replaced_and_removed,
             completions_are_recorded_once,
             appends_signal_events_and_outbox_rows_apart,
+            pruning_removes_only_rows_below_the_checkpoint_and_older_than_the_retention,
+            pruning_keeps_the_last_row_so_positions_keep_growing,
+            pruning_keeps_the_rows_of_dead_letters_until_they_are_purged,
+            pruning_forgets_only_completions_no_kept_row_can_need,
+            purging_removes_every_dead_letter_of_one_destination,
+            registering_a_destination_lists_it_and_moves_no_checkpoint,
         );
         $crate::store::conformance::conformance_tests!(@fixture $factory;
             readers_following_positions_never_skip_an_event,
@@ -120,6 +128,7 @@ macro_rules! conformance_tests {
     };
 }
 pub(crate) use conformance_tests;
+pub(crate) use retention::*;
 
 // ---------------------------------------------------------------- helpers
 

@@ -4,19 +4,20 @@
 //! restarts. It must not decide any append rule itself: those live in
 //! [`super::rules`], so that it behaves exactly like the durable backends.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::outbox::{Feeds, LocalClaims};
+use super::outbox::{Feeds, LocalClaims, Pruned};
 use super::rules::{
-    self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
-    StoreTxn, StoredEventId, Write,
+    self, AddDocuments, Append, Complete, DeleteDeadLetter, Prune, PurgeDeadLetters,
+    PutDeadLetters, Reject, SetCheckpoint, StoreTxn, StoredEventId, Write,
 };
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, Claim, CommandKey, CommandRecord, DeadLetter,
@@ -52,19 +53,29 @@ struct State {
     /// Where each event id is in `events`.
     event_ids: HashMap<Uuid, usize>,
     commands: HashMap<String, CommandRecord>,
-    /// The outbox: row `n` is at index `n - 1`.
-    outbox: Vec<Row>,
+    /// The outbox from its first row kept: row `n` is at index
+    /// `n - 1 - front`, `None` once pruned (a row below a dead letter's can
+    /// go before it).
+    outbox: VecDeque<Option<Row>>,
+    /// How many rows were pruned off the front of `outbox`.
+    front: u64,
     /// Ids of the documents in `outbox`.
     document_ids: HashSet<Uuid>,
     checkpoints: BTreeMap<String, u64>,
     /// By destination, then notification id.
     dead_letters: BTreeMap<(String, Uuid), DeadLetter>,
-    /// (handler, notification id).
-    completions: HashSet<(String, String)>,
+    /// (handler, notification id), and when it was recorded.
+    completions: HashMap<(String, String), OffsetDateTime>,
 }
 
-/// An outbox row: a change-feed kind and its event's index, or a document.
-enum Row {
+/// An outbox row and when it was added.
+struct Row {
+    entry: RowEntry,
+    added_at: OffsetDateTime,
+}
+
+/// What a row holds: a change-feed kind and its event's index, or a document.
+enum RowEntry {
     Event(NotificationKind, usize),
     Document(Document),
 }
@@ -111,6 +122,11 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl State {
+    /// The position of the last row; 0 when the outbox is empty.
+    fn outbox_head(&self) -> u64 {
+        self.front + self.outbox.len() as u64
+    }
+
     fn stream(&self, stream: &StreamId) -> Option<&[usize]> {
         self.streams
             .get(stream.domain().as_str())?
@@ -213,19 +229,27 @@ impl StoreTxn for State {
         &mut self,
         rows: &[(NotificationKind, u64)],
     ) -> Result<(), StoreError> {
+        let added_at = OffsetDateTime::now_utc();
         for &(kind, position) in rows {
             // Position `n` is at index `n - 1`, and the event was just added.
             let index = usize::try_from(position - 1).map_err(StoreError::backend)?;
-            self.outbox.push(Row::Event(kind, index));
+            self.outbox.push_back(Some(Row {
+                entry: RowEntry::Event(kind, index),
+                added_at,
+            }));
         }
         Ok(())
     }
 
     async fn insert_documents(&mut self, documents: &[Document]) -> Result<usize, StoreError> {
+        let added_at = OffsetDateTime::now_utc();
         let mut added = 0;
         for document in documents {
             if self.document_ids.insert(document.id) {
-                self.outbox.push(Row::Document(document.clone()));
+                self.outbox.push_back(Some(Row {
+                    entry: RowEntry::Document(document.clone()),
+                    added_at,
+                }));
                 added += 1;
             }
         }
@@ -263,8 +287,49 @@ impl StoreTxn for State {
         &mut self,
         completions: &[(String, String)],
     ) -> Result<(), StoreError> {
-        self.completions.extend(completions.iter().cloned());
+        let now = OffsetDateTime::now_utc();
+        for completion in completions {
+            self.completions.entry(completion.clone()).or_insert(now);
+        }
         Ok(())
+    }
+
+    async fn delete_dead_letters(&mut self, destination: &str) -> Result<usize, StoreError> {
+        let before = self.dead_letters.len();
+        self.dead_letters
+            .retain(|(letter_destination, _), _| letter_destination != destination);
+        Ok(before - self.dead_letters.len())
+    }
+
+    async fn prune_outbox(&mut self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
+        let cutoff = OffsetDateTime::now_utc() - retain;
+        let dead: HashSet<u64> = self.dead_letters.values().map(|l| l.position).collect();
+        // The last row always stays, so that positions keep growing.
+        let end = below.min(self.outbox_head());
+        let mut pruned = Pruned::default();
+        let mut oldest_kept: Option<OffsetDateTime> = None;
+        for (position, slot) in (self.front + 1..).zip(self.outbox.iter_mut()) {
+            let Some(row) = slot else { continue };
+            let needed = position >= below || dead.contains(&position);
+            if needed {
+                oldest_kept = Some(oldest_kept.map_or(row.added_at, |t| t.min(row.added_at)));
+            } else if position < end && row.added_at < cutoff {
+                if let RowEntry::Document(document) = &row.entry {
+                    self.document_ids.remove(&document.id);
+                }
+                *slot = None;
+                pruned.rows += 1;
+            }
+        }
+        while matches!(self.outbox.front(), Some(None)) {
+            self.outbox.pop_front();
+            self.front += 1;
+        }
+        let forget_before = oldest_kept.map_or(cutoff, |oldest| oldest.min(cutoff));
+        let before = self.completions.len();
+        self.completions.retain(|_, at| *at >= forget_before);
+        pruned.completions = (before - self.completions.len()) as u64;
+        Ok(pruned)
     }
 }
 
@@ -372,18 +437,16 @@ impl Outbox for MemoryStore {
         max_count: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let state = self.state();
-        // Row `n` is at index `n - 1`.
-        let skip = index_of(from);
-        state
-            .outbox
-            .iter()
-            .enumerate()
+        // Row `n` is at index `n - 1 - front`.
+        let skip = index_of(from.saturating_sub(state.front));
+        (state.front + 1..)
+            .zip(&state.outbox)
             .skip(skip)
+            .filter_map(|(position, slot)| slot.as_ref().map(|row| (position, row)))
             .take(max_count)
-            .map(|(index, row)| {
-                let position = index as u64 + 1;
-                let entry = match row {
-                    Row::Event(kind, event) => {
+            .map(|(position, row)| {
+                let entry = match &row.entry {
+                    RowEntry::Event(kind, event) => {
                         let event = state.events[*event].clone();
                         match kind {
                             NotificationKind::NewEntity => OutboxEntry::NewEntity(event),
@@ -397,7 +460,7 @@ impl Outbox for MemoryStore {
                             }
                         }
                     }
-                    Row::Document(document) => OutboxEntry::Document(document.clone()),
+                    RowEntry::Document(document) => OutboxEntry::Document(document.clone()),
                 };
                 Ok(OutboxRecord { position, entry })
             })
@@ -405,7 +468,7 @@ impl Outbox for MemoryStore {
     }
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {
-        Ok(self.state().outbox.len() as u64)
+        Ok(self.state().outbox_head())
     }
 
     fn outbox_changes(&self) -> watch::Receiver<u64> {
@@ -453,6 +516,18 @@ impl Outbox for MemoryStore {
         self.write(DeleteDeadLetter::new(destination, notification_id))
     }
 
+    async fn register_destination(&self, destination: &str) -> Result<(), StoreError> {
+        self.write(SetCheckpoint::registering(destination))
+    }
+
+    async fn prune_outbox(&self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
+        self.write(Prune { below, retain })
+    }
+
+    async fn purge_dead_letters(&self, destination: &str) -> Result<usize, StoreError> {
+        self.write(PurgeDeadLetters(destination.to_owned()))
+    }
+
     async fn record_completions(
         &self,
         completions: Vec<(String, String)>,
@@ -464,7 +539,7 @@ impl Outbox for MemoryStore {
         Ok(self
             .state()
             .completions
-            .contains(&(handler.to_owned(), notification_id.to_owned())))
+            .contains_key(&(handler.to_owned(), notification_id.to_owned())))
     }
 }
 

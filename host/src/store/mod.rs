@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
-pub use outbox::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord};
+pub use outbox::{Claim, DeadLetter, Document, Outbox, OutboxEntry, OutboxRecord, Pruned};
 #[cfg(any(test, feature = "test-util"))]
 pub use postgres::testing as postgres_testing;
 pub use postgres::{PostgresConfig, PostgresStore};

@@ -17,6 +17,13 @@
 //! local notification handlers live here too, so that they survive
 //! restarts with the rows they refer to.
 //!
+//! Rows every destination has passed are removed by [`Outbox::prune_outbox`]
+//! once they are older than a retention, with the completion records no
+//! redelivery can need any more; the last row always stays, so that
+//! positions keep growing and [`Outbox::outbox_head`] stays right. When to
+//! prune, and below which position, is `crate::notifications::retention`'s
+//! decision, not the store's.
+//!
 //! This module defines the contract and what the backends share. It does
 //! not know what a notification looks like on the wire, where it is sent,
 //! or when to retry: that is `crate::notifications`.
@@ -25,6 +32,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -131,6 +139,15 @@ pub struct DeadLetter {
     pub dead_at: OffsetDateTime,
 }
 
+/// What one [`Outbox::prune_outbox`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Outbox rows.
+    pub rows: u64,
+    /// Completion records of local notification handlers.
+    pub completions: u64,
+}
+
 /// The right to drain one destination for one round, and where the round
 /// starts. Give it back with [`Outbox::release`] to move the checkpoint;
 /// dropping it keeps the checkpoint where it was and frees the destination
@@ -221,6 +238,24 @@ pub trait Outbox: Send + Sync {
     /// Every destination's checkpoint: the first position it has not taken.
     async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
+    /// Gives `destination` a checkpoint at 1 if it has none yet, so that
+    /// [`Outbox::checkpoints`] lists it (and pruning, on any host sharing
+    /// the store, keeps its rows) before it has delivered anything.
+    async fn register_destination(&self, destination: &str) -> Result<(), StoreError>;
+
+    /// Removes the rows with a position below `below` that were added more
+    /// than `retain` ago, except the last row of the outbox (so that
+    /// positions keep growing) and rows a dead letter points at (so that it
+    /// can be re-driven). Removes the completion records made more than
+    /// `retain` ago and before every row still kept at or after `below`, or
+    /// pointed at by a dead letter, was added: none of those can be
+    /// delivered again to a handler that completed it. Rows are timed by
+    /// the store's clock (the server's, for PostgreSQL).
+    ///
+    /// The caller picks `below`: at most the lowest checkpoint of the
+    /// destinations that drain the outbox.
+    async fn prune_outbox(&self, below: u64, retain: Duration) -> Result<Pruned, StoreError>;
+
     /// Records dead letters, replacing any of the same destination and id.
     async fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StoreError>;
 
@@ -233,6 +268,9 @@ pub trait Outbox: Send + Sync {
         destination: &str,
         notification_id: Uuid,
     ) -> Result<bool, StoreError>;
+
+    /// Removes every dead letter of `destination`; returns how many.
+    async fn purge_dead_letters(&self, destination: &str) -> Result<usize, StoreError>;
 
     /// Records that each `(handler, notification id)` was handled.
     async fn record_completions(

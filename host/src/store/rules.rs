@@ -16,11 +16,12 @@
 use std::collections::HashSet;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::outbox::{self, Added, Claim, DeadLetter, Document};
+use super::outbox::{self, Added, Claim, DeadLetter, Document, Pruned};
 use super::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, InstancePage,
     StoreError,
@@ -156,6 +157,13 @@ pub(super) trait StoreTxn {
         &mut self,
         completions: &[(String, String)],
     ) -> Result<(), StoreError>;
+
+    /// Removes every dead letter of `destination`; returns how many.
+    async fn delete_dead_letters(&mut self, destination: &str) -> Result<usize, StoreError>;
+
+    /// Removes what [`Outbox::prune_outbox`](super::Outbox::prune_outbox)
+    /// says, in one transaction.
+    async fn prune_outbox(&mut self, below: u64, retain: Duration) -> Result<Pruned, StoreError>;
 }
 
 /// A write for the rules to carry out in one transaction, as a value, so
@@ -276,6 +284,17 @@ impl SetCheckpoint {
     }
 }
 
+impl SetCheckpoint {
+    /// A checkpoint at 1 for `destination`, which moves no existing one
+    /// (checkpoints never move back).
+    pub(super) fn registering(destination: &str) -> SetCheckpoint {
+        SetCheckpoint {
+            destination: destination.to_owned(),
+            next: 1,
+        }
+    }
+}
+
 impl Write for SetCheckpoint {
     type Output = ();
 
@@ -329,6 +348,41 @@ impl Write for DeleteDeadLetter {
     ) -> Result<bool, StoreError> {
         txn.delete_dead_letter(&self.destination, self.notification_id)
             .await
+    }
+}
+
+/// Remove every dead letter of a destination; answers how many.
+pub(super) struct PurgeDeadLetters(pub String);
+
+impl Write for PurgeDeadLetters {
+    type Output = usize;
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        txn.delete_dead_letters(&self.0).await
+    }
+}
+
+/// Prune the outbox below a position; answers what went.
+pub(super) struct Prune {
+    /// Rows from here on stay.
+    pub below: u64,
+    /// Rows and completions younger than this stay.
+    pub retain: Duration,
+}
+
+impl Write for Prune {
+    type Output = Pruned;
+
+    async fn run(
+        &self,
+        txn: &mut impl StoreTxn,
+        _written_at: OffsetDateTime,
+    ) -> Result<Pruned, StoreError> {
+        txn.prune_outbox(self.below, self.retain).await
     }
 }
 

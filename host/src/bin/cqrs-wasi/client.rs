@@ -128,6 +128,19 @@ pub(crate) enum ClientCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Remove dead letters without delivering them: one, or every one of
+    /// the destination (admin).
+    PurgeDeadLetters {
+        /// The destination (`@local` for the local notification handlers).
+        destination: String,
+        /// The notification id; every dead letter of the destination if
+        /// omitted.
+        id: Option<String>,
+        #[command(flatten)]
+        admin: Admin,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List the instance keys of an entity type.
     Instances {
         domain: String,
@@ -270,6 +283,18 @@ pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 &["admin", "dead-letters", &destination, &id, "redrive"],
             )?)
             .bearer_auth(admin.token),
+        ClientCommand::PurgeDeadLetters {
+            destination,
+            id,
+            admin,
+            target,
+        } => {
+            let mut segments = vec!["admin", "dead-letters", &destination];
+            segments.extend(id.as_deref());
+            client
+                .delete(endpoint(&target.url, &segments)?)
+                .bearer_auth(admin.token)
+        }
         ClientCommand::Instances {
             domain,
             entity_type,

@@ -31,11 +31,14 @@ use super::PostgresStore;
 use super::error::pg_error;
 use crate::error_chain::error_chain;
 use crate::store::outbox::{Added, Feeds, Hold};
-use crate::store::rules::{AddDocuments, Complete, DeleteDeadLetter, PutDeadLetters};
+use crate::store::rules::{
+    AddDocuments, Complete, DeleteDeadLetter, Prune, PurgeDeadLetters, PutDeadLetters,
+    SetCheckpoint,
+};
 use crate::store::sql::{
     from_json, from_sql_int, outbox_record, select_outbox, sql_bound, to_json, to_sql_int,
 };
-use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxRecord, StoreError};
+use crate::store::{Claim, DeadLetter, Document, Outbox, OutboxRecord, Pruned, StoreError};
 
 /// The names of [`OUTBOX_CHANNEL`] and [`EVENTS_CHANNEL`], for the
 /// statements that must spell them out.
@@ -107,6 +110,26 @@ const INSERT_DOCUMENTS: &str = "
         RETURNING position
     )
     SELECT count(*), (SELECT setval('outbox_position', max(position)) FROM inserted) FROM inserted";
+
+/// Removes the rows below `$1` added more than `$2` microseconds ago, but
+/// never the last row (so that `outbox_head` stays right) nor one a dead
+/// letter points at. Positions come from `outbox_position`, so no removal
+/// could make one be handed out again.
+pub(super) const PRUNE_ROWS: &str = "
+    DELETE FROM outbox
+    WHERE position < least($1, (SELECT max(position) FROM outbox))
+      AND added_at < now() - $2::bigint * interval '1 microsecond'
+      AND position NOT IN (SELECT position FROM dead_letters)";
+
+/// Removes the completion records older than `$2` microseconds and than
+/// every row that stays deliverable (from `$1` on, or dead-lettered).
+/// `least` passes over the null of an empty `min`.
+pub(super) const PRUNE_COMPLETIONS: &str = "
+    DELETE FROM completions
+    WHERE completed_at < least(
+        now() - $2::bigint * interval '1 microsecond',
+        (SELECT min(added_at) FROM outbox
+         WHERE position >= $1 OR position IN (SELECT position FROM dead_letters)))";
 
 pub(super) async fn insert_documents(
     client: &ClientWrapper,
@@ -532,6 +555,18 @@ impl Outbox for PostgresStore {
     ) -> Result<bool, StoreError> {
         self.write(DeleteDeadLetter::new(destination, notification_id))
             .await
+    }
+
+    async fn register_destination(&self, destination: &str) -> Result<(), StoreError> {
+        self.write(SetCheckpoint::registering(destination)).await
+    }
+
+    async fn prune_outbox(&self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
+        self.write(Prune { below, retain }).await
+    }
+
+    async fn purge_dead_letters(&self, destination: &str) -> Result<usize, StoreError> {
+        self.write(PurgeDeadLetters(destination.to_owned())).await
     }
 
     async fn record_completions(

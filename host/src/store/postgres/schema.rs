@@ -105,6 +105,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
        WHERE record ->> 'kind' = 'appended'
          AND EXISTS (SELECT FROM json_array_elements(record -> 'outcome' -> 'events') AS item
                      WHERE item ->> 'writtenAt' IS NULL);"#,
+    // Version 4: outbox retention. A row and a completion record say when
+    // they were added, by the server's clock, so that pruning keeps them
+    // for the retention. Rows already there take their event's time,
+    // documents and completions the migration's: a retention counts from
+    // no later than the upgrade.
+    r#"ALTER TABLE outbox ADD COLUMN added_at timestamptz NOT NULL DEFAULT now();
+       UPDATE outbox SET added_at = events.written_at
+       FROM events WHERE events.position = outbox.event_position;
+       ALTER TABLE completions ADD COLUMN completed_at timestamptz NOT NULL DEFAULT now();
+       CREATE INDEX completions_by_time ON completions (completed_at);"#,
 ];
 
 impl PostgresStore {

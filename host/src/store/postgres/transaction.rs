@@ -48,6 +48,7 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Waker};
+use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Pool};
 use time::OffsetDateTime;
@@ -63,9 +64,9 @@ use super::held::{Held, HeldEvents, HeldPairs, INSERT_COMMANDS, INSERT_EVENTS};
 use super::outbox;
 use super::positions::{Positions, SELECT_LAST_POSITION, last_position};
 use crate::model::{EventContext, NewEvent, NotificationKind, StreamId};
-use crate::store::outbox::{Added, DeadLetter, Document};
+use crate::store::outbox::{Added, DeadLetter, Document, Pruned};
 use crate::store::rules::{self, AppendReads, StoreTxn, StoredEventId, Write};
-use crate::store::sql::{select_event_ids, stored_event_id, to_json, to_sql_int};
+use crate::store::sql::{select_event_ids, sql_bound, stored_event_id, to_json, to_sql_int};
 use crate::store::{AppendedEvent, CommandRecord, StoreError};
 
 /// The statement of [`LOCK_APPENDS`], for the statements that include it.
@@ -626,6 +627,39 @@ impl StoreTxn for PgTxn<'_> {
             .await?
             .map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn delete_dead_letters(&mut self, destination: &str) -> Result<usize, StoreError> {
+        let delete = self
+            .prepare("DELETE FROM dead_letters WHERE destination = $1")
+            .await?;
+        let client = self.client;
+        let deleted = self
+            .send(client.execute(&delete, &[&destination]))
+            .await?
+            .map_err(pg_error)?;
+        usize::try_from(deleted).map_err(StoreError::backend)
+    }
+
+    async fn prune_outbox(&mut self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
+        let rows = self.prepare(outbox::PRUNE_ROWS).await?;
+        let completions = self.prepare(outbox::PRUNE_COMPLETIONS).await?;
+        let below = sql_bound(below);
+        let retain = sql_bound(retain.as_micros());
+        let client = self.client;
+        let params: [&(dyn ToSql + Sync); 2] = [&below, &retain];
+        let (rows, completions) = self
+            .send(async {
+                tokio::join!(
+                    client.execute(&rows, &params),
+                    client.execute(&completions, &params),
+                )
+            })
+            .await?;
+        Ok(Pruned {
+            rows: rows.map_err(pg_error)?,
+            completions: completions.map_err(pg_error)?,
+        })
     }
 }
 

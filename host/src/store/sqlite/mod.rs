@@ -36,8 +36,8 @@ use self::schema::open_migrated;
 use self::writer::{Job, QUEUE_CAPACITY, queued, run_writer};
 use super::outbox::{Feeds, LocalClaims};
 use super::rules::{
-    self, AddDocuments, Append, Complete, DeleteDeadLetter, PutDeadLetters, Reject, SetCheckpoint,
-    Write,
+    self, AddDocuments, Append, Complete, DeleteDeadLetter, Prune, PurgeDeadLetters,
+    PutDeadLetters, Reject, SetCheckpoint, Write,
 };
 use super::sql::{
     SqlRow, from_json, from_sql_int, outbox_record, recorded_event_at, select_events,
@@ -45,7 +45,7 @@ use super::sql::{
 };
 use super::{
     AppendOutcome, AppendRequest, Claim, CommandKey, CommandRecord, DeadLetter, Document,
-    EventStore, InstancePage, Outbox, OutboxRecord, StoreError,
+    EventStore, InstancePage, Outbox, OutboxRecord, Pruned, StoreError,
 };
 use crate::model::{CommandId, Domain, EntityType, RecordedEvent, StreamId};
 
@@ -389,6 +389,18 @@ impl Outbox for SqliteStore {
     ) -> Result<bool, StoreError> {
         self.write(DeleteDeadLetter::new(destination, notification_id))
             .await
+    }
+
+    async fn register_destination(&self, destination: &str) -> Result<(), StoreError> {
+        self.write(SetCheckpoint::registering(destination)).await
+    }
+
+    async fn prune_outbox(&self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
+        self.write(Prune { below, retain }).await
+    }
+
+    async fn purge_dead_letters(&self, destination: &str) -> Result<usize, StoreError> {
+        self.write(PurgeDeadLetters(destination.to_owned())).await
     }
 
     async fn record_completions(

@@ -88,6 +88,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
      WHERE json_extract(record, '$.kind') = 'appended'
        AND EXISTS (SELECT 1 FROM json_each(commands.record, '$.outcome.events') AS item
                    WHERE json_type(item.value, '$.writtenAt') IS NULL);",
+    // Version 4: outbox retention. A row and a completion record say when
+    // they were added (microseconds since the Unix epoch, UTC), so that
+    // pruning keeps them for the retention. Rows already there take their
+    // event's time, documents and completions the migration's: a retention
+    // counts from no later than the upgrade. ADD COLUMN takes only a
+    // constant default, hence the UPDATEs.
+    "ALTER TABLE outbox ADD COLUMN added_at INTEGER NOT NULL DEFAULT 0;
+     UPDATE outbox SET added_at = coalesce(
+         (SELECT written_at FROM events WHERE events.position = outbox.event_position),
+         CAST(strftime('%s', 'now') AS INTEGER) * 1000000);
+     ALTER TABLE completions ADD COLUMN completed_at INTEGER NOT NULL DEFAULT 0;
+     UPDATE completions SET completed_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000000;
+     CREATE INDEX completions_by_time ON completions (completed_at);",
 ];
 
 /// The file could not be opened, configured or migrated.

@@ -1,6 +1,8 @@
 //! The rules' primitives on the writer's transaction (a savepoint of the
 //! batch's transaction, one per write).
 
+use std::time::Duration;
+
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -11,7 +13,7 @@ use crate::store::rules::{StoreTxn, StoredEventId};
 use crate::store::sql::{
     from_sql_int, select_event_ids, sql_bound, stored_event_id, to_json, to_sql_int,
 };
-use crate::store::{AppendedEvent, CommandRecord, DeadLetter, Document, StoreError};
+use crate::store::{AppendedEvent, CommandRecord, DeadLetter, Document, Pruned, StoreError};
 
 /// The write primitives of [`rules`](crate::store::rules) on the open
 /// transaction of a batch. SQLite calls never wait on anything but the
@@ -66,8 +68,7 @@ impl StoreTxn for SqliteTxn<'_> {
         written_at: OffsetDateTime,
     ) -> Result<Vec<AppendedEvent>, StoreError> {
         let context = to_json("event context", context)?;
-        let micros = i64::try_from(written_at.unix_timestamp_nanos() / 1_000)
-            .map_err(StoreError::backend)?;
+        let micros = micros(written_at)?;
         let mut insert = self
             .connection
             .prepare_cached(
@@ -136,13 +137,14 @@ impl StoreTxn for SqliteTxn<'_> {
         &mut self,
         rows: &[(NotificationKind, u64)],
     ) -> Result<(), StoreError> {
+        let added_at = now_micros()?;
         let mut insert = self
             .connection
-            .prepare_cached("INSERT INTO outbox (kind, event_position) VALUES (?1, ?2)")
+            .prepare_cached("INSERT INTO outbox (kind, event_position, added_at) VALUES (?1, ?2, ?3)")
             .map_err(StoreError::backend)?;
         for &(kind, position) in rows {
             insert
-                .execute(params![kind.as_str(), to_sql_int(position)?])
+                .execute(params![kind.as_str(), to_sql_int(position)?, added_at])
                 .map_err(StoreError::backend)?;
         }
         Ok(())
@@ -152,10 +154,12 @@ impl StoreTxn for SqliteTxn<'_> {
         let mut insert = self
             .connection
             .prepare_cached(
-                "INSERT INTO outbox (kind, notification_id, topic, body) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO outbox (kind, notification_id, topic, body, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (notification_id) DO NOTHING",
             )
             .map_err(StoreError::backend)?;
+        let added_at = now_micros()?;
         let mut added = 0;
         for document in documents {
             added += insert
@@ -164,6 +168,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     document.id.to_string(),
                     document.topic,
                     document.body.get(),
+                    added_at,
                 ])
                 .map_err(StoreError::backend)?;
         }
@@ -228,15 +233,67 @@ impl StoreTxn for SqliteTxn<'_> {
         let mut insert = self
             .connection
             .prepare_cached(
-                "INSERT INTO completions (handler, notification_id) VALUES (?1, ?2)
+                "INSERT INTO completions (handler, notification_id, completed_at)
+                 VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
             )
             .map_err(StoreError::backend)?;
+        let completed_at = now_micros()?;
         for (handler, notification_id) in completions {
             insert
-                .execute(params![handler, notification_id])
+                .execute(params![handler, notification_id, completed_at])
                 .map_err(StoreError::backend)?;
         }
         Ok(())
     }
+
+    async fn delete_dead_letters(&mut self, destination: &str) -> Result<usize, StoreError> {
+        self.connection
+            .prepare_cached("DELETE FROM dead_letters WHERE destination = ?1")
+            .and_then(|mut delete| delete.execute([destination]))
+            .map_err(StoreError::backend)
+    }
+
+    async fn prune_outbox(&mut self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
+        let cutoff = micros(OffsetDateTime::now_utc() - retain)?;
+        let below = sql_bound(below);
+        // The last row stays: without AUTOINCREMENT, SQLite numbers a new
+        // row after the largest rowid left, so removing it would hand its
+        // position out again.
+        let rows = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM outbox
+                 WHERE position < min(?1, (SELECT max(position) FROM outbox))
+                   AND added_at < ?2
+                   AND position NOT IN (SELECT position FROM dead_letters)",
+            )
+            .and_then(|mut delete| delete.execute(params![below, cutoff]))
+            .map_err(StoreError::backend)?;
+        let completions = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM completions
+                 WHERE completed_at < min(?2, coalesce(
+                     (SELECT min(added_at) FROM outbox
+                      WHERE position >= ?1
+                         OR position IN (SELECT position FROM dead_letters)), ?2))",
+            )
+            .and_then(|mut delete| delete.execute(params![below, cutoff]))
+            .map_err(StoreError::backend)?;
+        Ok(Pruned {
+            rows: rows as u64,
+            completions: completions as u64,
+        })
+    }
+}
+
+/// Microseconds since the Unix epoch, how the file keeps times.
+fn micros(at: OffsetDateTime) -> Result<i64, StoreError> {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).map_err(StoreError::backend)
+}
+
+/// Now, as the file keeps times.
+fn now_micros() -> Result<i64, StoreError> {
+    micros(OffsetDateTime::now_utc())
 }

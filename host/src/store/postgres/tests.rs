@@ -155,7 +155,10 @@ async fn migrating_to_version_3_gives_recorded_events_their_times() {
     schema
         .execute(&format!(
             "UPDATE commands SET record = '{old_json}' WHERE command_id = '{}';
-             DELETE FROM schema_migrations WHERE version = 3",
+             DELETE FROM schema_migrations WHERE version >= 3;
+             DROP INDEX completions_by_time;
+             ALTER TABLE completions DROP COLUMN completed_at;
+             ALTER TABLE outbox DROP COLUMN added_at",
             record.command_id().as_str()
         ))
         .await;

@@ -179,6 +179,14 @@ async fn migrating_to_version_3_gives_recorded_events_their_times() {
             [record.command_id().as_str(), &old_json],
         )
         .unwrap();
+    // Back to version 2: what version 4 added goes too.
+    connection
+        .execute_batch(
+            "DROP INDEX completions_by_time;
+             ALTER TABLE completions DROP COLUMN completed_at;
+             ALTER TABLE outbox DROP COLUMN added_at;",
+        )
+        .unwrap();
     connection.pragma_update(None, "user_version", 2).unwrap();
     drop(connection);
     let store = open_in(&dir, SqliteConfig::default());

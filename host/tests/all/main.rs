@@ -24,6 +24,7 @@ mod postgres_hosts;
 mod projections;
 mod properties;
 mod readme;
+mod retention;
 mod sandbox;
 mod secrets;
 mod support;

@@ -164,6 +164,33 @@ async fn command_records_are_stored_as_camel_case_json() {
     );
 }
 
+/// A file reopened after pruning numbers new outbox rows after every
+/// position it ever handed out: the last row is never pruned, and SQLite
+/// numbers a new row after the largest rowid left.
+#[tokio::test]
+async fn positions_keep_growing_after_pruning_and_reopening() {
+    let dir = temp_dir();
+    let head = {
+        let store = open_in(&dir, SqliteConfig::default());
+        append_n(&store, &stream("a"), 3).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let pruned = store.prune_outbox(u64::MAX, Duration::ZERO).await.unwrap();
+        assert_eq!(pruned.rows, 3);
+        store.outbox_head().await.unwrap()
+    };
+    let store = open_in(&dir, SqliteConfig::default());
+    assert_eq!(store.outbox_head().await.unwrap(), head);
+    append_n(&store, &stream("a"), 1).await;
+    let positions: Vec<u64> = store
+        .read_outbox(0, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|record| record.position)
+        .collect();
+    assert_eq!(positions, [head, head + 1]);
+}
+
 /// Version 3 of the schema gives the events of records written before it
 /// the times they were written, from the events table.
 #[tokio::test]

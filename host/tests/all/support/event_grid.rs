@@ -170,6 +170,8 @@ struct Shared {
 #[derive(Default)]
 struct StateInner {
     faults: VecDeque<Fault>,
+    /// Every request without a queued fault gets `503`.
+    down: bool,
     refuse: Option<Predicate>,
     requests: Vec<RequestRecord>,
     accepted: Vec<Value>,
@@ -232,6 +234,17 @@ impl EventGridStandIn {
     /// Queues a fault for a coming publish request (first in, first out).
     pub fn inject(&self, fault: Fault) {
         self.shared.state().faults.push_back(fault);
+    }
+
+    /// From now on, answers every request `503` (after the faults queued):
+    /// a topic that is down, until [`EventGridStandIn::come_back`].
+    pub fn go_down(&self) {
+        self.shared.state().down = true;
+    }
+
+    /// Ends [`EventGridStandIn::go_down`].
+    pub fn come_back(&self) {
+        self.shared.state().down = false;
     }
 
     /// From now on, refuses with 400 every request holding an event for
@@ -382,7 +395,11 @@ async fn publish(
     body: Bytes,
 ) -> Response {
     let at = Instant::now();
-    let fault = shared.state().faults.pop_front();
+    let fault = {
+        let mut state = shared.state();
+        let down = state.down.then_some(Fault::Unavailable);
+        state.faults.pop_front().or(down)
+    };
     let (response, event_ids) = match fault {
         Some(fault @ (Fault::DropConnection | Fault::Unanswered)) => {
             let event_ids = match fault {

@@ -8,9 +8,12 @@
 //!
 //! One file, though a long one: it is one list of short properties, read
 //! as the specification of a store, and [`conformance_tests!`] names each
-//! property by its path here.
+//! property by its path here. Two concerns live beside it: `retention`
+//! (pruning the outbox, purging dead letters) and `upgrade` (a store the
+//! first released schema made, opened by today's code).
 
 mod retention;
+mod upgrade;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -129,6 +132,7 @@ macro_rules! conformance_tests {
 }
 pub(crate) use conformance_tests;
 pub(crate) use retention::*;
+pub(crate) use upgrade::the_first_released_store_migrates_with_nothing_lost;
 
 // ---------------------------------------------------------------- helpers
 

@@ -22,7 +22,7 @@ use crate::model::Expectation;
 use crate::store::conformance::{
     Fixture, RECORDS_WITHOUT_FINGERPRINTS, a_record_and_its_json_without_written_at, append_n,
     command, conformance_tests, events, id, records_without_a_fingerprint_keep_replaying, request,
-    stream,
+    stream, the_first_released_store_migrates_with_nothing_lost,
 };
 use crate::store::rules;
 use crate::store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, Outbox, StoreError};
@@ -167,6 +167,24 @@ async fn migrating_to_version_3_gives_recorded_events_their_times() {
         store.command_record(record.command_id()).await.unwrap(),
         Some(record)
     );
+}
+
+/// A schema the first released schema made (version 2, built by the
+/// fixture's script) migrates with nothing lost and takes appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_released_schema_migrates_with_nothing_lost() {
+    let Some(schema) = ScratchSchema::new().await else {
+        return;
+    };
+    schema
+        .execute(&format!(
+            "CREATE SCHEMA {}; {}",
+            schema.name(),
+            include_str!("../../../tests/fixtures/store-v2/postgres.sql")
+        ))
+        .await;
+    let store = schema.open().await;
+    the_first_released_store_migrates_with_nothing_lost(&store).await;
 }
 
 /// Records that a host which kept no fingerprints wrote keep replaying.

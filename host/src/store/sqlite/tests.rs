@@ -15,6 +15,7 @@ use crate::store::conformance::{
     Fixture, RECORDS_WITHOUT_FINGERPRINTS, a_record_and_its_json_without_written_at, append_n,
     assert_conflict, command, conformance_tests, events, id, kind_of,
     records_without_a_fingerprint_keep_replaying, request, stream,
+    the_first_released_store_migrates_with_nothing_lost,
 };
 use crate::store::rules::Append;
 use crate::store::{AppendOutcome, CommandRecord, EventStore, StoreError};
@@ -189,6 +190,20 @@ async fn positions_keep_growing_after_pruning_and_reopening() {
         .map(|record| record.position)
         .collect();
     assert_eq!(positions, [head, head + 1]);
+}
+
+/// A file the first released schema made (version 2, built by the
+/// fixture's script) migrates with nothing lost and takes appends.
+#[tokio::test]
+async fn the_first_released_file_migrates_with_nothing_lost() {
+    let dir = temp_dir();
+    let path = dir.path().join("events.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(include_str!("../../../tests/fixtures/store-v2/sqlite.sql"))
+        .unwrap();
+    let store = SqliteStore::open(&path, SqliteConfig::default()).expect("the old file opens");
+    the_first_released_store_migrates_with_nothing_lost(&store).await;
 }
 
 /// Version 3 of the schema gives the events of records written before it

@@ -13,6 +13,7 @@ use anyhow::{Context, ensure};
 use cqrs_wasi_host::notifications::{
     Auth, Destination, EventGridConfig, EventGridPublisher, EventSchema, RetryPolicy, Secret,
 };
+use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use cqrs_wasi_host::store::{EventStore, SqliteConfig, SqliteStore};
 use cqrs_wasi_host::HostConfig;
 use reqwest::StatusCode;
@@ -287,5 +288,63 @@ async fn dead_letters_are_kept_until_purged_over_http_or_the_cli() -> anyhow::Re
     // The purged notification was never delivered.
     let delivered: HashSet<String> = grid.accepted_ids().into_iter().collect();
     assert!(!delivered.contains(&first.notification_id.to_string()));
+    Ok(())
+}
+
+/// Hosts sharing a PostgreSQL store each prune it, and each keeps the rows
+/// of a destination that only the other one has: every destination the
+/// store lists holds the floor, wherever it is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_of_one_host_keeps_its_rows_when_another_prunes() -> anyhow::Result<()> {
+    let Some(schema) = ScratchSchema::new().await else {
+        return Ok(());
+    };
+    let down = EventGridStandIn::start(Schema::EventGrid).await?;
+    down.go_down();
+    let with_topic = TestHost::with_destinations(
+        Arc::new(schema.open().await),
+        HostConfig {
+            retain_delivered: None,
+            ..HostConfig::default()
+        },
+        vec![topic(&down, "only-here")?],
+    )
+    .await?;
+    let pruning =
+        TestHost::with_destinations(Arc::new(schema.open().await), prune_at_once(), Vec::new())
+            .await?;
+    let store = pruning.store.clone();
+    for n in 0..10 {
+        let (status, body) = pruning
+            .command(&format!("acc-{n}"), "OpenAccount", r#"{"owner": "Ada"}"#)
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    eventually("the local handlers' deliveries", async || {
+        let head = store.outbox_head().await?;
+        let checkpoints = store.checkpoints().await?;
+        Ok(checkpoints
+            .iter()
+            .any(|(name, next)| name == "@local" && *next > head))
+    })
+    .await?;
+    // Several of the pruning host's rounds.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let kept = rows(&*store).await?;
+    let head = store.outbox_head().await?;
+    assert_eq!(kept.first(), Some(&1), "nothing was pruned: {kept:?}");
+    assert_eq!(kept.last(), Some(&head));
+
+    down.come_back();
+    eventually("the topic's catching up", async || {
+        let accepted: HashSet<String> = down.accepted_ids().into_iter().collect();
+        Ok(accepted.len() >= kept.len())
+    })
+    .await?;
+    eventually("the delivered rows to be pruned", async || {
+        Ok(rows(&*store).await?.len() <= 1)
+    })
+    .await?;
+    drop(with_topic);
     Ok(())
 }

@@ -684,6 +684,18 @@ mod tests {
     }
 
     #[test]
+    fn delivered_notifications_are_kept_a_day_unless_configured() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.notifications.retain_delivered_ms, 86_400_000);
+        let config: Config =
+            toml::from_str("[notifications]\nretain_delivered_ms = 3_600_000\n").unwrap();
+        assert_eq!(config.notifications.retain_delivered_ms, 3_600_000);
+        assert!(
+            toml::from_str::<Config>("[notifications]\nretain_delivered_ms = \"1h\"\n").is_err()
+        );
+    }
+
+    #[test]
     fn the_command_line_selects_postgres_and_its_schema() {
         let url = || Some(Secret::new("postgres://db/x"));
         let sqlite = StoreConfig::default;

@@ -110,7 +110,10 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         .route("/destinations", get(destinations))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/{destination}", delete(purge_dead_letters))
-        .route("/dead-letters/{destination}/{id}", delete(purge_dead_letter))
+        .route(
+            "/dead-letters/{destination}/{id}",
+            delete(purge_dead_letter),
+        )
         .route("/dead-letters/{destination}/{id}/redrive", post(redrive))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
     let public = Router::new()

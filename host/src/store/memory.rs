@@ -4,7 +4,7 @@
 //! restarts. It must not decide any append rule itself: those live in
 //! [`super::rules`], so that it behaves exactly like the durable backends.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
@@ -53,12 +53,13 @@ struct State {
     /// Where each event id is in `events`.
     event_ids: HashMap<Uuid, usize>,
     commands: HashMap<String, CommandRecord>,
-    /// The outbox from its first row kept: row `n` is at index
-    /// `n - 1 - front`, `None` once pruned (a row below a dead letter's can
-    /// go before it).
-    outbox: VecDeque<Option<Row>>,
-    /// How many rows were pruned off the front of `outbox`.
-    front: u64,
+    /// The outbox rows kept, by position (pruning leaves gaps, a row below
+    /// a dead letter's can go before it).
+    outbox: BTreeMap<u64, Row>,
+    /// The position of the last row; 0 while the outbox is empty. Pruning
+    /// never removes the last row, so this is also the last position
+    /// handed out.
+    outbox_head: u64,
     /// Ids of the documents in `outbox`.
     document_ids: HashSet<Uuid>,
     checkpoints: BTreeMap<String, u64>,
@@ -122,9 +123,11 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl State {
-    /// The position of the last row; 0 when the outbox is empty.
-    fn outbox_head(&self) -> u64 {
-        self.front + self.outbox.len() as u64
+    /// Adds a row after the last one.
+    fn push_row(&mut self, entry: RowEntry, added_at: OffsetDateTime) {
+        self.outbox_head += 1;
+        self.outbox
+            .insert(self.outbox_head, Row { entry, added_at });
     }
 
     fn stream(&self, stream: &StreamId) -> Option<&[usize]> {
@@ -233,10 +236,7 @@ impl StoreTxn for State {
         for &(kind, position) in rows {
             // Position `n` is at index `n - 1`, and the event was just added.
             let index = usize::try_from(position - 1).map_err(StoreError::backend)?;
-            self.outbox.push_back(Some(Row {
-                entry: RowEntry::Event(kind, index),
-                added_at,
-            }));
+            self.push_row(RowEntry::Event(kind, index), added_at);
         }
         Ok(())
     }
@@ -246,10 +246,7 @@ impl StoreTxn for State {
         let mut added = 0;
         for document in documents {
             if self.document_ids.insert(document.id) {
-                self.outbox.push_back(Some(Row {
-                    entry: RowEntry::Document(document.clone()),
-                    added_at,
-                }));
+                self.push_row(RowEntry::Document(document.clone()), added_at);
                 added += 1;
             }
         }
@@ -304,27 +301,34 @@ impl StoreTxn for State {
     async fn prune_outbox(&mut self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
         let cutoff = OffsetDateTime::now_utc() - retain;
         let dead: HashSet<u64> = self.dead_letters.values().map(|l| l.position).collect();
-        // The last row always stays, so that positions keep growing.
-        let end = below.min(self.outbox_head());
-        let mut pruned = Pruned::default();
-        let mut oldest_kept: Option<OffsetDateTime> = None;
-        for (position, slot) in (self.front + 1..).zip(self.outbox.iter_mut()) {
-            let Some(row) = slot else { continue };
-            let needed = position >= below || dead.contains(&position);
-            if needed {
-                oldest_kept = Some(oldest_kept.map_or(row.added_at, |t| t.min(row.added_at)));
-            } else if position < end && row.added_at < cutoff {
-                if let RowEntry::Document(document) = &row.entry {
-                    self.document_ids.remove(&document.id);
-                }
-                *slot = None;
-                pruned.rows += 1;
+        // The last row always stays, as in every backend (where it is what
+        // keeps positions growing).
+        let end = below.min(self.outbox_head);
+        let gone: Vec<u64> = self
+            .outbox
+            .range(..end)
+            .filter(|&(position, row)| !dead.contains(position) && row.added_at < cutoff)
+            .map(|(&position, _)| position)
+            .collect();
+        for position in &gone {
+            if let Some(Row {
+                entry: RowEntry::Document(document),
+                ..
+            }) = self.outbox.remove(position)
+            {
+                self.document_ids.remove(&document.id);
             }
         }
-        while matches!(self.outbox.front(), Some(None)) {
-            self.outbox.pop_front();
-            self.front += 1;
-        }
+        let oldest_kept = self
+            .outbox
+            .range(below..)
+            .chain(dead.iter().filter_map(|p| self.outbox.get_key_value(p)))
+            .map(|(_, row)| row.added_at)
+            .min();
+        let mut pruned = Pruned {
+            rows: gone.len() as u64,
+            completions: 0,
+        };
         let forget_before = oldest_kept.map_or(cutoff, |oldest| oldest.min(cutoff));
         let before = self.completions.len();
         self.completions.retain(|_, at| *at >= forget_before);
@@ -437,14 +441,11 @@ impl Outbox for MemoryStore {
         max_count: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let state = self.state();
-        // Row `n` is at index `n - 1 - front`.
-        let skip = index_of(from.saturating_sub(state.front));
-        (state.front + 1..)
-            .zip(&state.outbox)
-            .skip(skip)
-            .filter_map(|(position, slot)| slot.as_ref().map(|row| (position, row)))
+        state
+            .outbox
+            .range(from..)
             .take(max_count)
-            .map(|(position, row)| {
+            .map(|(&position, row)| {
                 let entry = match &row.entry {
                     RowEntry::Event(kind, event) => {
                         let event = state.events[*event].clone();
@@ -468,7 +469,7 @@ impl Outbox for MemoryStore {
     }
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {
-        Ok(self.state().outbox_head())
+        Ok(self.state().outbox_head)
     }
 
     fn outbox_changes(&self) -> watch::Receiver<u64> {

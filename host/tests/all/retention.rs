@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use cqrs_wasi_host::HostConfig;
 use cqrs_wasi_host::notifications::{
     Auth, Destination, EventGridConfig, EventGridPublisher, EventSchema, RetryPolicy, Secret,
 };
 use cqrs_wasi_host::store::postgres_testing::ScratchSchema;
 use cqrs_wasi_host::store::{EventStore, SqliteConfig, SqliteStore};
-use cqrs_wasi_host::HostConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -82,8 +82,8 @@ fn sqlite(dir: &tempfile::TempDir) -> anyhow::Result<Arc<dyn EventStore>> {
 }
 
 #[tokio::test]
-async fn a_long_run_keeps_the_outbox_bounded_and_prunes_nothing_undelivered()
--> anyhow::Result<()> {
+async fn a_long_run_keeps_the_outbox_bounded_and_prunes_nothing_undelivered() -> anyhow::Result<()>
+{
     let dir = tempfile::tempdir()?;
     let store = sqlite(&dir)?;
     let (up, down) = (

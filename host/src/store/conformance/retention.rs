@@ -77,7 +77,11 @@ pub(crate) async fn pruning_removes_only_rows_below_the_checkpoint_and_older_tha
     assert_eq!(positions(&*store).await, all);
 
     assert_eq!(store.prune_outbox(below, AT_ONCE).await.unwrap(), rows(4));
-    assert_eq!(positions(&*store).await, all[4..], "rows from `below` on stay");
+    assert_eq!(
+        positions(&*store).await,
+        all[4..],
+        "rows from `below` on stay"
+    );
     assert_eq!(store.outbox_head().await.unwrap(), all[8]);
     assert_eq!(
         store.read_outbox(all[1], 2).await.unwrap()[0].position,
@@ -94,7 +98,10 @@ pub(crate) async fn pruning_keeps_the_last_row_so_positions_keep_growing(
     let head = store.outbox_head().await.unwrap();
     tick().await;
 
-    assert_eq!(store.prune_outbox(u64::MAX, AT_ONCE).await.unwrap(), rows(2));
+    assert_eq!(
+        store.prune_outbox(u64::MAX, AT_ONCE).await.unwrap(),
+        rows(2)
+    );
     assert_eq!(positions(&*store).await, [head]);
     assert_eq!(store.outbox_head().await.unwrap(), head);
 
@@ -173,7 +180,11 @@ pub(crate) async fn purging_removes_every_dead_letter_of_one_destination(
     store: Arc<dyn EventStore>,
 ) {
     store
-        .add_dead_letters(vec![letter("t", 1, 4), letter("t", 2, 9), letter("u", 1, 4)])
+        .add_dead_letters(vec![
+            letter("t", 1, 4),
+            letter("t", 2, 9),
+            letter("u", 1, 4),
+        ])
         .await
         .unwrap();
     assert_eq!(store.purge_dead_letters("t").await.unwrap(), 2);

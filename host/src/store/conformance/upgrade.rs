@@ -24,7 +24,14 @@ fn at(rfc3339: &str) -> OffsetDateTime {
 
 /// The fixture's events, in position order: stream, sequence, event id,
 /// type, payload and when it was written.
-fn fixture_events() -> [(StreamId, u64, Uuid, &'static str, &'static str, OffsetDateTime); 4] {
+fn fixture_events() -> [(
+    StreamId,
+    u64,
+    Uuid,
+    &'static str,
+    &'static str,
+    OffsetDateTime,
+); 4] {
     let (acc_1, acc_2) = (
         stream_of("Bank", "Account", "acc-1"),
         stream_of("Bank", "Account", "acc-2"),
@@ -118,7 +125,11 @@ pub(crate) async fn the_first_released_store_migrates_with_nothing_lost(store: &
         .unwrap()
         .expect("recorded");
     let mut again = request(acc_1, Expectation::Any, vec![event("MoneyDeposited", "{}")]);
-    again.command = Some(command_with("cmd-deposit-1", "Deposit", r#"{"amount":700}"#));
+    again.command = Some(command_with(
+        "cmd-deposit-1",
+        "Deposit",
+        r#"{"amount":700}"#,
+    ));
     assert_already_executed(store.append(again).await, &deposit);
     let refused = store
         .command_record(&id("cmd-withdraw-2"))
@@ -132,7 +143,11 @@ pub(crate) async fn the_first_released_store_migrates_with_nothing_lost(store: &
     );
     assert_eq!(
         store
-            .record_rejection(acc_2, &command_with("cmd-withdraw-2", "Withdraw", "{}"), "x")
+            .record_rejection(
+                acc_2,
+                &command_with("cmd-withdraw-2", "Withdraw", "{}"),
+                "x"
+            )
             .await
             .unwrap(),
         refused

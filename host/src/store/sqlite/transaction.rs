@@ -140,7 +140,9 @@ impl StoreTxn for SqliteTxn<'_> {
         let added_at = now_micros()?;
         let mut insert = self
             .connection
-            .prepare_cached("INSERT INTO outbox (kind, event_position, added_at) VALUES (?1, ?2, ?3)")
+            .prepare_cached(
+                "INSERT INTO outbox (kind, event_position, added_at) VALUES (?1, ?2, ?3)",
+            )
             .map_err(StoreError::backend)?;
         for &(kind, position) in rows {
             insert

@@ -20,8 +20,8 @@ mod guests;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::support::TestHost;
 use crate::support::load::{Finished, Load};
+use crate::support::{TestHost, eventually};
 use anyhow::{Context, ensure};
 use cqrs_wasi_host::HostConfig;
 use cqrs_wasi_host::model::StreamId;
@@ -79,19 +79,6 @@ async fn deploy_bytes(
     static COMPILING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = COMPILING.lock().await;
     Ok(host.host.deploy(name, bytes).await?)
-}
-
-/// Waits until `done` holds, for at most 30 s.
-async fn eventually<F: AsyncFnMut() -> anyhow::Result<bool>>(
-    what: &str,
-    mut done: F,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done().await? {
-        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 /// The languages the bank is written in.

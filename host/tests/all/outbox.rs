@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use cqrs_wasi_host::notifications::{
@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::event_grid::{EventGridStandIn, Fault, Schema};
-use crate::support::{self, TestHost, letters};
+use crate::support::{self, TestHost, eventually, letters};
 
 /// Short pauses, so that a test waits milliseconds rather than seconds.
 fn quick_retries(attempts: u32) -> RetryPolicy {
@@ -45,19 +45,6 @@ fn topic(stand_in: &EventGridStandIn) -> anyhow::Result<Destination> {
         sink: Arc::new(EventGridPublisher::new(config)?),
         retry: quick_retries(1),
     })
-}
-
-/// Waits until `done` holds, for at most 30 s.
-async fn eventually<F: AsyncFnMut() -> anyhow::Result<bool>>(
-    what: &str,
-    mut done: F,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done().await? {
-        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 fn subject_of(event: &Value) -> &str {

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use cqrs_wasi_host::HostConfig;
@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::event_grid::{EventGridStandIn, Schema};
-use crate::support::{self, TestHost};
+use crate::support::{self, TestHost, eventually};
 
 /// Rows are pruned as soon as every destination has passed them.
 fn prune_at_once() -> HostConfig {
@@ -49,19 +49,6 @@ fn topic(stand_in: &EventGridStandIn, name: &str) -> anyhow::Result<Destination>
         sink: Arc::new(EventGridPublisher::new(config)?),
         retry: quick(1),
     })
-}
-
-/// Waits until `done` holds, for at most 30 s.
-async fn eventually<F: AsyncFnMut() -> anyhow::Result<bool>>(
-    what: &str,
-    mut done: F,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done().await? {
-        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// The positions of the rows the outbox holds.

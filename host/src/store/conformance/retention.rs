@@ -27,7 +27,8 @@ async fn tick() {
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
-async fn positions(store: &dyn EventStore) -> Vec<u64> {
+/// The positions of the rows the outbox holds.
+pub(crate) async fn outbox_positions(store: &dyn EventStore) -> Vec<u64> {
     store
         .read_outbox(0, usize::MAX)
         .await
@@ -64,7 +65,7 @@ pub(crate) async fn pruning_removes_only_rows_below_the_checkpoint_and_older_tha
     for key in ["a", "b", "c"] {
         append_n(&*store, &stream(key), 2).await;
     }
-    let all = positions(&*store).await;
+    let all = outbox_positions(&*store).await;
     assert_eq!(all.len(), 9);
     let below = all[4];
     tick().await;
@@ -74,11 +75,11 @@ pub(crate) async fn pruning_removes_only_rows_below_the_checkpoint_and_older_tha
         rows(0),
         "rows younger than the retention stay"
     );
-    assert_eq!(positions(&*store).await, all);
+    assert_eq!(outbox_positions(&*store).await, all);
 
     assert_eq!(store.prune_outbox(below, AT_ONCE).await.unwrap(), rows(4));
     assert_eq!(
-        positions(&*store).await,
+        outbox_positions(&*store).await,
         all[4..],
         "rows from `below` on stay"
     );
@@ -102,11 +103,11 @@ pub(crate) async fn pruning_keeps_the_last_row_so_positions_keep_growing(
         store.prune_outbox(u64::MAX, AT_ONCE).await.unwrap(),
         rows(2)
     );
-    assert_eq!(positions(&*store).await, [head]);
+    assert_eq!(outbox_positions(&*store).await, [head]);
     assert_eq!(store.outbox_head().await.unwrap(), head);
 
     append_n(&*store, &stream("a"), 1).await;
-    let after = positions(&*store).await;
+    let after = outbox_positions(&*store).await;
     assert_eq!(after.len(), 2);
     assert!(
         after[1] > head,
@@ -119,7 +120,7 @@ pub(crate) async fn pruning_keeps_the_rows_of_dead_letters_until_they_are_purged
     store: Arc<dyn EventStore>,
 ) {
     append_n(&*store, &stream("a"), 5).await;
-    let all = positions(&*store).await;
+    let all = outbox_positions(&*store).await;
     store
         .add_dead_letters(vec![letter("topic", 1, all[1])])
         .await
@@ -128,14 +129,14 @@ pub(crate) async fn pruning_keeps_the_rows_of_dead_letters_until_they_are_purged
 
     assert_eq!(store.prune_outbox(all[4], AT_ONCE).await.unwrap(), rows(3));
     assert_eq!(
-        positions(&*store).await,
+        outbox_positions(&*store).await,
         [all[1], all[4], all[5]],
         "a dead letter's row stays for its re-drive"
     );
 
     assert_eq!(store.purge_dead_letters("topic").await.unwrap(), 1);
     assert_eq!(store.prune_outbox(all[4], AT_ONCE).await.unwrap(), rows(1));
-    assert_eq!(positions(&*store).await, [all[4], all[5]]);
+    assert_eq!(outbox_positions(&*store).await, [all[4], all[5]]);
 }
 
 pub(crate) async fn pruning_forgets_only_completions_no_kept_row_can_need(

@@ -13,7 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::{Uuid, uuid};
 
-use super::{assert_already_executed, command_with, event, id, outbox, request, stream_of};
+use super::{
+    assert_already_executed, command_with, event, id, outbox, outbox_positions, request, stream_of,
+};
 use crate::model::{Expectation, StreamId};
 use crate::store::{CommandRecord, DeadLetter, EventStore, Pruned};
 
@@ -166,14 +168,7 @@ pub(crate) async fn the_first_released_store_migrates_with_nothing_lost(store: &
         "EventAppended Letters/Letter/welcome-acc-1 1",
     ];
     assert_eq!(outbox(store).await, rows);
-    let positions: Vec<u64> = store
-        .read_outbox(0, usize::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|record| record.position)
-        .collect();
-    assert_eq!(positions, (1..=8).collect::<Vec<_>>());
+    assert_eq!(outbox_positions(store).await, (1..=8).collect::<Vec<_>>());
     assert_eq!(store.outbox_head().await.unwrap(), 8);
     assert_eq!(
         store.checkpoints().await.unwrap(),

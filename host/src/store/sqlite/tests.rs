@@ -13,7 +13,7 @@ use super::*;
 use crate::model::Expectation;
 use crate::store::conformance::{
     Fixture, RECORDS_WITHOUT_FINGERPRINTS, a_record_and_its_json_without_written_at, append_n,
-    assert_conflict, command, conformance_tests, events, id, kind_of,
+    assert_conflict, command, conformance_tests, events, id, kind_of, outbox_positions,
     records_without_a_fingerprint_keep_replaying, request, stream,
     the_first_released_store_migrates_with_nothing_lost,
 };
@@ -182,14 +182,7 @@ async fn positions_keep_growing_after_pruning_and_reopening() {
     let store = open_in(&dir, SqliteConfig::default());
     assert_eq!(store.outbox_head().await.unwrap(), head);
     append_n(&store, &stream("a"), 1).await;
-    let positions: Vec<u64> = store
-        .read_outbox(0, usize::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|record| record.position)
-        .collect();
-    assert_eq!(positions, [head, head + 1]);
+    assert_eq!(outbox_positions(&store).await, [head, head + 1]);
 }
 
 /// A file the first released schema made (version 2, built by the

@@ -190,6 +190,19 @@ pub async fn letters(host: &Host, key: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// The admin token of [`TestHost::with_destinations`].
+/// Waits until `done` holds, for at most 30 s.
+pub async fn eventually<F: AsyncFnMut() -> anyhow::Result<bool>>(
+    what: &str,
+    mut done: F,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await? {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A host with the bank component, serving HTTP on a loopback port, over a

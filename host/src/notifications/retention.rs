@@ -9,8 +9,8 @@
 //! delivered anything yet holds the floor at 1 on every host. What a prune
 //! removes (the rows, the completion records no redelivery can need) and
 //! what it keeps (the last row, dead letters' rows) is the store's
-//! contract, [`Outbox::prune_outbox`]. It must not move checkpoints or
-//! touch dead letters.
+//! contract, [`Outbox::prune_outbox`](crate::store::Outbox::prune_outbox).
+//! It must not move checkpoints or touch dead letters.
 //!
 //! Several hosts may prune one store at once: a prune removes only rows
 //! every destination has passed, so two of them remove the same rows or
@@ -25,8 +25,8 @@ use crate::error_chain::error_chain;
 use crate::store::{EventStore, StoreError};
 
 /// The shortest and longest pause between two prunes: a quarter of the
-/// retention within these, so that a row outlives its retention by at most
-/// a quarter of it (and never by more than five minutes), and a zero
+/// retention within these, so that a row outlives its retention by about a
+/// quarter of it (a second at least, five minutes at most), and a zero
 /// retention does not make the task spin.
 const MIN_PAUSE: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(300);

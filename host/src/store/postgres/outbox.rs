@@ -122,14 +122,16 @@ pub(super) const PRUNE_ROWS: &str = "
       AND position NOT IN (SELECT position FROM dead_letters)";
 
 /// Removes the completion records older than `$2` microseconds and than
-/// every row that stays deliverable (from `$1` on, or dead-lettered).
-/// `least` passes over the null of an empty `min`.
+/// every row that stays deliverable (from `$1` on, or dead-lettered), each
+/// kind found by its own index. `least` passes over the null of an empty
+/// `min`.
 pub(super) const PRUNE_COMPLETIONS: &str = "
     DELETE FROM completions
     WHERE completed_at < least(
         now() - $2::bigint * interval '1 microsecond',
-        (SELECT min(added_at) FROM outbox
-         WHERE position >= $1 OR position IN (SELECT position FROM dead_letters)))";
+        (SELECT min(added_at) FROM outbox WHERE position >= $1),
+        (SELECT min(outbox.added_at) FROM outbox
+         JOIN dead_letters ON dead_letters.position = outbox.position))";
 
 pub(super) async fn insert_documents(
     client: &ClientWrapper,

@@ -272,14 +272,17 @@ impl StoreTxn for SqliteTxn<'_> {
             )
             .and_then(|mut delete| delete.execute(params![below, cutoff]))
             .map_err(StoreError::backend)?;
+        // Older than the retention, and than every row still deliverable;
+        // a multi-argument min() is null if any argument is, hence the
+        // coalesces.
         let completions = self
             .connection
             .prepare_cached(
                 "DELETE FROM completions
-                 WHERE completed_at < min(?2, coalesce(
-                     (SELECT min(added_at) FROM outbox
-                      WHERE position >= ?1
-                         OR position IN (SELECT position FROM dead_letters)), ?2))",
+                 WHERE completed_at < min(?2,
+                     coalesce((SELECT min(added_at) FROM outbox WHERE position >= ?1), ?2),
+                     coalesce((SELECT min(outbox.added_at) FROM outbox
+                               JOIN dead_letters ON dead_letters.position = outbox.position), ?2))",
             )
             .and_then(|mut delete| delete.execute(params![below, cutoff]))
             .map_err(StoreError::backend)?;

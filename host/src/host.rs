@@ -38,6 +38,7 @@ use crate::model::{
     CommandId, CommandType, Domain, EntityType, NameError, NameKind, ProjectionType, RecordedEvent,
     StreamId, validate_name,
 };
+use crate::notifications::follow::Followers;
 use crate::notifications::model::NotificationKind;
 use crate::notifications::{
     DeliveryOutcome, Destination, DestinationStatus, Dispatcher, RaisePolicy, RedriveError,
@@ -190,6 +191,7 @@ impl HostError {
             HostError::NotGranted { .. } => "not_granted",
             HostError::Repository(_) => "repository_error",
             HostError::Store(StoreError::InvalidName(_)) => "invalid_name",
+            HostError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
             HostError::Store(_) => "store_error",
         }
     }
@@ -340,7 +342,7 @@ impl HostBuilder {
                 registry: Registry::new(if repository.is_some() { 4 } else { usize::MAX }),
                 repository,
                 dispatcher: Arc::new(Dispatcher::new(store.clone(), destinations)),
-                propagation: std::sync::Mutex::new(None),
+                propagation: Followers::default(),
                 store,
                 locks: stream_locks::StreamLocks::default(),
                 grants: self.grants,
@@ -398,20 +400,7 @@ struct Inner {
     config: HostConfig,
     dispatcher: Arc<Dispatcher>,
     /// The task that raises projection-completed notifications.
-    propagation: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(task) = self
-            .propagation
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
-    }
+    propagation: Followers,
 }
 
 impl Inner {
@@ -710,6 +699,32 @@ impl Host {
         id: uuid::Uuid,
     ) -> Result<DeliveryOutcome, RedriveError> {
         self.inner.dispatcher.redrive(destination, id).await
+    }
+
+    /// Stops the host's background work and closes its store, for a
+    /// process about to exit, once it takes no more calls (stop serving
+    /// first, and let the calls in flight finish).
+    ///
+    /// The outbox's dispatchers and the projection propagation start no
+    /// other round; one in a round finishes it if it can by `deadline`,
+    /// moving its checkpoint, or is abandoned with its checkpoint where it
+    /// was, so that what it was delivering is delivered again after a
+    /// restart (at least once, with the same ids). Then the store finishes
+    /// the writes handed to it and closes ([`EventStore::close`]); calls
+    /// still running after that fail with `store_unavailable`.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) -> Result<(), HostError> {
+        let (dispatch, propagation) = tokio::join!(
+            self.inner.dispatcher.stop(deadline),
+            self.inner.propagation.stop(deadline)
+        );
+        if dispatch + propagation > 0 {
+            tracing::warn!(
+                abandoned = dispatch + propagation,
+                "rounds still running at the deadline were abandoned; they run again at the next start"
+            );
+        }
+        self.inner.store.close().await?;
+        Ok(())
     }
 
     /// The host's metrics, Prometheus text format: component instances

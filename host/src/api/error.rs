@@ -54,7 +54,8 @@ impl From<HostError> for ApiError {
             HostError::Conflict { .. } | HostError::RouteConflict(_) => StatusCode::CONFLICT,
             HostError::NotGranted { .. } => StatusCode::FORBIDDEN,
             HostError::Store(crate::store::StoreError::InvalidName(_)) => StatusCode::BAD_REQUEST,
-            HostError::Guest(GuestFault::Instantiation { .. } | GuestFault::Busy { .. }) => {
+            HostError::Guest(GuestFault::Instantiation { .. } | GuestFault::Busy { .. })
+            | HostError::Store(crate::store::StoreError::Unavailable { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             HostError::HandlerFailed { .. }

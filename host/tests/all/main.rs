@@ -26,6 +26,8 @@ mod properties;
 mod readme;
 mod sandbox;
 mod secrets;
+mod shutdown;
+mod store_faults;
 mod support;
 mod two_hosts;
 mod warm;

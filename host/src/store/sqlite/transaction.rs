@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::reads::{load_command, load_stream_sequence};
+use super::store_error;
 use crate::model::{EventContext, NewEvent, NotificationKind, StreamId};
 use crate::store::rules::{StoreTxn, StoredEventId};
 use crate::store::sql::{
@@ -38,13 +39,13 @@ impl StoreTxn for SqliteTxn<'_> {
         let mut statement = self
             .connection
             .prepare_cached(select_event_ids!("event_id = ?1"))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let mut stored = Vec::with_capacity(event_ids.len());
         for &event_id in event_ids {
             let mut rows = statement
                 .query([event_id.to_string()])
-                .map_err(StoreError::backend)?;
-            let found = match rows.next().map_err(StoreError::backend)? {
+                .map_err(store_error)?;
+            let found = match rows.next().map_err(store_error)? {
                 Some(row) => Some(stored_event_id(row, stream)?.1),
                 None => None,
             };
@@ -75,7 +76,7 @@ impl StoreTxn for SqliteTxn<'_> {
                                      event_type, payload, written_at, context)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let mut appended = Vec::with_capacity(events.len());
         for (sequence, event) in (first_sequence..).zip(events) {
             insert
@@ -90,7 +91,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     micros,
                     context,
                 ])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
             appended.push(AppendedEvent {
                 event_id: event.event_id,
                 event_type: event.event_type.clone(),
@@ -118,7 +119,7 @@ impl StoreTxn for SqliteTxn<'_> {
                         last_sequence,
                     ])
                 })
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(appended)
     }
@@ -128,7 +129,7 @@ impl StoreTxn for SqliteTxn<'_> {
         self.connection
             .prepare_cached("INSERT INTO commands (command_id, record) VALUES (?1, ?2)")
             .and_then(|mut insert| insert.execute(params![record.command_id().as_str(), json]))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -139,11 +140,11 @@ impl StoreTxn for SqliteTxn<'_> {
         let mut insert = self
             .connection
             .prepare_cached("INSERT INTO outbox (kind, event_position) VALUES (?1, ?2)")
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         for &(kind, position) in rows {
             insert
                 .execute(params![kind.as_str(), to_sql_int(position)?])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }
@@ -155,7 +156,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 "INSERT INTO outbox (kind, notification_id, topic, body) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (notification_id) DO NOTHING",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let mut added = 0;
         for document in documents {
             added += insert
@@ -165,7 +166,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     document.topic,
                     document.body.get(),
                 ])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(added)
     }
@@ -178,7 +179,7 @@ impl StoreTxn for SqliteTxn<'_> {
                  DO UPDATE SET next_position = max(next_position, excluded.next_position)",
             )
             .and_then(|mut upsert| upsert.execute(params![destination, sql_bound(next)]))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -189,7 +190,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 "INSERT OR REPLACE INTO dead_letters (destination, notification_id, position, letter)
                  VALUES (?1, ?2, ?3, ?4)",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         for letter in letters {
             let json = to_json("dead letter", letter)?;
             upsert
@@ -199,7 +200,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     to_sql_int(letter.position)?,
                     json,
                 ])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }
@@ -217,7 +218,7 @@ impl StoreTxn for SqliteTxn<'_> {
             .and_then(|mut delete| {
                 delete.execute(params![destination, notification_id.to_string()])
             })
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(deleted > 0)
     }
 
@@ -231,11 +232,11 @@ impl StoreTxn for SqliteTxn<'_> {
                 "INSERT INTO completions (handler, notification_id) VALUES (?1, ?2)
                  ON CONFLICT DO NOTHING",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         for (handler, notification_id) in completions {
             insert
                 .execute(params![handler, notification_id])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }

@@ -27,16 +27,30 @@ use crate::support::event_grid::{EventGridStandIn, Schema};
 /// Waits until the clients were refused `count` times more than `from`.
 async fn until_refused(ledger: &Ledger, from: usize, count: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ledger.entries().unavailable.len() < from + count {
+    loop {
+        {
+            let entries = ledger.entries();
+            ensure!(
+                entries.unexpected.is_empty(),
+                "unexpected answers: {:#?}",
+                entries.unexpected
+            );
+            if entries.unavailable.len() >= from + count {
+                return Ok(());
+            }
+        }
         ensure!(Instant::now() < deadline, "the store never failed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(())
 }
 
 /// Every refusal is a clear 503 naming `why`, with no backend's text.
 fn refusals_say(ledger: &Ledger, why: &str) -> anyhow::Result<()> {
-    for body in &ledger.entries().unavailable {
+    let entries = ledger.entries();
+    if let Some(first) = entries.unavailable.first() {
+        println!("refused with 503 {first}");
+    }
+    for body in &entries.unavailable {
         let message = body["message"].as_str().unwrap_or_default();
         ensure!(
             message.contains(why) && !message.to_lowercase().contains("sqlite"),

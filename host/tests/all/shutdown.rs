@@ -84,7 +84,7 @@ async fn sigterm_under_load_finishes_the_calls_in_flight_and_loses_nothing() -> 
 
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(&[host.clone()], &ledger, &mut rng, 0, &stop);
+    let clients = load(std::slice::from_ref(&host), &ledger, &mut rng, 0, &stop);
     until_acknowledged(&ledger, 0, rng.usize(20..=100)).await?;
     host.terminate()?;
     let signalled = Instant::now();

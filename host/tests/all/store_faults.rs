@@ -144,7 +144,7 @@ async fn a_full_disk_refuses_commands_with_503_and_passes_without_a_restart() ->
     open_accounts(&host).await?;
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(&[host.clone()], &ledger, &mut rng, 0, &stop);
+    let clients = load(std::slice::from_ref(&host), &ledger, &mut rng, 0, &stop);
     until_acknowledged(&ledger, 0, 20).await?;
 
     let filler = fill(&disk)?;
@@ -304,7 +304,7 @@ async fn a_postgres_restart_under_load_answers_503_and_the_host_reconnects_by_it
     open_accounts(&host).await?;
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(&[host.clone()], &ledger, &mut rng, 0, &stop);
+    let clients = load(std::slice::from_ref(&host), &ledger, &mut rng, 0, &stop);
     until_acknowledged(&ledger, 0, 30).await?;
 
     let stopping = server.clone();

@@ -39,12 +39,12 @@ use tokio::task::JoinSet;
 use crate::support::event_grid::{EventGridStandIn, Fault, Schema};
 use crate::support::{self, Api, ServedHost};
 
-pub(crate) const ACCOUNTS: usize = 4;
+const ACCOUNTS: usize = 4;
 const CLIENTS: usize = 8;
 /// Kills (and restarts) per test.
 const CYCLES: usize = 3;
 
-pub(crate) fn account(n: usize) -> String {
+fn account(n: usize) -> String {
     format!("acc-{n}")
 }
 
@@ -382,8 +382,31 @@ max_attempts = 3
         verify_after_restart(&host, &ledger).await?;
     }
 
-    // Every acknowledged event reaches the topic, the accounts' openings
-    // included.
+    until_every_acknowledged_event_is_published(&stand_in, &ledger).await?;
+    // Duplicates (from retries, and from the rounds the kills cut short)
+    // carry the same id: every copy's id is its identity's.
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for event in stand_in.accepted() {
+        let id = event["id"].as_str().context("an id")?.to_owned();
+        ensure!(id == support::identity_id(&event)?, "{event}");
+        *copies.entry(id).or_default() += 1;
+    }
+    let duplicated = copies.values().filter(|&&n| n > 1).count();
+    println!(
+        "{} distinct notifications reached the topic, {duplicated} of them more than once",
+        copies.len()
+    );
+    let host = Arc::into_inner(host).context("every client is done")?;
+    host.stop()?;
+    Ok(())
+}
+
+/// Waits until every acknowledged event has reached the topic of
+/// `stand_in`, the accounts' openings included.
+pub(crate) async fn until_every_acknowledged_event_is_published(
+    stand_in: &EventGridStandIn,
+    ledger: &Ledger,
+) -> anyhow::Result<()> {
     let wanted: BTreeSet<String> = (0..ACCOUNTS)
         .map(|n| (account(n), 1))
         .chain(
@@ -406,7 +429,7 @@ max_attempts = 3
         let accepted: BTreeSet<String> = stand_in.accepted_ids().into_iter().collect();
         let missing = wanted.difference(&accepted).count();
         if missing == 0 {
-            break;
+            return Ok(());
         }
         ensure!(
             Instant::now() < deadline,
@@ -414,22 +437,6 @@ max_attempts = 3
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Duplicates (from retries, and from the rounds the kills cut short)
-    // carry the same id: every copy's id is its identity's.
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-    for event in stand_in.accepted() {
-        let id = event["id"].as_str().context("an id")?.to_owned();
-        ensure!(id == support::identity_id(&event)?, "{event}");
-        *copies.entry(id).or_default() += 1;
-    }
-    let duplicated = copies.values().filter(|&&n| n > 1).count();
-    println!(
-        "{} distinct notifications reached the topic, {duplicated} of them more than once",
-        copies.len()
-    );
-    let host = Arc::into_inner(host).context("every client is done")?;
-    host.stop()?;
-    Ok(())
 }
 
 /// Sends the deposits in doubt again through `host`, then checks every

@@ -13,13 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use cqrs_wasi_host::model::StreamId;
-use cqrs_wasi_host::notifications::model::{NotificationKind, notification_id};
 use cqrs_wasi_host::store::postgres_testing::REQUIRE_VAR;
 use cqrs_wasi_host::store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 
 use crate::crash::{
-    ACCOUNTS, Ledger, account, load, open_accounts, resolve, serve, until_acknowledged, verify,
+    Ledger, load, open_accounts, resolve, serve, until_acknowledged,
+    until_every_acknowledged_event_is_published, verify,
 };
 use crate::shutdown::whole;
 use crate::support::event_grid::{EventGridStandIn, Schema};
@@ -324,36 +323,7 @@ async fn a_postgres_restart_under_load_answers_503_and_the_host_reconnects_by_it
 
     // The dispatcher claims its destination again: every acknowledged
     // event reaches the topic.
-    let wanted: Vec<String> = (0..ACCOUNTS)
-        .map(|n| (account(n), 1))
-        .chain(
-            ledger
-                .entries()
-                .acknowledged
-                .values()
-                .map(|(deposit, sequence)| (deposit.account.clone(), *sequence)),
-        )
-        .map(|(key, sequence)| {
-            let stream = StreamId::new("Bank", "Account", key)?;
-            Ok(
-                notification_id(NotificationKind::EventAppended, &stream, sequence, None)
-                    .to_string(),
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let accepted = stand_in.accepted_ids();
-        let missing = wanted.iter().filter(|id| !accepted.contains(id)).count();
-        if missing == 0 {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{missing} acknowledged events never reached the topic"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_every_acknowledged_event_is_published(&stand_in, &ledger).await?;
 
     let host = Arc::into_inner(host).context("every client is done")?;
     ensure!(host.stop()?.success(), "the host exits 0");

@@ -165,3 +165,70 @@ async fn follow<T, E, R, F>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Followers of `owner`: one idle, and one whose rounds take `round`.
+    fn followers(owner: &Arc<()>, round: Duration, finished: &Arc<AtomicU32>) -> Followers {
+        let followers = Followers::default();
+        // The store's signal, never sent.
+        let (_, changes) = watch::channel(0);
+        followers.follow(
+            "idle".to_owned(),
+            Arc::downgrade(owner),
+            changes.clone(),
+            |_| Duration::from_secs(1),
+            |_| async { Ok::<_, String>(Round::Idle) },
+        );
+        let finished = Arc::clone(finished);
+        followers.follow(
+            "busy".to_owned(),
+            Arc::downgrade(owner),
+            changes,
+            |_| Duration::from_secs(1),
+            move |_| {
+                let finished = Arc::clone(&finished);
+                async move {
+                    tokio::time::sleep(round).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(Round::Idle)
+                }
+            },
+        );
+        followers
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_a_round_finish_by_the_deadline_and_starts_no_other() {
+        let (owner, finished) = (Arc::new(()), Arc::new(AtomicU32::new(0)));
+        let followers = followers(&owner, Duration::from_millis(50), &finished);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let abandoned = followers
+            .stop(Instant::now() + Duration::from_secs(60))
+            .await;
+        assert_eq!(abandoned, 0);
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the round in progress finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 1, "and no other started");
+    }
+
+    #[tokio::test]
+    async fn a_round_still_running_at_the_deadline_is_abandoned() {
+        let (owner, finished) = (Arc::new(()), Arc::new(AtomicU32::new(0)));
+        let followers = followers(&owner, Duration::from_secs(3600), &finished);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let abandoned = followers
+            .stop(Instant::now() + Duration::from_millis(50))
+            .await;
+        assert_eq!(abandoned, 1, "the busy follower, not the idle one");
+        assert_eq!(finished.load(Ordering::SeqCst), 0);
+    }
+}

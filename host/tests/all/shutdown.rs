@@ -27,7 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Calls started so far (each took an instance, new or reused), from
 /// `/metrics`.
-async fn calls_started(api: &Api) -> anyhow::Result<u64> {
+pub(crate) async fn calls_started(api: &Api) -> anyhow::Result<u64> {
     let text = api.metrics().await?;
     let counter = |name: &str| -> anyhow::Result<u64> {
         Ok(text

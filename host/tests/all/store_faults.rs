@@ -20,7 +20,7 @@ use crate::crash::{
     Ledger, load, open_accounts, resolve, serve, until_acknowledged,
     until_every_acknowledged_event_is_published, verify,
 };
-use crate::shutdown::whole;
+use crate::shutdown::{calls_started, whole};
 use crate::support::event_grid::{EventGridStandIn, Schema};
 
 /// Waits until the clients were refused `count` times more than `from`.
@@ -170,6 +170,26 @@ async fn a_full_disk_refuses_commands_with_503_and_passes_without_a_restart() ->
     whole(&store, &ledger).await
 }
 
+/// Sends a `HeldDeposit` of the `gated` fixture to `Test/Gated/held`, held
+/// at `gate`, with `key` as its `Idempotency-Key`.
+async fn held_deposit(
+    api: &crate::support::Api,
+    key: &str,
+    gate: &str,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+    let response = api
+        .client
+        .post(format!(
+            "{}/api/commands/Test/Gated/held/HeldDeposit",
+            api.url
+        ))
+        .header("Idempotency-Key", key)
+        .body(serde_json::json!({ "amount": 5, "gate": gate }).to_string())
+        .send()
+        .await?;
+    Ok((response.status(), response.json().await?))
+}
+
 /// Where PostgreSQL 15's programs are.
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -287,12 +307,14 @@ async fn a_postgres_restart_under_load_answers_503_and_the_host_reconnects_by_it
     let mut rng = fastrand::Rng::with_seed(crate::support::seed());
     let stand_in = EventGridStandIn::start(Schema::EventGrid).await?;
     let dir = tempfile::tempdir()?;
-    let bank = dir.path().join("bank.wasm");
+    let (bank, gated) = (dir.path().join("bank.wasm"), dir.path().join("gated.wasm"));
     std::fs::write(&bank, crate::support::component("bank"))?;
+    std::fs::write(&gated, crate::support::component("gated"))?;
     std::fs::write(
         dir.path().join("host.toml"),
         format!(
             "[store]\nkind = \"postgres\"\nurl = \"{}\"\n\n[[components]]\nname = \"bank\"\npath = {bank:?}\n\n\
+             [[components]]\nname = \"gated\"\npath = {gated:?}\n\n\
              [[topics]]\nname = \"grid\"\nendpoint = \"{}\"\nkey = \"{}\"\n",
             server.url(),
             stand_in.endpoint(),
@@ -301,6 +323,16 @@ async fn a_postgres_restart_under_load_answers_503_and_the_host_reconnects_by_it
     )?;
     let host = Arc::new(serve(dir.path(), &[], &[]).await?);
     open_accounts(&host).await?;
+    // A handler reading its gate's stream over and over when the server
+    // goes: its read fails, and so does it, because of the store.
+    let before = calls_started(&host).await?;
+    let held = tokio::spawn({
+        let api = crate::support::Api::new(host.api.url.clone());
+        async move { held_deposit(&api, "held-1", "restart").await }
+    });
+    while calls_started(&host).await? == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(std::slice::from_ref(&host), &ledger, &mut rng, 0, &stop);
@@ -309,12 +341,25 @@ async fn a_postgres_restart_under_load_answers_503_and_the_host_reconnects_by_it
     let stopping = server.clone();
     tokio::task::spawn_blocking(move || stopping.pg_ctl("stop")).await??;
     until_refused(&ledger, 0, 10).await?;
+    let (status, body) = held.await??;
+    ensure!(
+        status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body["code"] == "store_unavailable",
+        "a handler whose read failed: {status} {body}"
+    );
     let acknowledged = ledger.acknowledged();
     let starting = server.clone();
     tokio::task::spawn_blocking(move || starting.pg_ctl("start")).await??;
     until_acknowledged(&ledger, acknowledged, 30).await?;
     refusals_say(&ledger, "cannot be reached")?;
     settle(clients, &stop, &host, &ledger).await?;
+    // Nothing was recorded for it: sent again, it runs.
+    let store = PostgresStore::open(&server.url(), PostgresConfig::default()).await?;
+    crate::support::open_gate(&store, "restart").await?;
+    let (status, body) = held_deposit(&host, "held-1", "restart").await?;
+    ensure!(
+        status == reqwest::StatusCode::OK && body["replayed"] == false,
+        "{status} {body}"
+    );
     println!(
         "{} deposits acknowledged, {} refused while the server was down",
         ledger.acknowledged(),
@@ -327,6 +372,5 @@ async fn a_postgres_restart_under_load_answers_503_and_the_host_reconnects_by_it
 
     let host = Arc::into_inner(host).context("every client is done")?;
     ensure!(host.stop()?.success(), "the host exits 0");
-    let store = PostgresStore::open(&server.url(), PostgresConfig::default()).await?;
     whole(&store, &ledger).await
 }

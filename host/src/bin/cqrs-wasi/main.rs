@@ -130,7 +130,7 @@ async fn serve(
     match tokio::time::timeout_at(deadline, serving).await {
         Ok(served) => served?,
         Err(_) => tracing::warn!(
-            "calls still in flight at the deadline are abandoned: their clients get no answer, and what they appended, if anything, is whole"
+            "requests still in flight at the deadline are cut off: each appended all it would have, or nothing, and its client may get no answer"
         ),
     }
     host.shutdown(deadline).await?;

@@ -36,6 +36,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long `cqrs-wasi serve`, told to stop (SIGTERM, Ctrl-C), gives
+    /// the calls in flight and the outbox's dispatchers to finish, in
+    /// milliseconds; what still runs then is abandoned, and the store is
+    /// closed. Below the grace period of whatever stops the process
+    /// (Kubernetes: 30 s), so that the host closes its store before it is
+    /// killed.
+    pub shutdown_timeout_ms: u64,
     /// Where the host keeps its own files: every deployed component version
     /// (`components/`) and their compiled code (`cache/`).
     pub state_dir: PathBuf,
@@ -73,6 +80,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: ApiConfig::default().max_body_bytes,
+            shutdown_timeout_ms: 10_000,
             state_dir: PathBuf::from("data"),
             admin_token: None,
             api_key: None,

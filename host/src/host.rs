@@ -38,6 +38,7 @@ use crate::model::{
     CommandId, CommandType, Domain, EntityType, NameError, NameKind, ProjectionType, RecordedEvent,
     StreamId, validate_name,
 };
+use crate::notifications::follow::Followers;
 use crate::notifications::model::NotificationKind;
 use crate::notifications::retention::Retention;
 use crate::notifications::{
@@ -191,6 +192,7 @@ impl HostError {
             HostError::NotGranted { .. } => "not_granted",
             HostError::Repository(_) => "repository_error",
             HostError::Store(StoreError::InvalidName(_)) => "invalid_name",
+            HostError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
             HostError::Store(_) => "store_error",
         }
     }
@@ -348,7 +350,7 @@ impl HostBuilder {
                 registry: Registry::new(if repository.is_some() { 4 } else { usize::MAX }),
                 repository,
                 dispatcher: Arc::new(Dispatcher::new(store.clone(), destinations)),
-                propagation: std::sync::Mutex::new(None),
+                propagation: Followers::default(),
                 retention: std::sync::Mutex::new(None),
                 store,
                 locks: stream_locks::StreamLocks::default(),
@@ -414,18 +416,29 @@ struct Inner {
     config: HostConfig,
     dispatcher: Arc<Dispatcher>,
     /// The task that raises projection-completed notifications.
-    propagation: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    propagation: Followers,
     /// The task that prunes the outbox.
     retention: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
+impl Inner {
+    /// Stops the retention task, if it runs: it holds nothing a restart
+    /// would miss, so it is not waited for.
+    fn stop_retention(&self) {
+        if let Some(task) = self
+            .retention
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in [&mut self.propagation, &mut self.retention] {
-            if let Some(task) = task.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-                task.abort();
-            }
-        }
+        self.stop_retention();
     }
 }
 
@@ -741,6 +754,33 @@ impl Host {
             Some(id) => usize::from(store.remove_dead_letter(destination, id).await?),
             None => store.purge_dead_letters(destination).await?,
         })
+    }
+
+    /// Stops the host's background work and closes its store, for a
+    /// process about to exit, once it takes no more calls (stop serving
+    /// first, and let the calls in flight finish).
+    ///
+    /// The outbox's dispatchers and the projection propagation start no
+    /// other round; one in a round finishes it if it can by `deadline`,
+    /// moving its checkpoint, or is abandoned with its checkpoint where it
+    /// was, so that what it was delivering is delivered again after a
+    /// restart (at least once, with the same ids). Then the store finishes
+    /// the writes handed to it and closes ([`EventStore::close`]); calls
+    /// still running after that fail with `store_unavailable`.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) -> Result<(), HostError> {
+        self.inner.stop_retention();
+        let (dispatch, propagation) = tokio::join!(
+            self.inner.dispatcher.stop(deadline),
+            self.inner.propagation.stop(deadline)
+        );
+        if dispatch + propagation > 0 {
+            tracing::warn!(
+                abandoned = dispatch + propagation,
+                "rounds still running at the deadline were abandoned; they run again at the next start"
+            );
+        }
+        self.inner.store.close().await?;
+        Ok(())
     }
 
     /// The host's metrics, Prometheus text format: component instances

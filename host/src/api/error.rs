@@ -9,8 +9,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::error_chain::error_chain;
 use crate::host::HostError;
 use crate::runtime::GuestFault;
+use crate::store::StoreError;
 
 /// An error response.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +23,10 @@ pub struct ApiError {
     pub code: &'static str,
     /// For humans.
     pub message: String,
+    /// For the log only: what caused the error, where the message leaves
+    /// it out (a store outage's backend error).
+    #[serde(skip)]
+    cause: Option<String>,
 }
 
 impl ApiError {
@@ -30,6 +36,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -53,17 +60,20 @@ impl From<HostError> for ApiError {
             }
             HostError::Conflict { .. } | HostError::RouteConflict(_) => StatusCode::CONFLICT,
             HostError::NotGranted { .. } => StatusCode::FORBIDDEN,
-            HostError::Store(crate::store::StoreError::InvalidName(_)) => StatusCode::BAD_REQUEST,
-            HostError::Guest(GuestFault::Instantiation { .. } | GuestFault::Busy { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            HostError::Store(StoreError::InvalidName(_)) => StatusCode::BAD_REQUEST,
+            HostError::Guest(GuestFault::Instantiation { .. } | GuestFault::Busy { .. })
+            | HostError::Store(StoreError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             HostError::HandlerFailed { .. }
             | HostError::InvalidOutput { .. }
             | HostError::Guest(_)
             | HostError::Repository(_)
             | HostError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, error.code(), error.to_string())
+        let mut answer = ApiError::new(status, error.code(), error.to_string());
+        if let HostError::Store(StoreError::Unavailable { source, .. }) = &error {
+            answer.cause = Some(error_chain(source.as_ref()));
+        }
+        answer
     }
 }
 
@@ -71,6 +81,11 @@ impl ApiError {
     /// The status it answers with.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// What caused it, for the log, where the message leaves it out.
+    pub(super) fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
     }
 }
 

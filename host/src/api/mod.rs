@@ -179,7 +179,10 @@ async fn log_server_errors(request: Request, next: Next) -> Response {
     if let Some(error) = response.extensions().get::<ApiError>()
         && error.status().is_server_error()
     {
-        tracing::warn!(code = error.code, "{}", error.message);
+        match error.cause() {
+            Some(cause) => tracing::warn!(code = error.code, cause, "{}", error.message),
+            None => tracing::warn!(code = error.code, "{}", error.message),
+        }
     }
     response
 }

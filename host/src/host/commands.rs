@@ -177,6 +177,13 @@ pub(super) async fn execute(
                         continue;
                     }
                 }
+                // Whatever a handler answered after a read the store could
+                // not serve rests on what it did not see: the outage is the
+                // answer, and nothing is recorded.
+                if let Some(outage) = reads.outage() {
+                    let message = format!("a read of the handler failed; it answered {error:?}");
+                    return Err(StoreError::unavailable(outage, message).into());
+                }
                 return refused(inner, &stream, &key, &component, error).await;
             }
         };

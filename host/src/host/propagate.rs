@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::{HostError, Inner, PROJECTIONS, ProjectionState, projections};
 use crate::model::{EventType, ProjectionType, RecordedEvent, StreamId};
-use crate::notifications::follow::{Round, follow};
+use crate::notifications::follow::Round;
 use crate::notifications::model::{NotificationKind, ProjectionCompleted, notification_id};
 use crate::runtime::GuestFault;
 use crate::store::{Document, StoreError};
@@ -44,14 +44,13 @@ enum RoundError {
 
 /// Starts the propagation task of `inner`'s host.
 pub(super) fn start(inner: &Arc<Inner>) {
-    let task = follow(
+    inner.propagation.follow(
         "projection propagation".to_owned(),
         Arc::downgrade(inner),
         inner.store.event_changes(),
         |_| RETRY_PAUSE,
         |inner: Arc<Inner>| async move { round(&inner).await },
     );
-    *inner.propagation.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
 }
 
 /// One round: the documents of a batch of events, then the checkpoint.

@@ -7,13 +7,13 @@
 //! handler. It only reads: sending commands and publishing are the
 //! notification handler's (`notify.rs`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::projections::{Folder, ProjectionState};
 use super::{HostError, Inner};
 use crate::model::{Domain, EntityType, ProjectionType, RecordedEvent, StreamId};
 use crate::runtime::{LoadedComponent, StoreReads, wit};
-use crate::store::StoreError;
+use crate::store::{Outage, StoreError};
 
 /// The reads of one call.
 pub(super) struct Reads {
@@ -25,6 +25,9 @@ pub(super) struct Reads {
     /// The projections run over the pinned stream at the pinned sequence:
     /// the host folds the command's events into them once they land.
     projected: Mutex<Vec<ProjectionState>>,
+    /// The first outage a read met: the guest sees an error it may pass on
+    /// as its own, and the host answers with the outage instead.
+    outage: OnceLock<Outage>,
 }
 
 impl Reads {
@@ -40,6 +43,7 @@ impl Reads {
             component: component.clone(),
             pinned: Some((stream.clone(), seen)),
             projected: Mutex::default(),
+            outage: OnceLock::new(),
         })
     }
 
@@ -50,6 +54,7 @@ impl Reads {
             component: component.clone(),
             pinned: None,
             projected: Mutex::default(),
+            outage: OnceLock::new(),
         }
     }
 
@@ -67,6 +72,21 @@ impl Reads {
     /// sequence, taken.
     pub(super) fn take_projected(&self) -> Vec<ProjectionState> {
         std::mem::take(&mut *self.projected.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The outage a read of this call met, if any: a handler that failed
+    /// after it failed because of it.
+    pub(super) fn outage(&self) -> Option<Outage> {
+        self.outage.get().copied()
+    }
+
+    /// How a read's failure looks to the guest; an outage is also kept for
+    /// the host's answer.
+    fn failed(&self, error: HostError) -> wit::StoreError {
+        if let HostError::Store(StoreError::Unavailable { outage, .. }) = &error {
+            let _ = self.outage.set(*outage);
+        }
+        to_store_error(error)
     }
 
     fn pinned_at(&self, stream: &StreamId) -> Option<u64> {
@@ -117,7 +137,7 @@ impl StoreReads for Reads {
             .store
             .read_stream(stream, from, max_count)
             .await
-            .map_err(|e| to_store_error(e.into()))
+            .map_err(|e| self.failed(e.into()))
     }
 
     async fn stream_sequence(&self, stream: &StreamId) -> Result<u64, wit::StoreError> {
@@ -129,7 +149,7 @@ impl StoreReads for Reads {
                 .store
                 .stream_sequence(stream)
                 .await
-                .map_err(|e| to_store_error(e.into())),
+                .map_err(|e| self.failed(e.into())),
         }
     }
 
@@ -146,7 +166,7 @@ impl StoreReads for Reads {
             .store
             .list_instances(domain, entity_type, cursor, limit)
             .await
-            .map_err(|e| to_store_error(e.into()))?;
+            .map_err(|e| self.failed(e.into()))?;
         Ok(wit::InstancePage {
             instance_keys: page.instance_keys,
             next_cursor: page.next_cursor,
@@ -171,7 +191,7 @@ impl StoreReads for Reads {
         let state = folder
             .fold(stream, projection_type, as_of)
             .await
-            .map_err(to_store_error)?;
+            .map_err(|e| self.failed(e))?;
         let answer = state.state.get().as_bytes().to_vec();
         if pinned == Some(state.sequence) {
             let mut projected = self.projected.lock().unwrap_or_else(|e| e.into_inner());

@@ -26,11 +26,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
-use super::follow::{Round, follow};
+use super::follow::{Followers, Round};
 use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
 use super::sink::{DeliveryOutcome, NotificationSink};
 use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
@@ -108,13 +107,13 @@ struct Metrics {
 }
 
 /// Drains the outbox to its destinations. Its tasks stop when it is
-/// dropped.
+/// dropped, or [stopped](Dispatcher::stop).
 pub struct Dispatcher {
     store: Arc<dyn EventStore>,
     destinations: Vec<Destination>,
     metrics: Metrics,
     registry: Registry,
-    tasks: std::sync::Mutex<Vec<AbortHandle>>,
+    followers: Followers,
 }
 
 impl fmt::Debug for Dispatcher {
@@ -122,19 +121,6 @@ impl fmt::Debug for Dispatcher {
         f.debug_struct("Dispatcher")
             .field("destinations", &self.destinations)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        for task in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
     }
 }
 
@@ -169,16 +155,15 @@ impl Dispatcher {
             destinations,
             metrics,
             registry,
-            tasks: std::sync::Mutex::default(),
+            followers: Followers::default(),
         }
     }
 
     /// Starts one task per destination on the current tokio runtime.
     pub fn start(self: &Arc<Self>) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         for (index, destination) in self.destinations.iter().enumerate() {
             let retry = destination.retry.clone();
-            let task = follow(
+            self.followers.follow(
                 format!("dispatch to {}", destination.name),
                 Arc::downgrade(self),
                 self.store.outbox_changes(),
@@ -187,8 +172,16 @@ impl Dispatcher {
                     dispatcher.round(&dispatcher.destinations[index]).await
                 },
             );
-            tasks.push(task.abort_handle());
         }
+    }
+
+    /// Stops every destination's task: none starts another round, and one
+    /// in a round finishes it if it can by `deadline` (its checkpoint
+    /// moved), or is abandoned (its checkpoint where it was: what it was
+    /// delivering is delivered again after a restart). Returns how many
+    /// rounds were abandoned.
+    pub async fn stop(&self, deadline: tokio::time::Instant) -> usize {
+        self.followers.stop(deadline).await
     }
 
     /// One round for `destination` (see the [module docs](self)).

@@ -324,15 +324,66 @@ pub enum StoreError {
         /// The newest version this host can use.
         supported: u32,
     },
-    /// The backend failed (I/O, corruption, lost connection, ...).
+    /// The store cannot write or answer for now, for a reason that passes
+    /// without a restart ([`Outage`]): the same request may succeed later.
+    /// Its message says which, not the backend's own text (the source
+    /// keeps that, for logs).
+    #[error("the store is unavailable: {outage}")]
+    Unavailable {
+        /// Why.
+        outage: Outage,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend failed (I/O, corruption, ...).
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a store is [unavailable](StoreError::Unavailable) for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outage {
+    /// The disk holding the store is full: nothing of the request was
+    /// written. Writes succeed again once space is freed.
+    DiskFull,
+    /// The database server cannot be reached, or the connection to it was
+    /// lost. A write in flight when it was lost may or may not have
+    /// committed: a command sent again with the same id gets its recorded
+    /// outcome if it did, and runs if it did not.
+    Unreachable,
+    /// The store was closed: this host is shutting down.
+    Closed,
+}
+
+impl fmt::Display for Outage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outage::DiskFull => "its disk is full; nothing was written, try again once space is freed",
+            Outage::Unreachable => {
+                "the database server cannot be reached; try again later, with the same Idempotency-Key for a command"
+            }
+            Outage::Closed => "the host is shutting down",
+        })
+    }
 }
 
 impl StoreError {
     /// Wraps a backend's own error.
     pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         StoreError::Backend(error.into())
+    }
+
+    /// The store is unavailable for now, for `outage`, as `source` says.
+    pub fn unavailable(
+        outage: Outage,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Unavailable {
+            outage,
+            source: source.into(),
+        }
     }
 }
 
@@ -408,4 +459,14 @@ pub trait EventStore: Outbox + fmt::Debug {
     /// last event it saw never misses one.
     async fn read_all(&self, from: u64, max_count: usize)
     -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Finishes the writes already handed to the store, leaves its files or
+    /// connections in a clean state (SQLite: the log checkpointed into the
+    /// database file, synced), and lets them go. Writes after it fail with
+    /// [`Outage::Closed`]. For a host that is shutting down, once nothing
+    /// writes any more; calling it twice is harmless. The default does
+    /// nothing.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

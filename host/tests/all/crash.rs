@@ -50,16 +50,16 @@ fn account(n: usize) -> String {
 
 /// One deposit a client sent.
 #[derive(Debug, Clone)]
-struct Deposit {
+pub(crate) struct Deposit {
     /// Its `Idempotency-Key`, unique to it.
-    command_id: String,
-    account: String,
-    amount: i64,
+    pub(crate) command_id: String,
+    pub(crate) account: String,
+    pub(crate) amount: i64,
 }
 
 impl Deposit {
     /// Sends it to `api`: its answer, or `None` if the host never answered.
-    async fn send(&self, api: &Api) -> Option<(StatusCode, Value)> {
+    pub(crate) async fn send(&self, api: &Api) -> Option<(StatusCode, Value)> {
         let body = json!({ "amount": self.amount }).to_string();
         api.command_with(&self.account, "Deposit", &body, Some(&self.command_id))
             .await
@@ -69,27 +69,35 @@ impl Deposit {
 
 /// What the clients were told, and what they were not.
 #[derive(Default)]
-struct Ledger(Mutex<Entries>);
+pub(crate) struct Ledger(Mutex<Entries>);
 
 #[derive(Default)]
-struct Entries {
+pub(crate) struct Entries {
     /// Each acknowledged deposit and the sequence its answer gave it.
-    acknowledged: BTreeMap<String, (Deposit, u64)>,
-    /// Sent, unanswered: the host died under them.
-    in_doubt: Vec<Deposit>,
-    /// Answers no client should get: any status but 200, a replay of a
-    /// deposit sent once.
-    unexpected: Vec<String>,
+    pub(crate) acknowledged: BTreeMap<String, (Deposit, u64)>,
+    /// Sent, unanswered (the host died under them) or refused for now
+    /// (503, `store_unavailable`): sent again later.
+    pub(crate) in_doubt: Vec<Deposit>,
+    /// Every 503 answer's body, kept for the tests that cause them.
+    pub(crate) unavailable: Vec<Value>,
+    /// Answers no client should get: any other status but 200, a replay
+    /// of a deposit sent once.
+    pub(crate) unexpected: Vec<String>,
 }
 
 impl Ledger {
-    fn entries(&self) -> MutexGuard<'_, Entries> {
+    pub(crate) fn entries(&self) -> MutexGuard<'_, Entries> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records `answer` to `deposit`; `resent` if it was in doubt, when a
     /// replay is one of the two right answers.
-    fn record(&self, deposit: Deposit, answer: Option<(StatusCode, Value)>, resent: bool) {
+    pub(crate) fn record(
+        &self,
+        deposit: Deposit,
+        answer: Option<(StatusCode, Value)>,
+        resent: bool,
+    ) {
         let mut entries = self.entries();
         match answer {
             None => entries.in_doubt.push(deposit),
@@ -106,19 +114,25 @@ impl Ledger {
                         .push(format!("{deposit:?} was answered {body}")),
                 }
             }
+            Some((StatusCode::SERVICE_UNAVAILABLE, body))
+                if body["code"] == "store_unavailable" =>
+            {
+                entries.unavailable.push(body);
+                entries.in_doubt.push(deposit);
+            }
             Some((status, body)) => entries
                 .unexpected
                 .push(format!("{deposit:?} was answered {status} {body}")),
         }
     }
 
-    fn acknowledged(&self) -> usize {
+    pub(crate) fn acknowledged(&self) -> usize {
         self.entries().acknowledged.len()
     }
 }
 
 /// Deposits through `api` until it stops answering or `stop` is set.
-async fn client(
+pub(crate) async fn client(
     api: Arc<ServedHost>,
     ledger: Arc<Ledger>,
     mut rng: fastrand::Rng,
@@ -144,7 +158,7 @@ async fn client(
 }
 
 /// Starts `clients` clients, each on `hosts[client % hosts.len()]`.
-fn load(
+pub(crate) fn load(
     hosts: &[Arc<ServedHost>],
     ledger: &Arc<Ledger>,
     rng: &mut fastrand::Rng,
@@ -165,7 +179,11 @@ fn load(
 }
 
 /// Waits until `count` more deposits than `from` were acknowledged.
-async fn until_acknowledged(ledger: &Ledger, from: usize, count: usize) -> anyhow::Result<()> {
+pub(crate) async fn until_acknowledged(
+    ledger: &Ledger,
+    from: usize,
+    count: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while ledger.acknowledged() < from + count {
         ensure!(Instant::now() < deadline, "the load stalled");
@@ -175,7 +193,7 @@ async fn until_acknowledged(ledger: &Ledger, from: usize, count: usize) -> anyho
 }
 
 /// Sends every deposit in doubt again, with its key, through `api`.
-async fn resolve(api: &Api, ledger: &Ledger) {
+pub(crate) async fn resolve(api: &Api, ledger: &Ledger) {
     let in_doubt = std::mem::take(&mut ledger.entries().in_doubt);
     for deposit in in_doubt {
         let answer = deposit.send(api).await;
@@ -185,7 +203,7 @@ async fn resolve(api: &Api, ledger: &Ledger) {
 
 /// Every stream holds exactly the acknowledged deposits, each at the
 /// sequence its client was told, with no gap; every balance is their sum.
-async fn verify(api: &Api, ledger: &Ledger) -> anyhow::Result<()> {
+pub(crate) async fn verify(api: &Api, ledger: &Ledger) -> anyhow::Result<()> {
     let acknowledged = {
         let entries = ledger.entries();
         ensure!(
@@ -247,7 +265,7 @@ async fn verify(api: &Api, ledger: &Ledger) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_accounts(api: &Api) -> anyhow::Result<()> {
+pub(crate) async fn open_accounts(api: &Api) -> anyhow::Result<()> {
     for n in 0..ACCOUNTS {
         let (status, body) = api
             .command(&account(n), "OpenAccount", r#"{"owner": "Ada"}"#)
@@ -260,7 +278,11 @@ async fn open_accounts(api: &Api) -> anyhow::Result<()> {
 /// Starts `cqrs-wasi serve ARGS` in `dir` with `env`, off the async threads
 /// (it blocks until the host serves, which includes compiling the
 /// component).
-async fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServedHost> {
+pub(crate) async fn serve(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<ServedHost> {
     let mut command = std::process::Command::new(support::BINARY);
     command
         .args(["serve", "--config", "host.toml", "--listen", "127.0.0.1:0"])
@@ -360,8 +382,31 @@ max_attempts = 3
         verify_after_restart(&host, &ledger).await?;
     }
 
-    // Every acknowledged event reaches the topic, the accounts' openings
-    // included.
+    until_every_acknowledged_event_is_published(&stand_in, &ledger).await?;
+    // Duplicates (from retries, and from the rounds the kills cut short)
+    // carry the same id: every copy's id is its identity's.
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for event in stand_in.accepted() {
+        let id = event["id"].as_str().context("an id")?.to_owned();
+        ensure!(id == support::identity_id(&event)?, "{event}");
+        *copies.entry(id).or_default() += 1;
+    }
+    let duplicated = copies.values().filter(|&&n| n > 1).count();
+    println!(
+        "{} distinct notifications reached the topic, {duplicated} of them more than once",
+        copies.len()
+    );
+    let host = Arc::into_inner(host).context("every client is done")?;
+    host.stop()?;
+    Ok(())
+}
+
+/// Waits until every acknowledged event has reached the topic of
+/// `stand_in`, the accounts' openings included.
+pub(crate) async fn until_every_acknowledged_event_is_published(
+    stand_in: &EventGridStandIn,
+    ledger: &Ledger,
+) -> anyhow::Result<()> {
     let wanted: BTreeSet<String> = (0..ACCOUNTS)
         .map(|n| (account(n), 1))
         .chain(
@@ -384,7 +429,7 @@ max_attempts = 3
         let accepted: BTreeSet<String> = stand_in.accepted_ids().into_iter().collect();
         let missing = wanted.difference(&accepted).count();
         if missing == 0 {
-            break;
+            return Ok(());
         }
         ensure!(
             Instant::now() < deadline,
@@ -392,22 +437,6 @@ max_attempts = 3
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Duplicates (from retries, and from the rounds the kills cut short)
-    // carry the same id: every copy's id is its identity's.
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-    for event in stand_in.accepted() {
-        let id = event["id"].as_str().context("an id")?.to_owned();
-        ensure!(id == support::identity_id(&event)?, "{event}");
-        *copies.entry(id).or_default() += 1;
-    }
-    let duplicated = copies.values().filter(|&&n| n > 1).count();
-    println!(
-        "{} distinct notifications reached the topic, {duplicated} of them more than once",
-        copies.len()
-    );
-    let host = Arc::into_inner(host).context("every client is done")?;
-    host.stop()?;
-    Ok(())
 }
 
 /// Sends the deposits in doubt again through `host`, then checks every

@@ -27,6 +27,8 @@ mod readme;
 mod retention;
 mod sandbox;
 mod secrets;
+mod shutdown;
+mod store_faults;
 mod support;
 mod two_hosts;
 mod warm;

@@ -108,12 +108,33 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving");
-    axum::serve(
+    let grace = std::time::Duration::from_millis(config.shutdown_timeout_ms);
+    let (signalled, signal) = tokio::sync::oneshot::channel();
+    let serving = axum::serve(
         cqrs_wasi_host::no_delay(listener),
-        cqrs_wasi_host::router(host, &config.api()),
+        cqrs_wasi_host::router(host.clone(), &config.api()),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(tokio::time::Instant::now() + grace);
+    })
+    .into_future();
+    let mut serving = std::pin::pin!(serving);
+    // On the signal the server stops accepting connections, closes idle
+    // ones, and lets each request in flight finish before closing its
+    // connection; it resolves once all have.
+    let deadline = tokio::select! {
+        served = &mut serving => return Ok(served?),
+        Ok(deadline) = signal => deadline,
+    };
+    match tokio::time::timeout_at(deadline, serving).await {
+        Ok(served) => served?,
+        Err(_) => tracing::warn!(
+            "requests still in flight at the deadline are cut off: each appended all it would have, or nothing, and its client may get no answer"
+        ),
+    }
+    host.shutdown(deadline).await?;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::error_chain::error_chain;
-use crate::store::StoreError;
+use crate::store::{Outage, StoreError};
 
 /// The store could not be opened: connected to, created or migrated. The
 /// message ends with the chain of its source, which is often an error of
@@ -71,9 +71,47 @@ impl PgError {
 }
 
 pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
-    StoreError::backend(PgError::Client(error))
+    if unreachable(&error) {
+        StoreError::unavailable(Outage::Unreachable, PgError::Client(error))
+    } else {
+        StoreError::backend(PgError::Client(error))
+    }
 }
 
 pub(super) fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::backend(PgError::Pool(error))
+    use deadpool_postgres::PoolError;
+    let outage = match &error {
+        PoolError::Backend(error) => unreachable(error).then_some(Outage::Unreachable),
+        // No connection could be made, or none came free, in time.
+        PoolError::Timeout(_) => Some(Outage::Unreachable),
+        PoolError::Closed => Some(Outage::Closed),
+        _ => None,
+    };
+    match outage {
+        Some(outage) => StoreError::unavailable(outage, PgError::Pool(error)),
+        None => StoreError::backend(PgError::Pool(error)),
+    }
+}
+
+/// Whether `error` means the server cannot be reached for now: the
+/// connection failed or was lost, or the server is shutting down or
+/// starting up. The pool replaces a lost connection by itself (it checks
+/// that a connection is open before handing it out), so the next call
+/// connects again.
+fn unreachable(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    if let Some(code) = error.code() {
+        // Class 08, connection exceptions, and the server going away.
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code);
+    }
+    // No answer from the server at all: the socket failed.
+    std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
 }

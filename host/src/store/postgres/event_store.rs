@@ -94,6 +94,16 @@ impl EventStore for PostgresStore {
         self.append_grouped(Append(request)).await
     }
 
+    /// Closes the pool's connections (a claim's open transaction, if one
+    /// was abandoned, is rolled back by the server as its connection
+    /// closes) and the listener's.
+    async fn close(&self) -> Result<(), StoreError> {
+        self.pool.close();
+        self.listener.abort();
+        tracing::info!(server = %self.target, schema = %self.schema, "event store closed");
+        Ok(())
+    }
+
     async fn record_rejection(
         &self,
         stream: &StreamId,

@@ -106,9 +106,12 @@ async fn write_batch(
         .map(|(append, txn)| append.run(txn, written_at));
     // `BEGIN` and the lock go first, then every append's reads.
     let mut results = batch.send(join_all(runs)).await?;
-    let failed = results
-        .iter()
-        .position(|result| matches!(result, Err(StoreError::Backend(_))));
+    let failed = results.iter().position(|result| {
+        matches!(
+            result,
+            Err(StoreError::Backend(_) | StoreError::Unavailable { .. })
+        )
+    });
     if let Some(failed) = failed
         && let Err(error) = results.swap_remove(failed)
     {

@@ -24,16 +24,17 @@ mod writer;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use self::reads::{ReadPool, load_command, load_stream_sequence, query_rows};
 use self::schema::open_migrated;
-use self::writer::{Job, QUEUE_CAPACITY, queued, run_writer};
+use self::writer::{QUEUE_CAPACITY, Request, queued, run_writer};
 use super::outbox::{Feeds, LocalClaims};
 use super::rules::{
     self, AddDocuments, Append, Complete, DeleteDeadLetter, Prune, PurgeDeadLetters,
@@ -45,7 +46,7 @@ use super::sql::{
 };
 use super::{
     AppendOutcome, AppendRequest, Claim, CommandKey, CommandRecord, DeadLetter, Document,
-    EventStore, InstancePage, Outbox, OutboxRecord, Pruned, StoreError,
+    EventStore, InstancePage, Outage, Outbox, OutboxRecord, Pruned, StoreError,
 };
 use crate::model::{CommandId, Domain, EntityType, RecordedEvent, StreamId};
 
@@ -83,7 +84,9 @@ impl Default for SqliteConfig {
 /// All writes go through one writer thread that commits whatever appends are
 /// waiting in one transaction, so concurrent appends share an fsync; reads
 /// run beside it on read-only connections. Dropping the store finishes the
-/// writes already queued and waits for the writer thread to close the file.
+/// writes already queued and waits for the writer thread to close the file;
+/// [`EventStore::close`] does the same, checkpointing the log into the
+/// database file first, and without waiting for the last `Arc` to go.
 pub struct SqliteStore {
     path: PathBuf,
     config: SqliteConfig,
@@ -92,10 +95,13 @@ pub struct SqliteStore {
     writer: Option<Writer>,
     claims: LocalClaims,
     feeds: Feeds,
+    /// Set by [`EventStore::close`]: the writer stopped because it was
+    /// told to.
+    closed: AtomicBool,
 }
 
 struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Request>,
     thread: JoinHandle<()>,
 }
 
@@ -121,6 +127,7 @@ impl SqliteStore {
             writer: Some(Writer { jobs, thread }),
             claims: LocalClaims::default(),
             feeds: Feeds::default(),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -133,12 +140,25 @@ impl SqliteStore {
         let writer = self.writer.as_ref().ok_or_else(writer_stopped)?;
         let adds = write.adds();
         let (job, answer) = queued(write);
-        writer.jobs.send(job).await.map_err(|_| writer_stopped())?;
-        let done = answer.await.map_err(|_| writer_stopped())?;
+        writer
+            .jobs
+            .send(Request::Write(job))
+            .await
+            .map_err(|_| self.stopped())?;
+        let done = answer.await.map_err(|_| self.stopped())?;
         if done.is_ok() {
             self.feeds.bump(adds);
         }
         done
+    }
+
+    /// Why the writer takes no more writes.
+    fn stopped(&self) -> StoreError {
+        if self.closed.load(Ordering::Acquire) {
+            store_closed()
+        } else {
+            writer_stopped()
+        }
     }
 
     /// Runs `query` on a pooled read-only connection, off the async threads.
@@ -178,6 +198,25 @@ impl fmt::Debug for SqliteStore {
 
 fn writer_stopped() -> StoreError {
     StoreError::backend("the SQLite writer thread has stopped; nothing more can be written")
+}
+
+fn store_closed() -> StoreError {
+    StoreError::unavailable(Outage::Closed, "the SQLite store was closed")
+}
+
+/// The outage an SQLite error means, if it means one: a full disk (or a
+/// database at its `max_page_count`) passes once space is freed, and the
+/// writer's next transaction then succeeds.
+fn outage_of(error: &rusqlite::Error) -> Option<Outage> {
+    (error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)).then_some(Outage::DiskFull)
+}
+
+/// An SQLite error as the store reports it: an outage, or a failure.
+fn store_error(error: rusqlite::Error) -> StoreError {
+    match outage_of(&error) {
+        Some(outage) => StoreError::unavailable(outage, error),
+        None => StoreError::backend(error),
+    }
 }
 
 #[async_trait::async_trait]
@@ -240,6 +279,24 @@ impl EventStore for SqliteStore {
         let stream = stream.clone();
         self.read(move |connection| load_stream_sequence(connection, &stream))
             .await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        self.closed.store(true, Ordering::Release);
+        let (reply, closed) = oneshot::channel();
+        if writer.jobs.send(Request::Close(reply)).await.is_err() {
+            // Closed before.
+            return Ok(());
+        }
+        closed
+            .await
+            .map_err(|_| writer_stopped())?
+            .map_err(StoreError::backend)?;
+        tracing::info!(path = %self.path.display(), "event store closed");
+        Ok(())
     }
 
     async fn list_instances(

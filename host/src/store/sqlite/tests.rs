@@ -18,7 +18,7 @@ use crate::store::conformance::{
     the_first_released_store_migrates_with_nothing_lost,
 };
 use crate::store::rules::Append;
-use crate::store::{AppendOutcome, CommandRecord, EventStore, StoreError};
+use crate::store::{AppendOutcome, CommandRecord, EventStore, Outage, StoreError};
 
 fn temp_dir() -> TempDir {
     tempfile::tempdir().expect("a temporary directory")
@@ -425,4 +425,97 @@ async fn writes_after_the_writer_stopped_fail_with_a_backend_error() {
     }
     // Reads do not need the writer.
     assert_eq!(store.stream_sequence(&stream("a")).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn close_checkpoints_the_log_and_refuses_later_writes_as_closed() {
+    let dir = temp_dir();
+    let store = open_in(&dir, SqliteConfig::default());
+    append_n(&store, &stream("a"), 20).await;
+    let log = dir.path().join("events.db-wal");
+    assert!(
+        std::fs::metadata(&log).unwrap().len() > 0,
+        "appends go to the log first"
+    );
+
+    store.close().await.unwrap();
+    assert_eq!(
+        std::fs::metadata(&log).map_or(0, |m| m.len()),
+        0,
+        "every committed page is in the database file"
+    );
+    let refused = store
+        .append(request(&stream("a"), Expectation::Any, events(1)))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Unavailable {
+                outage: Outage::Closed,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // Closing again is harmless, and reads still work.
+    store.close().await.unwrap();
+    assert_eq!(store.stream_sequence(&stream("a")).await.unwrap(), 20);
+    drop(store);
+
+    // The database file alone holds everything.
+    std::fs::remove_file(dir.path().join("events.db-shm")).ok();
+    std::fs::remove_file(&log).ok();
+    let reopened = open_in(&dir, SqliteConfig::default());
+    assert_eq!(reopened.stream_sequence(&stream("a")).await.unwrap(), 20);
+}
+
+/// `max_page_count` stands in for a full disk: SQLite answers `SQLITE_FULL`
+/// either way.
+#[test]
+fn a_full_disk_is_an_outage_that_passes_once_space_returns() {
+    let dir = temp_dir();
+    let path = dir.path().join("events.db");
+    let mut connection = open_writer(&path, SqliteConfig::default()).unwrap();
+    migrate(&mut connection).unwrap();
+    let s = stream("full");
+    let append = |connection: &mut Connection, n: u64, events: Vec<crate::model::NewEvent>| {
+        let (job, answer) = queued(Append(request(&s, Expectation::Exact(n), events)));
+        write_batch(connection, std::iter::once(job));
+        answer.blocking_recv().expect("every job is answered")
+    };
+    append(&mut connection, 0, events(1)).unwrap();
+    let pages: i64 = connection
+        .pragma_query_value(None, "page_count", |row| row.get(0))
+        .unwrap();
+    connection
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+
+    let big = vec![crate::store::conformance::event(
+        "MoneyDeposited",
+        &format!(r#"{{"memo":"{}"}}"#, "x".repeat(64 << 10)),
+    )];
+    let full = append(&mut connection, 1, big.clone()).unwrap_err();
+    match &full {
+        StoreError::Unavailable {
+            outage: Outage::DiskFull,
+            ..
+        } => {}
+        other => panic!("expected a full disk, got {other:?}"),
+    }
+    assert!(
+        full.to_string().contains("disk is full") && !full.to_string().contains("SQLITE"),
+        "{full}"
+    );
+    let count: i64 = connection
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, 1, "nothing of the refused append was written");
+
+    // Space returns: the same connection writes again.
+    connection
+        .pragma_update(None, "max_page_count", pages * 100)
+        .unwrap();
+    let landed = append(&mut connection, 1, big).unwrap();
+    assert_eq!(landed.events[0].sequence, 2);
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::reads::{load_command, load_stream_sequence};
+use super::store_error;
 use crate::model::{EventContext, NewEvent, NotificationKind, StreamId};
 use crate::store::rules::{StoreTxn, StoredEventId};
 use crate::store::sql::{
@@ -40,13 +41,13 @@ impl StoreTxn for SqliteTxn<'_> {
         let mut statement = self
             .connection
             .prepare_cached(select_event_ids!("event_id = ?1"))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let mut stored = Vec::with_capacity(event_ids.len());
         for &event_id in event_ids {
             let mut rows = statement
                 .query([event_id.to_string()])
-                .map_err(StoreError::backend)?;
-            let found = match rows.next().map_err(StoreError::backend)? {
+                .map_err(store_error)?;
+            let found = match rows.next().map_err(store_error)? {
                 Some(row) => Some(stored_event_id(row, stream)?.1),
                 None => None,
             };
@@ -76,7 +77,7 @@ impl StoreTxn for SqliteTxn<'_> {
                                      event_type, payload, written_at, context)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let mut appended = Vec::with_capacity(events.len());
         for (sequence, event) in (first_sequence..).zip(events) {
             insert
@@ -91,7 +92,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     micros,
                     context,
                 ])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
             appended.push(AppendedEvent {
                 event_id: event.event_id,
                 event_type: event.event_type.clone(),
@@ -119,7 +120,7 @@ impl StoreTxn for SqliteTxn<'_> {
                         last_sequence,
                     ])
                 })
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(appended)
     }
@@ -129,7 +130,7 @@ impl StoreTxn for SqliteTxn<'_> {
         self.connection
             .prepare_cached("INSERT INTO commands (command_id, record) VALUES (?1, ?2)")
             .and_then(|mut insert| insert.execute(params![record.command_id().as_str(), json]))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -143,11 +144,11 @@ impl StoreTxn for SqliteTxn<'_> {
             .prepare_cached(
                 "INSERT INTO outbox (kind, event_position, added_at) VALUES (?1, ?2, ?3)",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         for &(kind, position) in rows {
             insert
                 .execute(params![kind.as_str(), to_sql_int(position)?, added_at])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }
@@ -160,7 +161,7 @@ impl StoreTxn for SqliteTxn<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (notification_id) DO NOTHING",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let added_at = now_micros()?;
         let mut added = 0;
         for document in documents {
@@ -172,7 +173,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     document.body.get(),
                     added_at,
                 ])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(added)
     }
@@ -185,7 +186,7 @@ impl StoreTxn for SqliteTxn<'_> {
                  DO UPDATE SET next_position = max(next_position, excluded.next_position)",
             )
             .and_then(|mut upsert| upsert.execute(params![destination, sql_bound(next)]))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -196,7 +197,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 "INSERT OR REPLACE INTO dead_letters (destination, notification_id, position, letter)
                  VALUES (?1, ?2, ?3, ?4)",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         for letter in letters {
             let json = to_json("dead letter", letter)?;
             upsert
@@ -206,7 +207,7 @@ impl StoreTxn for SqliteTxn<'_> {
                     to_sql_int(letter.position)?,
                     json,
                 ])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }
@@ -224,7 +225,7 @@ impl StoreTxn for SqliteTxn<'_> {
             .and_then(|mut delete| {
                 delete.execute(params![destination, notification_id.to_string()])
             })
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(deleted > 0)
     }
 
@@ -239,12 +240,12 @@ impl StoreTxn for SqliteTxn<'_> {
                  VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
             )
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let completed_at = now_micros()?;
         for (handler, notification_id) in completions {
             insert
                 .execute(params![handler, notification_id, completed_at])
-                .map_err(StoreError::backend)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }
@@ -253,7 +254,7 @@ impl StoreTxn for SqliteTxn<'_> {
         self.connection
             .prepare_cached("DELETE FROM dead_letters WHERE destination = ?1")
             .and_then(|mut delete| delete.execute([destination]))
-            .map_err(StoreError::backend)
+            .map_err(store_error)
     }
 
     async fn prune_outbox(&mut self, below: u64, retain: Duration) -> Result<Pruned, StoreError> {
@@ -271,7 +272,7 @@ impl StoreTxn for SqliteTxn<'_> {
                    AND position NOT IN (SELECT position FROM dead_letters)",
             )
             .and_then(|mut delete| delete.execute(params![below, cutoff]))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         // Older than the retention, and than every row still deliverable;
         // a multi-argument min() is null if any argument is, hence the
         // coalesces.
@@ -285,7 +286,7 @@ impl StoreTxn for SqliteTxn<'_> {
                                JOIN dead_letters ON dead_letters.position = outbox.position), ?2))",
             )
             .and_then(|mut delete| delete.execute(params![below, cutoff]))
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(Pruned {
             rows: rows as u64,
             completions: completions as u64,

@@ -4,7 +4,8 @@
 //!
 //! The queue holds writes of every kind behind the object-safe [`Job`],
 //! each with its own typed reply, answered only once the transaction
-//! holding it has committed (or failed).
+//! holding it has committed (or failed), and, last, the store's
+//! [`Request::Close`].
 
 use std::iter::Peekable;
 use std::sync::Arc;
@@ -14,8 +15,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::SqliteTxn;
-use crate::store::StoreError;
+use super::{outage_of, store_closed};
 use crate::store::rules::{self, Write};
+use crate::store::{Outage, StoreError};
 
 /// The most jobs committed in one transaction: enough to absorb a burst of
 /// concurrent callers in one fsync, small enough to keep each one's wait
@@ -41,6 +43,11 @@ pub(super) trait Job: Send {
 pub(super) trait Ran: Send {
     /// Whether the write succeeded, so that its savepoint is kept.
     fn succeeded(&self) -> bool;
+
+    /// The outage the write met, if it failed on one: SQLite may then have
+    /// rolled back the whole transaction, which fails the batch with an
+    /// error of its own that no longer says why.
+    fn outage(&self) -> Option<Outage>;
 
     /// Sends the answer: the write's own once the batch has committed, or
     /// `batch`'s error when the batch's transaction failed.
@@ -85,26 +92,95 @@ impl<T: Send> Ran for Answer<T> {
         self.result.is_ok()
     }
 
+    fn outage(&self) -> Option<Outage> {
+        match &self.result {
+            Err(StoreError::Unavailable { outage, .. }) => Some(*outage),
+            _ => None,
+        }
+    }
+
     fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
         // A caller that stopped waiting needs no answer.
         let _ = self.reply.send(batch.and(self.result));
     }
 }
 
+/// What the writer thread is asked to do.
+pub(super) enum Request {
+    /// Run a write.
+    Write(Box<dyn Job>),
+    /// Finish the writes asked for before, checkpoint the log into the
+    /// database file, close the file, and answer; refuse every write after.
+    Close(oneshot::Sender<rusqlite::Result<()>>),
+}
+
 /// The writer thread: takes every job already waiting, commits them together,
-/// and answers, until the store closes the queue.
-pub(super) fn run_writer(mut connection: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+/// and answers, until the store closes the queue or asks it to close.
+pub(super) fn run_writer(mut connection: Connection, mut queue: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = queue.blocking_recv() {
-        batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let mut closing = None;
+    while let Some(request) = queue.blocking_recv() {
+        let mut next = Some(request);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write(job) => batch.push(job),
+                Request::Close(reply) => {
+                    closing = Some(reply);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
             }
         }
-        write_batch(&mut connection, batch.drain(..));
+        if !batch.is_empty() {
+            write_batch(&mut connection, batch.drain(..));
+        }
+        if let Some(reply) = closing {
+            return close(connection, queue, reply);
+        }
     }
+}
+
+/// Refuses whatever was queued after the close, then checkpoints the log
+/// into the database file (synced whatever `synchronous` says, and the
+/// log truncated) and closes the file, so that the file alone holds every
+/// committed write once `reply` is answered.
+fn close(
+    connection: Connection,
+    mut queue: mpsc::Receiver<Request>,
+    reply: oneshot::Sender<rusqlite::Result<()>>,
+) {
+    queue.close();
+    while let Ok(request) = queue.try_recv() {
+        match request {
+            Request::Write(job) => job.fail(store_closed()),
+            Request::Close(again) => {
+                let _ = again.send(Ok(()));
+            }
+        }
+    }
+    let closed = checkpoint(&connection).and_then(|()| connection.close().map_err(|(_, e)| e));
+    // A caller that stopped waiting needs no answer.
+    let _ = reply.send(closed);
+}
+
+/// Moves every committed page of the log into the database file and
+/// empties the log. A reader still open keeps part of the log in use; that
+/// part stays in the log, committed all the same.
+fn checkpoint(connection: &Connection) -> rusqlite::Result<()> {
+    let (busy, log, moved): (i64, i64, i64) =
+        connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    if busy != 0 {
+        tracing::warn!(
+            log,
+            moved,
+            "a reader kept part of the SQLite log from the checkpoint"
+        );
+    }
+    Ok(())
 }
 
 /// Runs a batch in one transaction and answers every job after COMMIT, or
@@ -124,8 +200,15 @@ pub(super) fn write_batch(
         }
         Err(error) => {
             tracing::error!(%error, jobs = count, "an SQLite write transaction failed");
+            let outage = outage_of(&error).or_else(|| ran.iter().find_map(|job| job.outage()));
             let error = Arc::new(error);
-            let failed = || StoreError::backend(BatchFailed(Arc::clone(&error)));
+            let failed = || {
+                let failed = BatchFailed(Arc::clone(&error));
+                match outage {
+                    Some(outage) => StoreError::unavailable(outage, failed),
+                    None => StoreError::backend(failed),
+                }
+            };
             for job in ran {
                 job.answer(Err(failed()));
             }

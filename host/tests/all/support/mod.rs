@@ -564,10 +564,23 @@ impl ServedHost {
 
     /// Stops it with SIGTERM, as an operator would, and waits for it and
     /// for the end of its output.
-    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
+    pub fn stop(self) -> anyhow::Result<ExitStatus> {
+        // It may have exited already: then it is waited for all the same.
+        let _ = self.terminate();
+        self.wait()
+    }
+
+    /// Sends it SIGTERM, and returns at once.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
             .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed: {status}");
+        Ok(())
+    }
+
+    /// Waits for it to exit, and for the end of its output.
+    pub fn wait(mut self) -> anyhow::Result<ExitStatus> {
         let status = self.child.wait()?;
         for reader in std::mem::take(&mut self.readers) {
             let _ = reader.join();

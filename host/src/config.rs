@@ -101,6 +101,9 @@ pub struct Notifications {
     pub raise: Vec<String>,
     /// Kinds raised by one domain, or one entity type of it.
     pub rules: Vec<RaiseRuleConfig>,
+    /// How many local notification handler runs may be under way at once
+    /// (default 16).
+    pub handler_concurrency: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for Notifications {
@@ -112,6 +115,7 @@ impl Default for Notifications {
                 .map(|kind| kind.as_str().to_owned())
                 .collect(),
             rules: Vec::new(),
+            handler_concurrency: None,
         }
     }
 }
@@ -181,6 +185,9 @@ pub struct TopicConfig {
     pub max_attempts: Option<u32>,
     /// The longest one request may take, in milliseconds (default 30 000).
     pub request_timeout_ms: Option<u64>,
+    /// The most notifications one request carries (default 100): what a
+    /// crash of the host may deliver twice.
+    pub max_events_per_request: Option<std::num::NonZeroUsize>,
 }
 
 /// The event schema of a topic.
@@ -225,6 +232,9 @@ impl TopicConfig {
         }
         if let Some(timeout) = self.request_timeout_ms {
             config.request_timeout = Duration::from_millis(timeout);
+        }
+        if let Some(max) = self.max_events_per_request {
+            config.max_events_per_request = max;
         }
         let retry = config.retry.clone();
         let publisher = EventGridPublisher::new(config).map_err(|source| ConfigError::Topic {
@@ -591,6 +601,10 @@ impl Config {
             .config(HostConfig {
                 command_attempts: self.commands.attempts,
                 raise: self.notifications.policy()?,
+                handler_concurrency: self
+                    .notifications
+                    .handler_concurrency
+                    .unwrap_or(HostConfig::default().handler_concurrency),
                 ..HostConfig::default()
             })
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))

@@ -14,6 +14,7 @@
 mod cache;
 mod commands;
 mod heads;
+mod local_handlers;
 mod notification_services;
 mod notify;
 mod projections;
@@ -231,6 +232,10 @@ pub struct HostConfig {
     /// Retries of a notification a local handler failed: attempts, and the
     /// pauses between them; then it is dead-lettered.
     pub handler_retry: RetryPolicy,
+    /// How many local notification handler runs may be under way at once,
+    /// across handlers and streams (each stream's notifications still reach
+    /// a handler one at a time, in order). Each run also holds a call slot.
+    pub handler_concurrency: std::num::NonZeroUsize,
 }
 
 impl Default for HostConfig {
@@ -251,6 +256,7 @@ impl Default for HostConfig {
                 max_delay: Duration::from_secs(5),
                 max_retry_after: Duration::from_secs(5),
             },
+            handler_concurrency: std::num::NonZeroUsize::new(16).expect("16 is not zero"),
         }
     }
 }
@@ -328,7 +334,7 @@ impl HostBuilder {
             let mut destinations = self.destinations;
             destinations.push(Destination {
                 name: LOCAL_HANDLERS.to_owned(),
-                sink: Arc::new(notify::LocalHandlers::new(host.clone())),
+                sink: Arc::new(local_handlers::LocalHandlers::new(host.clone())),
                 retry: self.config.handler_retry.clone(),
             });
             Inner {

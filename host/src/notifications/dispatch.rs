@@ -4,13 +4,17 @@
 //! Each [`Destination`] has its own checkpoint in the store and its own task.
 //! A round claims the destination (so one dispatcher drains it at a time,
 //! across hosts too), reads the rows after its checkpoint, turns them into
-//! [`Notification`]s, hands them to the destination's [`NotificationSink`],
-//! records what was refused as dead letters, and moves the checkpoint past
-//! everything that was delivered or dead-lettered — but never past a
+//! [`Notification`]s and hands them to the destination's
+//! [`NotificationSink`]. While the sink delivers, it reports each outcome
+//! ([`Progress`]), and the round moves the checkpoint in the store past the
+//! notifications from the first that are finished, delivered or refused
+//! (recorded as dead letters first), one write at a time, each write taking
+//! every report that came in during the one before. It never moves past a
 //! notification the sink gave up on, which the next round offers again. A
-//! crash anywhere therefore loses nothing and at worst delivers twice, with
-//! the same ids. Between rounds the task waits for the store's signal that
-//! rows were added, looking again now and then in case a signal was lost.
+//! crash anywhere therefore loses nothing, and delivers again only what was
+//! in flight (and what finished during the last checkpoint write), with the
+//! same ids. Between rounds the task waits for the store's signal that rows
+//! were added, looking again now and then in case a signal was lost.
 //!
 //! It owns the checkpoints' movement, the dead letters and their re-drive,
 //! and the delivery metrics. It must not decide what a notification looks
@@ -32,8 +36,8 @@ use uuid::Uuid;
 use super::eventgrid::RetryPolicy;
 use super::follow::{Round, follow};
 use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
-use super::sink::{DeliveryOutcome, NotificationSink};
-use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
+use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink, Progress, Reports};
+use crate::store::{Claim, DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
 
 /// How many rows one round takes at most.
 const BATCH: usize = 512;
@@ -202,11 +206,9 @@ impl Dispatcher {
             self.store.release(claim, from).await?;
             return Ok(Round::Idle);
         };
-        let after_all = last.position + 1;
-        let mut dead = Vec::new();
-        // The notifications for the sink, and the outbox position of each.
         let mut positions = Vec::with_capacity(records.len());
         let mut notifications = Vec::with_capacity(records.len());
+        let mut dead = Vec::new();
         for record in &records {
             if !for_destination(record, destination) {
                 continue;
@@ -219,71 +221,124 @@ impl Dispatcher {
                 Err(reason) => dead.push(dead_letter(destination, record.position, None, reason)),
             }
         }
-        let outcomes = if notifications.is_empty() {
-            Vec::new()
-        } else {
-            destination.sink.deliver(&notifications).await
+        let mut ledger = Ledger {
+            destination,
+            positions,
+            notifications: &notifications,
+            outcomes: vec![None; notifications.len()],
+            finished: 0,
+            dead,
+            after_all: last.position + 1,
         };
-        let label = DestinationLabel {
-            destination: destination.name.clone(),
-        };
-        let mut next = after_all;
-        for (index, (position, notification)) in positions.iter().zip(&notifications).enumerate() {
-            // A sink that answered for fewer notifications than it was given
-            // did not deliver the rest.
-            let Some(outcome) = outcomes.get(index) else {
-                next = *position;
-                break;
+        let (progress, reports) = Progress::tracked();
+        let delivering = async {
+            let outcomes = if notifications.is_empty() {
+                Vec::new()
+            } else {
+                destination.sink.deliver(&notifications, &progress).await
             };
-            let retries = outcome.attempts.saturating_sub(1);
-            self.metrics
-                .retried
-                .get_or_create(&label)
-                .inc_by(u64::from(retries));
-            match &outcome.outcome {
-                DeliveryOutcome::Delivered => {
-                    self.metrics.published.get_or_create(&label).inc();
-                }
-                refused @ DeliveryOutcome::DeadLettered { .. } => {
-                    let mut letter = dead_letter(
-                        destination,
-                        *position,
-                        Some(notification),
-                        refused.reason().unwrap_or_default(),
-                    );
-                    letter.attempts = outcome.attempts;
-                    dead.push(letter);
-                }
-                DeliveryOutcome::GaveUp { .. } | DeliveryOutcome::NotAttempted => {
-                    next = *position;
-                    break;
-                }
-            }
+            // Ends the reports.
+            drop(progress);
+            outcomes
+        };
+        let (outcomes, claim) = tokio::join!(
+            delivering,
+            self.checkpoint_as_reported(claim, &mut ledger, reports)
+        );
+        let Some(claim) = claim? else {
+            // Another dispatcher goes on from the checkpoint moved last.
+            return Ok(Round::Idle);
+        };
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            ledger.record(index, outcome);
         }
-        if !dead.is_empty() {
-            dead.retain(|letter| letter.position < next);
-            self.metrics
-                .dead_lettered
-                .get_or_create(&label)
-                .inc_by(dead.len() as u64);
-            for letter in &dead {
-                tracing::warn!(
-                    destination = destination.name,
-                    notification = %letter.notification_id,
-                    "a notification was dead-lettered: {}",
-                    letter.reason
-                );
-            }
-            // Before the checkpoint moves past them: a crash in between
-            // delivers them again, and they are dead-lettered again.
-            self.store.add_dead_letters(dead).await?;
-        }
+        let next = ledger.next();
+        self.count(&ledger);
+        self.write_dead_letters(ledger.due(next)).await?;
         self.store.release(claim, next).await?;
-        Ok(if next < after_all {
+        Ok(if next < ledger.after_all {
             Round::Stalled
         } else {
             Round::Progress
         })
+    }
+
+    /// Moves the checkpoint while the sink delivers, past what it reports
+    /// as finished, one store write at a time: the reports that come in
+    /// during a write are taken together by the next, so that the writes
+    /// keep up with any rate. Returns the claim, or `None` when it was lost.
+    async fn checkpoint_as_reported(
+        &self,
+        mut claim: Claim,
+        ledger: &mut Ledger<'_>,
+        mut reports: Reports,
+    ) -> Result<Option<Claim>, StoreError> {
+        while let Some(reported) = reports.next().await {
+            for (index, outcome) in reported {
+                ledger.record(index, outcome);
+            }
+            let next = ledger.next();
+            if next > claim.next_position() {
+                self.write_dead_letters(ledger.due(next)).await?;
+                if !self.store.advance(&mut claim, next).await? {
+                    return Ok(None);
+                }
+            }
+            reports.passed(ledger.finished);
+        }
+        Ok(Some(claim))
+    }
+
+    /// Records dead letters, before the checkpoint moves past them: a crash
+    /// in between delivers them again, and they are dead-lettered again.
+    async fn write_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        for letter in &dead {
+            tracing::warn!(
+                destination = letter.destination,
+                notification = %letter.notification_id,
+                "a notification was dead-lettered: {}",
+                letter.reason
+            );
+        }
+        let count = dead.len() as u64;
+        let label = DestinationLabel {
+            destination: dead[0].destination.clone(),
+        };
+        self.store.add_dead_letters(dead).await?;
+        self.metrics
+            .dead_lettered
+            .get_or_create(&label)
+            .inc_by(count);
+        Ok(())
+    }
+
+    /// Counts a round's deliveries and retries.
+    fn count(&self, ledger: &Ledger<'_>) {
+        let label = DestinationLabel {
+            destination: ledger.destination.name.clone(),
+        };
+        let retried: u32 = ledger
+            .outcomes
+            .iter()
+            .flatten()
+            .map(|outcome| outcome.attempts.saturating_sub(1))
+            .sum();
+        self.metrics
+            .retried
+            .get_or_create(&label)
+            .inc_by(u64::from(retried));
+        let published = ledger.outcomes[..ledger.finished]
+            .iter()
+            .flatten()
+            .filter(|outcome| outcome.outcome == DeliveryOutcome::Delivered)
+            .count();
+        self.metrics
+            .published
+            .get_or_create(&label)
+            .inc_by(published as u64);
     }
 
     /// Where each destination stands.
@@ -372,7 +427,7 @@ impl Dispatcher {
         };
         let outcome = target
             .sink
-            .deliver(std::slice::from_ref(&notification))
+            .deliver(std::slice::from_ref(&notification), &Progress::untracked())
             .await
             .into_iter()
             .next()
@@ -401,6 +456,75 @@ impl Dispatcher {
     /// The destinations' names.
     pub fn destinations(&self) -> impl Iterator<Item = &str> {
         self.destinations.iter().map(|d| d.name.as_str())
+    }
+}
+
+/// What a round knows of its notifications: their outcomes as the sink
+/// reports them, how many of them from the first are finished (delivered
+/// or dead-lettered), and the dead letters not written yet.
+struct Ledger<'a> {
+    destination: &'a Destination,
+    /// The outbox position of each notification.
+    positions: Vec<u64>,
+    notifications: &'a [Notification],
+    outcomes: Vec<Option<NotificationOutcome>>,
+    /// The notifications from the first that are finished.
+    finished: usize,
+    /// Dead letters not written yet, the unreadable rows' among them.
+    dead: Vec<DeadLetter>,
+    /// The position after the round's last row.
+    after_all: u64,
+}
+
+impl Ledger<'_> {
+    /// Takes the outcome of `notifications[index]`; the first word on each
+    /// is the one that counts.
+    fn record(&mut self, index: usize, outcome: NotificationOutcome) {
+        let Some(slot) = self.outcomes.get_mut(index) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        if let refused @ DeliveryOutcome::DeadLettered { .. } = &outcome.outcome {
+            let mut letter = dead_letter(
+                self.destination,
+                self.positions[index],
+                Some(&self.notifications[index]),
+                refused.reason().unwrap_or_default(),
+            );
+            letter.attempts = outcome.attempts;
+            self.dead.push(letter);
+        }
+        *slot = Some(outcome);
+        while let Some(Some(outcome)) = self.outcomes.get(self.finished)
+            && matches!(
+                outcome.outcome,
+                DeliveryOutcome::Delivered | DeliveryOutcome::DeadLettered { .. }
+            )
+        {
+            self.finished += 1;
+        }
+    }
+
+    /// Where the checkpoint may go: to the first notification not finished
+    /// (one the sink gave up on, did not try, or is still delivering), or
+    /// past the round's rows when all are.
+    fn next(&self) -> u64 {
+        self.positions
+            .get(self.finished)
+            .copied()
+            .unwrap_or(self.after_all)
+    }
+
+    /// The dead letters the checkpoint may not pass before they are
+    /// written, taken out of the ledger.
+    fn due(&mut self, next: u64) -> Vec<DeadLetter> {
+        let (due, later) = std::mem::take(&mut self.dead)
+            .into_iter()
+            .partition(|letter| letter.position < next);
+        self.dead = later;
+        due
     }
 }
 
@@ -489,7 +613,6 @@ mod tests {
 
     use super::*;
     use crate::model::{EventContext, Expectation, KindSet, NewEvent, StreamId};
-    use crate::notifications::sink::NotificationOutcome;
     use crate::store::{AppendRequest, Outbox, SqliteConfig, SqliteStore};
 
     /// Takes every notification, and remembers their event types.
@@ -498,7 +621,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl NotificationSink for Recorder {
-        async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+        async fn deliver(
+            &self,
+            notifications: &[Notification],
+            _progress: &Progress,
+        ) -> Vec<NotificationOutcome> {
             let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
             notifications
                 .iter()

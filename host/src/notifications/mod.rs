@@ -39,4 +39,4 @@ pub use model::{
     ProjectionCompleted, notification_id,
 };
 pub use raise::{RaisePolicy, RaiseRule};
-pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
+pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink, Progress};

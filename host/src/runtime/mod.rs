@@ -45,6 +45,7 @@ pub use pool::{Isolation, ReuseConfig};
 pub(crate) use roles::{CommandImports, NotificationImports, ProjectionImports, Role};
 pub use roles::{NotificationServices, SendOutcome, SendRequest, StoreReads};
 pub use routes::{CommandRoute, ProjectionRoute};
+pub(crate) use routes::SubscriptionRoute;
 
 use pool::Instances;
 use state::CallState;

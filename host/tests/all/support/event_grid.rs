@@ -170,6 +170,8 @@ struct Shared {
 #[derive(Default)]
 struct StateInner {
     faults: VecDeque<Fault>,
+    /// How long an accepted request waits for its answer.
+    answer_after: Duration,
     refuse: Option<Predicate>,
     requests: Vec<RequestRecord>,
     accepted: Vec<Value>,
@@ -227,6 +229,18 @@ impl EventGridStandIn {
     /// The topic's access key (base64).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Answers each accepted request only `delay` after accepting it, as a
+    /// distant topic would: a publisher that dies in between has had its
+    /// events taken without knowing it.
+    pub fn answer_after(&self, delay: Duration) {
+        self.shared.state().answer_after = delay;
+    }
+
+    /// How many publish requests came so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.state().requests.len()
     }
 
     /// Queues a fault for a coming publish request (first in, first out).
@@ -417,7 +431,14 @@ async fn publish(
             ),
             Vec::new(),
         ),
-        None => check_and_accept(&shared, &query, &headers, &body),
+        None => {
+            let answer = check_and_accept(&shared, &query, &headers, &body);
+            let delay = shared.state().answer_after;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        }
     };
     shared.state().requests.push(RequestRecord {
         status: Some(response.status().as_u16()),

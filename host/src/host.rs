@@ -334,7 +334,10 @@ impl HostBuilder {
             let mut destinations = self.destinations;
             destinations.push(Destination {
                 name: LOCAL_HANDLERS.to_owned(),
-                sink: Arc::new(local_handlers::LocalHandlers::new(host.clone())),
+                sink: Arc::new(local_handlers::LocalHandlers::new(
+                    host.clone(),
+                    self.config.handler_concurrency,
+                )),
                 retry: self.config.handler_retry.clone(),
             });
             Inner {

@@ -2,31 +2,33 @@
 //! ([`LocalHandlers`]): every notification to every handler whose
 //! subscription matches it, many at once.
 //!
-//! A call's work is split into queues, one per (handler, stream): a queue
-//! takes its notifications in outbox order, one at a time, each retried as
+//! The work is kept in lanes, one per (handler, stream), each drained by a
+//! task of its own while it holds work: a lane takes its notifications in
+//! outbox order, one at a time, each retried as
 //! [`handler_retry`](super::HostConfig::handler_retry) says until its
 //! handler takes it or it is given up as a dead letter, and only then the
-//! next. Queues run concurrently, at most
+//! next. Lanes run concurrently, at most
 //! [`handler_concurrency`](super::HostConfig::handler_concurrency) handler
-//! runs at a time (each also holds a call slot of the runtime), so a slow
-//! or failing handler holds back the later notifications of its stream for
-//! itself, and nothing else. A notification's outcome is reported as soon
-//! as every one of its handlers is done with it, so that the dispatcher's
-//! checkpoint follows; a (handler, notification) that was handled is
-//! recorded before that, and is not run again when the notification comes
-//! again (the completion records, written a batch at a time).
+//! runs at a time (each also holds a call slot of the runtime), and they
+//! outlive the dispatcher's calls, which overlap: so a slow or failing
+//! handler holds back the later notifications of its stream for itself,
+//! and nothing else. A notification's outcome is reported as soon as every
+//! one of its handlers is done with it, so that the dispatcher's checkpoint
+//! follows. A (handler, notification) that was handled is recorded first
+//! (the completion records, written a batch at a time), and is not run
+//! again when the notification comes again.
 //!
 //! It must not decide what a handler run is (that is [`super::notify`]) nor
 //! move checkpoints or keep dead letters (the dispatcher's).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use futures_util::future::join_all;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::Inner;
-use super::notify::{IncomingNotification, handler_name, run};
+use super::notify::{IncomingNotification, handler_name, record, run};
 use crate::model::StreamId;
 use crate::notifications::{
     DeliveryOutcome, Notification, NotificationOutcome, NotificationSink, Progress,
@@ -38,20 +40,72 @@ use crate::runtime::{LoadedComponent, SubscriptionRoute};
 #[derive(Debug)]
 pub(super) struct LocalHandlers {
     host: Weak<Inner>,
+    lanes: Arc<Lanes>,
 }
 
 impl LocalHandlers {
-    pub(super) fn new(host: Weak<Inner>) -> Self {
-        LocalHandlers { host }
+    /// The handlers of `host`, at most `concurrency` running at once.
+    pub(super) fn new(host: Weak<Inner>, concurrency: NonZeroUsize) -> Self {
+        LocalHandlers {
+            lanes: Arc::new(Lanes {
+                host: host.clone(),
+                queues: Mutex::default(),
+                turns: Semaphore::new(concurrency.get()),
+                completions: Completions::default(),
+            }),
+            host,
+        }
     }
 }
 
-/// One handler: a subscription of a component.
-struct Handler<'a> {
-    component: &'a Arc<LoadedComponent>,
-    subscription: &'a SubscriptionRoute,
+/// One handler: a subscription of a component, as routed when the
+/// notification was handed over.
+struct Handler {
+    component: Arc<LoadedComponent>,
+    subscription: SubscriptionRoute,
     /// What its completion records go by.
     name: String,
+}
+
+/// What a lane is for: a handler, and the stream the notifications are
+/// about (`None` for published custom events).
+type LaneKey = (String, Option<StreamId>);
+
+/// One notification for one handler, waiting in its lane.
+struct Unit {
+    call: Arc<Call>,
+    index: usize,
+    handler: Arc<Handler>,
+}
+
+/// The lanes of work and what they share.
+#[derive(Debug)]
+struct Lanes {
+    host: Weak<Inner>,
+    /// The waiting work of each lane that has a task draining it.
+    queues: Mutex<HashMap<LaneKey, VecDeque<Unit>>>,
+    /// Handler runs under way.
+    turns: Semaphore,
+    completions: Completions,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unit")
+            .field("index", &self.index)
+            .field("handler", &self.handler.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One call of the dispatcher: its notifications and where each stands.
+struct Call {
+    notifications: Vec<Option<IncomingNotification>>,
+    ids: Vec<uuid::Uuid>,
+    tallies: Mutex<Vec<Tally>>,
+    progress: Progress,
+    /// The notifications not finished yet.
+    unfinished: watch::Sender<usize>,
 }
 
 /// Where one notification stands.
@@ -65,6 +119,45 @@ struct Tally {
     attempts: u32,
 }
 
+impl Call {
+    fn tallies(&self) -> MutexGuard<'_, Vec<Tally>> {
+        self.tallies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The outcome of notification `index`, whose handlers are all done.
+    fn outcome(&self, index: usize, tally: &Tally) -> NotificationOutcome {
+        NotificationOutcome {
+            id: self.ids[index],
+            outcome: if tally.errors.is_empty() {
+                DeliveryOutcome::Delivered
+            } else {
+                DeliveryOutcome::DeadLettered {
+                    status: None,
+                    reason: tally.errors.join("; "),
+                }
+            },
+            attempts: tally.attempts.max(1),
+            payload_omitted: false,
+        }
+    }
+
+    /// `handler` is done with notification `index`: given up with `error`,
+    /// or not.
+    fn done(&self, index: usize, handler: &Handler, error: Option<String>, attempts: u32) {
+        let mut tallies = self.tallies();
+        let tally = &mut tallies[index];
+        tally.pending -= 1;
+        tally.attempts = tally.attempts.max(attempts);
+        if let Some(error) = error {
+            tally.errors.push(format!("{}: {error}", handler.name));
+        }
+        if tally.pending == 0 {
+            self.progress.report(index, self.outcome(index, tally));
+            self.unfinished.send_modify(|unfinished| *unfinished -= 1);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl NotificationSink for LocalHandlers {
     async fn deliver(
@@ -72,156 +165,171 @@ impl NotificationSink for LocalHandlers {
         notifications: &[Notification],
         progress: &Progress,
     ) -> Vec<NotificationOutcome> {
+        // Everything up to the wait runs at the call's first poll, so the
+        // lanes take the calls' notifications in call order.
         let Some(inner) = self.host.upgrade() else {
             // The host is shutting down: nothing is delivered, all stays.
             return Vec::new();
         };
         let routes = inner.registry.routes();
-        let handlers: Vec<Handler<'_>> = routes
+        drop(inner);
+        let handlers: Vec<Arc<Handler>> = routes
             .components()
             .flat_map(|component| {
-                component
-                    .subscriptions()
-                    .iter()
-                    .map(move |subscription| Handler {
-                        component,
-                        subscription,
+                component.subscriptions().iter().map(|subscription| {
+                    Arc::new(Handler {
+                        component: Arc::clone(component),
+                        subscription: subscription.clone(),
                         name: handler_name(component, subscription),
                     })
+                })
             })
             .collect();
-
-        // The queues, in the order of their first notification, so that
-        // the earliest notifications get the first turns.
-        let mut queues: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut queue_of: HashMap<(usize, Option<&StreamId>), usize> = HashMap::new();
-        let mut tallies: Vec<Tally> = Vec::with_capacity(notifications.len());
-        let mut incoming: Vec<Option<IncomingNotification>> =
-            Vec::with_capacity(notifications.len());
+        let mut tallies = Vec::with_capacity(notifications.len());
+        let mut units = Vec::new();
+        let mut incoming = Vec::with_capacity(notifications.len());
         for (index, notification) in notifications.iter().enumerate() {
             let mut tally = Tally::default();
-            for (handler, candidate) in handlers.iter().enumerate() {
-                if !candidate
+            for handler in &handlers {
+                if handler
                     .subscription
                     .matches(notification.event_type(), notification.subject())
                 {
-                    continue;
+                    tally.pending += 1;
+                    units.push((index, Arc::clone(handler)));
                 }
-                tally.pending += 1;
-                let key = (handler, notification.stream());
-                let queue = *queue_of.entry(key).or_insert_with(|| {
-                    queues.push((handler, Vec::new()));
-                    queues.len() - 1
-                });
-                queues[queue].1.push(index);
             }
             incoming.push((tally.pending > 0).then(|| IncomingNotification::from(notification)));
             tallies.push(tally);
         }
+        let unfinished = tallies.iter().filter(|tally| tally.pending > 0).count();
+        let call = Arc::new(Call {
+            notifications: incoming,
+            ids: notifications.iter().map(Notification::id).collect(),
+            tallies: Mutex::new(tallies),
+            progress: progress.clone(),
+            unfinished: watch::Sender::new(unfinished),
+        });
         // Nobody here wants these: taken, at no cost.
-        for (index, tally) in tallies.iter().enumerate() {
+        for (index, tally) in call.tallies().iter().enumerate() {
             if tally.pending == 0 {
-                progress.report(index, outcome(notifications, index, tally));
+                progress.report(index, call.outcome(index, tally));
             }
         }
-        let done = tallies.iter().filter(|tally| tally.pending == 0).count();
-        if done == notifications.len() {
-            return tallies
-                .iter()
-                .enumerate()
-                .map(|(index, tally)| outcome(notifications, index, tally))
-                .collect();
+        for (index, handler) in units {
+            let key = (handler.name.clone(), notifications[index].stream().cloned());
+            self.lanes.enqueue(
+                key,
+                Unit {
+                    call: Arc::clone(&call),
+                    index,
+                    handler,
+                },
+            );
         }
 
-        let tallies = Mutex::new(tallies);
-        let turns = Semaphore::new(inner.config.handler_concurrency.get());
-        let completions = Completions::default();
-        let drain = |(handler, queue): (usize, Vec<usize>)| {
-            let handler = &handlers[handler];
-            let (inner, incoming, tallies, turns, completions) =
-                (&inner, &incoming, &tallies, &turns, &completions);
-            async move {
-                for index in queue {
-                    let Some(notification) = &incoming[index] else {
-                        continue;
-                    };
-                    let (error, attempts) =
-                        handle(inner, handler, notification, turns, completions).await;
-                    let mut tallies = tallies.lock().unwrap_or_else(|e| e.into_inner());
-                    let tally = &mut tallies[index];
-                    tally.pending -= 1;
-                    tally.attempts = tally.attempts.max(attempts);
-                    if let Some(error) = error {
-                        tally.errors.push(format!("{}: {error}", handler.name));
-                    }
-                    if tally.pending == 0 {
-                        progress.report(index, outcome(notifications, index, tally));
-                    }
-                }
-            }
-        };
-        join_all(queues.into_iter().map(drain)).await;
-        let tallies = tallies.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut unfinished = call.unfinished.subscribe();
+        // Cannot fail: `call` holds the sender.
+        let _ = unfinished.wait_for(|&unfinished| unfinished == 0).await;
+        let tallies = call.tallies();
         tallies
             .iter()
             .enumerate()
-            .map(|(index, tally)| outcome(notifications, index, tally))
+            .map(|(index, tally)| call.outcome(index, tally))
             .collect()
     }
-}
 
-/// The outcome of a notification every handler is done with.
-fn outcome(notifications: &[Notification], index: usize, tally: &Tally) -> NotificationOutcome {
-    NotificationOutcome {
-        id: notifications[index].id(),
-        outcome: if tally.errors.is_empty() {
-            DeliveryOutcome::Delivered
-        } else {
-            DeliveryOutcome::DeadLettered {
-                status: None,
-                reason: tally.errors.join("; "),
-            }
-        },
-        attempts: tally.attempts.max(1),
-        payload_omitted: false,
+    fn overlapping(&self) -> bool {
+        true
     }
 }
 
-/// Delivers `notification` to `handler` unless it handled it before,
-/// retrying as the host's `handler_retry` says, each attempt in a turn of
-/// `turns`; records the completion. Returns the last error if it gave up,
-/// and the attempts.
-async fn handle(
-    inner: &Arc<Inner>,
-    handler: &Handler<'_>,
-    notification: &IncomingNotification,
-    turns: &Semaphore,
-    completions: &Completions,
-) -> (Option<String>, u32) {
-    // A record can only be there if the notification came before, in an
-    // earlier call; failing to look, run it: at least once allows that.
-    if let Ok(true) = inner.store.is_completed(&handler.name, &notification.id).await {
-        return (None, 1);
+impl Lanes {
+    fn queues(&self) -> MutexGuard<'_, HashMap<LaneKey, VecDeque<Unit>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
-    let retry = &inner.config.handler_retry;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let error = {
-            // Never closed, so never an error.
-            let _turn = turns.acquire().await;
-            run(inner, handler.component, handler.subscription, notification).await
-        };
-        let Some(error) = error else {
-            completions
-                .record(inner, (handler.name.clone(), notification.id.clone()))
-                .await;
-            return (None, attempts);
-        };
-        if attempts >= retry.max_attempts.get() {
-            return (Some(error), attempts);
+
+    /// Puts `unit` at the end of its lane, starting a task for the lane if
+    /// it has none.
+    fn enqueue(self: &Arc<Self>, key: LaneKey, unit: Unit) {
+        let mut queues = self.queues();
+        if let Some(queue) = queues.get_mut(&key) {
+            queue.push_back(unit);
+            return;
         }
-        tokio::time::sleep(retry.delay(attempts, None)).await;
+        queues.insert(key.clone(), VecDeque::from([unit]));
+        tokio::spawn(Arc::clone(self).drain(key));
+    }
+
+    /// Runs the lane's work in order until it has none, and then ends
+    /// (under the lock, so that work enqueued later starts a new task).
+    async fn drain(self: Arc<Self>, key: LaneKey) {
+        loop {
+            let unit = {
+                let mut queues = self.queues();
+                let next = queues.get_mut(&key).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    queues.remove(&key);
+                }
+                next
+            };
+            let Some(unit) = unit else {
+                return;
+            };
+            let Some(inner) = self.host.upgrade() else {
+                // The host is gone, and its dispatcher with it.
+                self.queues().remove(&key);
+                return;
+            };
+            let Some(notification) = &unit.call.notifications[unit.index] else {
+                continue;
+            };
+            let (error, attempts) = self.handle(&inner, &unit.handler, notification).await;
+            drop(inner);
+            unit.call.done(unit.index, &unit.handler, error, attempts);
+        }
+    }
+
+    /// Delivers `notification` to `handler` unless it handled it before,
+    /// retrying as the host's `handler_retry` says, each attempt in a turn;
+    /// records the completion. Returns the last error if it gave up, and
+    /// the attempts.
+    async fn handle(
+        &self,
+        inner: &Arc<Inner>,
+        handler: &Handler,
+        notification: &IncomingNotification,
+    ) -> (Option<String>, u32) {
+        // A record can only be there if the notification came before, in
+        // an earlier round; failing to look, run it: at least once allows
+        // that.
+        if let Ok(true) = inner
+            .store
+            .is_completed(&handler.name, &notification.id)
+            .await
+        {
+            return (None, 1);
+        }
+        let retry = &inner.config.handler_retry;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = {
+                // Never closed, so never an error.
+                let _turn = self.turns.acquire().await;
+                run(inner, &handler.component, &handler.subscription, notification).await
+            };
+            let Some(error) = error else {
+                self.completions
+                    .record(inner, (handler.name.clone(), notification.id.clone()))
+                    .await;
+                return (None, attempts);
+            };
+            if attempts >= retry.max_attempts.get() {
+                return (Some(error), attempts);
+            }
+            tokio::time::sleep(retry.delay(attempts, None)).await;
+        }
     }
 }
 
@@ -229,7 +337,7 @@ async fn handle(
 /// time: whatever was recorded while a write was under way goes in the
 /// next, so that a completion per handler run does not cost a store write
 /// per handler run.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Completions {
     pending: Mutex<Vec<(String, String)>>,
     writing: tokio::sync::Mutex<()>,
@@ -245,7 +353,7 @@ impl Completions {
             .push(completion);
         let _writer = self.writing.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        // Empty: the write before this one took it.
-        super::notify::record(inner, batch).await;
+        // Empty when the write before this one took it.
+        record(inner, batch).await;
     }
 }

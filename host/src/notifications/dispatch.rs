@@ -1,23 +1,19 @@
 //! The dispatcher: drains the store's outbox to every destination, at least
 //! once, in position order.
 //!
-//! Each [`Destination`] has its own checkpoint in the store and its own task.
-//! A round claims the destination (so one dispatcher drains it at a time,
-//! across hosts too), reads the rows after its checkpoint, turns them into
-//! [`Notification`]s and hands them to the destination's
-//! [`NotificationSink`]. While the sink delivers, it reports each outcome
-//! ([`Progress`]), and the round moves the checkpoint in the store past the
-//! notifications from the first that are finished, delivered or refused
-//! (recorded as dead letters first), one write at a time, each write taking
-//! every report that came in during the one before. It never moves past a
-//! notification the sink gave up on, which the next round offers again. A
-//! crash anywhere therefore loses nothing, and delivers again only what was
-//! in flight (and what finished during the last checkpoint write), with the
-//! same ids. Between rounds the task waits for the store's signal that rows
-//! were added, looking again now and then in case a signal was lost.
+//! Each [`Destination`] has its own checkpoint in the store and its own
+//! task, which runs [rounds](super::round) one after another: a round
+//! claims the destination (so one dispatcher drains it at a time, across
+//! hosts too), hands what the outbox holds after the checkpoint to the
+//! destination's [`NotificationSink`], and moves the checkpoint as the sink
+//! reports, past what was delivered or dead-lettered, never past what it
+//! gave up on. A crash anywhere therefore loses nothing, and delivers again
+//! only what was in flight, with the same ids. Between rounds the task
+//! waits for the store's signal that rows were added, looking again now and
+//! then in case a signal was lost.
 //!
-//! It owns the checkpoints' movement, the dead letters and their re-drive,
-//! and the delivery metrics. It must not decide what a notification looks
+//! It owns the destinations' tasks, the re-drive of dead letters, the
+//! delivery metrics and the destinations' status. It must not decide what a notification looks
 //! like (that is [`super::model`]) or how a destination is reached.
 
 use std::fmt;
@@ -29,18 +25,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use time::OffsetDateTime;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
 use super::follow::{Round, follow};
-use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
-use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink, Progress, Reports};
-use crate::store::{Claim, DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
-
-/// How many rows one round takes at most.
-const BATCH: usize = 512;
+use super::round::{self, Counts, dead_letter, notification_of};
+use super::sink::{DeliveryOutcome, NotificationSink, Progress};
+use crate::store::{EventStore, StoreError};
 
 /// One place the outbox is drained to.
 #[derive(Debug, Clone)]
@@ -195,150 +187,32 @@ impl Dispatcher {
         }
     }
 
-    /// One round for `destination` (see the [module docs](self)).
+    /// One round for `destination` (see [`round`](super::round)).
     async fn round(&self, destination: &Destination) -> Result<Round, StoreError> {
-        let Some(claim) = self.store.claim(&destination.name).await? else {
-            return Ok(Round::Idle);
-        };
-        let from = claim.next_position();
-        let records = self.store.read_outbox(from, BATCH).await?;
-        let Some(last) = records.last() else {
-            self.store.release(claim, from).await?;
-            return Ok(Round::Idle);
-        };
-        let mut positions = Vec::with_capacity(records.len());
-        let mut notifications = Vec::with_capacity(records.len());
-        let mut dead = Vec::new();
-        for record in &records {
-            if !for_destination(record, destination) {
-                continue;
-            }
-            match notification_of(record) {
-                Ok(notification) => {
-                    positions.push(record.position);
-                    notifications.push(notification);
-                }
-                Err(reason) => dead.push(dead_letter(destination, record.position, None, reason)),
-            }
-        }
-        let mut ledger = Ledger {
-            destination,
-            positions,
-            notifications: &notifications,
-            outcomes: vec![None; notifications.len()],
-            finished: 0,
-            dead,
-            after_all: last.position + 1,
-        };
-        let (progress, reports) = Progress::tracked();
-        let delivering = async {
-            let outcomes = if notifications.is_empty() {
-                Vec::new()
-            } else {
-                destination.sink.deliver(&notifications, &progress).await
-            };
-            // Ends the reports.
-            drop(progress);
-            outcomes
-        };
-        let (outcomes, claim) = tokio::join!(
-            delivering,
-            self.checkpoint_as_reported(claim, &mut ledger, reports)
-        );
-        let Some(claim) = claim? else {
-            // Another dispatcher goes on from the checkpoint moved last.
-            return Ok(Round::Idle);
-        };
-        for (index, outcome) in outcomes.into_iter().enumerate() {
-            ledger.record(index, outcome);
-        }
-        let next = ledger.next();
-        self.count(&ledger);
-        self.write_dead_letters(ledger.due(next)).await?;
-        self.store.release(claim, next).await?;
-        Ok(if next < ledger.after_all {
-            Round::Stalled
-        } else {
-            Round::Progress
-        })
-    }
-
-    /// Moves the checkpoint while the sink delivers, past what it reports
-    /// as finished, one store write at a time: the reports that come in
-    /// during a write are taken together by the next, so that the writes
-    /// keep up with any rate. Returns the claim, or `None` when it was lost.
-    async fn checkpoint_as_reported(
-        &self,
-        mut claim: Claim,
-        ledger: &mut Ledger<'_>,
-        mut reports: Reports,
-    ) -> Result<Option<Claim>, StoreError> {
-        while let Some(reported) = reports.next().await {
-            for (index, outcome) in reported {
-                ledger.record(index, outcome);
-            }
-            let next = ledger.next();
-            if next > claim.next_position() {
-                self.write_dead_letters(ledger.due(next)).await?;
-                if !self.store.advance(&mut claim, next).await? {
-                    return Ok(None);
-                }
-            }
-            reports.passed(ledger.finished);
-        }
-        Ok(Some(claim))
-    }
-
-    /// Records dead letters, before the checkpoint moves past them: a crash
-    /// in between delivers them again, and they are dead-lettered again.
-    async fn write_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        for letter in &dead {
-            tracing::warn!(
-                destination = letter.destination,
-                notification = %letter.notification_id,
-                "a notification was dead-lettered: {}",
-                letter.reason
-            );
-        }
-        let count = dead.len() as u64;
+        let mut counts = Counts::default();
+        let round = round::run(
+            self.store.as_ref(),
+            &destination.name,
+            destination.sink.as_ref(),
+            &mut counts,
+        )
+        .await;
         let label = DestinationLabel {
-            destination: dead[0].destination.clone(),
+            destination: destination.name.clone(),
         };
-        self.store.add_dead_letters(dead).await?;
-        self.metrics
-            .dead_lettered
-            .get_or_create(&label)
-            .inc_by(count);
-        Ok(())
-    }
-
-    /// Counts a round's deliveries and retries.
-    fn count(&self, ledger: &Ledger<'_>) {
-        let label = DestinationLabel {
-            destination: ledger.destination.name.clone(),
-        };
-        let retried: u32 = ledger
-            .outcomes
-            .iter()
-            .flatten()
-            .map(|outcome| outcome.attempts.saturating_sub(1))
-            .sum();
-        self.metrics
-            .retried
-            .get_or_create(&label)
-            .inc_by(u64::from(retried));
-        let published = ledger.outcomes[..ledger.finished]
-            .iter()
-            .flatten()
-            .filter(|outcome| outcome.outcome == DeliveryOutcome::Delivered)
-            .count();
         self.metrics
             .published
             .get_or_create(&label)
-            .inc_by(published as u64);
+            .inc_by(counts.published);
+        self.metrics
+            .retried
+            .get_or_create(&label)
+            .inc_by(counts.retried);
+        self.metrics
+            .dead_lettered
+            .get_or_create(&label)
+            .inc_by(counts.dead_lettered);
+        round
     }
 
     /// Where each destination stands.
@@ -440,7 +314,7 @@ impl Dispatcher {
             }
             refused @ DeliveryOutcome::DeadLettered { .. } => {
                 let mut again = dead_letter(
-                    target,
+                    &target.name,
                     letter.position,
                     Some(&notification),
                     refused.reason().unwrap_or_default(),
@@ -456,152 +330,6 @@ impl Dispatcher {
     /// The destinations' names.
     pub fn destinations(&self) -> impl Iterator<Item = &str> {
         self.destinations.iter().map(|d| d.name.as_str())
-    }
-}
-
-/// What a round knows of its notifications: their outcomes as the sink
-/// reports them, how many of them from the first are finished (delivered
-/// or dead-lettered), and the dead letters not written yet.
-struct Ledger<'a> {
-    destination: &'a Destination,
-    /// The outbox position of each notification.
-    positions: Vec<u64>,
-    notifications: &'a [Notification],
-    outcomes: Vec<Option<NotificationOutcome>>,
-    /// The notifications from the first that are finished.
-    finished: usize,
-    /// Dead letters not written yet, the unreadable rows' among them.
-    dead: Vec<DeadLetter>,
-    /// The position after the round's last row.
-    after_all: u64,
-}
-
-impl Ledger<'_> {
-    /// Takes the outcome of `notifications[index]`; the first word on each
-    /// is the one that counts.
-    fn record(&mut self, index: usize, outcome: NotificationOutcome) {
-        let Some(slot) = self.outcomes.get_mut(index) else {
-            return;
-        };
-        if slot.is_some() {
-            return;
-        }
-        if let refused @ DeliveryOutcome::DeadLettered { .. } = &outcome.outcome {
-            let mut letter = dead_letter(
-                self.destination,
-                self.positions[index],
-                Some(&self.notifications[index]),
-                refused.reason().unwrap_or_default(),
-            );
-            letter.attempts = outcome.attempts;
-            self.dead.push(letter);
-        }
-        *slot = Some(outcome);
-        while let Some(Some(outcome)) = self.outcomes.get(self.finished)
-            && matches!(
-                outcome.outcome,
-                DeliveryOutcome::Delivered | DeliveryOutcome::DeadLettered { .. }
-            )
-        {
-            self.finished += 1;
-        }
-    }
-
-    /// Where the checkpoint may go: to the first notification not finished
-    /// (one the sink gave up on, did not try, or is still delivering), or
-    /// past the round's rows when all are.
-    fn next(&self) -> u64 {
-        self.positions
-            .get(self.finished)
-            .copied()
-            .unwrap_or(self.after_all)
-    }
-
-    /// The dead letters the checkpoint may not pass before they are
-    /// written, taken out of the ledger.
-    fn due(&mut self, next: u64) -> Vec<DeadLetter> {
-        let (due, later) = std::mem::take(&mut self.dead)
-            .into_iter()
-            .partition(|letter| letter.position < next);
-        self.dead = later;
-        due
-    }
-}
-
-/// The notification an outbox row announces, or why it cannot be sent.
-pub fn notification_of(record: &OutboxRecord) -> Result<Notification, String> {
-    let built = match &record.entry {
-        OutboxEntry::NewEntity(event) => Notification::new_entity(event),
-        OutboxEntry::EventAppended(event) => Notification::event_appended(event),
-        OutboxEntry::Document(document) => match document.kind {
-            NotificationKind::ProjectionCompleted => {
-                let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
-                    .map_err(|error| {
-                        format!(
-                            "outbox row {} is not a projection result: {error}",
-                            record.position
-                        )
-                    })?;
-                Notification::projection_completed(completed)
-            }
-            NotificationKind::Published => {
-                let published: Published =
-                    serde_json::from_str(document.body.get()).map_err(|error| {
-                        format!(
-                            "outbox row {} is not a published event: {error}",
-                            record.position
-                        )
-                    })?;
-                Notification::published(published)
-            }
-            // The store writes these as rows of their events, never as
-            // documents.
-            NotificationKind::NewEntity | NotificationKind::EventAppended => {
-                return Err(format!(
-                    "outbox row {} holds a {:?} document, which this host cannot send",
-                    record.position,
-                    document.kind.as_str()
-                ));
-            }
-        },
-        OutboxEntry::Unknown { kind } => {
-            return Err(format!(
-                "outbox row {} is of kind {kind:?}, which this host does not know",
-                record.position
-            ));
-        }
-    };
-    built.map_err(|error| format!("outbox row {}: {error}", record.position))
-}
-
-/// Whether `record` goes to `destination`: a document for one topic goes
-/// to that topic only, everything else everywhere.
-fn for_destination(record: &OutboxRecord, destination: &Destination) -> bool {
-    match &record.entry {
-        OutboxEntry::Document(document) => document
-            .topic
-            .as_ref()
-            .is_none_or(|topic| *topic == destination.name),
-        _ => true,
-    }
-}
-
-fn dead_letter(
-    destination: &Destination,
-    position: u64,
-    notification: Option<&Notification>,
-    reason: String,
-) -> DeadLetter {
-    DeadLetter {
-        destination: destination.name.clone(),
-        // A row that is no notification still needs an id of its own.
-        notification_id: notification.map_or(Uuid::from_u64_pair(0, position), Notification::id),
-        position,
-        event_type: notification.map_or_else(String::new, |n| n.event_type().to_owned()),
-        subject: notification.map_or_else(String::new, |n| n.subject().to_owned()),
-        reason,
-        attempts: 1,
-        dead_at: OffsetDateTime::now_utc(),
     }
 }
 

@@ -13,13 +13,15 @@
 //!   that tell delivered, dead-lettered and gave-up apart.
 //! - [`eventgrid`]: the client side of publishing to an Event Grid topic —
 //!   authentication, batching under 1 MB, retries with backoff.
-//! - [`dispatch`]: draining the store's outbox to the destinations, with
-//!   checkpoints, dead letters and their re-drive, and delivery metrics.
+//! - [`dispatch`]: draining the store's outbox to the destinations, a task
+//!   and a checkpoint each, dead letters and their re-drive, and delivery
+//!   metrics; `round` is one round of one destination, which moves its
+//!   checkpoint as the sink reports.
 //!
 //! What it must not do: decide *when* a notification is raised (the host
 //! does, and the store writes the outbox rows in the transaction of the
 //! events), or run handlers: local notification handlers are a sink the
-//! host supplies. Only [`dispatch`] keeps state, and only in the store, so
+//! host supplies. Only [`dispatch`] and its rounds keep state, and only in the store, so
 //! a crash loses nothing the outbox has not already made durable.
 
 pub mod dispatch;
@@ -27,6 +29,7 @@ pub mod eventgrid;
 pub(crate) mod follow;
 pub mod model;
 pub mod raise;
+mod round;
 pub mod sink;
 
 pub use crate::model::KindSet;

@@ -39,15 +39,29 @@ pub trait NotificationSink: Send + Sync + fmt::Debug {
         notifications: &[Notification],
         progress: &Progress,
     ) -> Vec<NotificationOutcome>;
+
+    /// Whether the dispatcher may call [`deliver`](Self::deliver) again,
+    /// with the notifications that follow, while earlier calls are still
+    /// delivering, so that what holds up one notification does not hold up
+    /// every later one. Such a sink keeps whatever order it promises
+    /// across calls itself; it sees each call's first poll in call order.
+    /// `false` (the default): one call at a time.
+    fn overlapping(&self) -> bool {
+        false
+    }
 }
 
 /// Where a sink reports outcomes during one [`NotificationSink::deliver`]
 /// call, as they become known, and learns how far the destination's
 /// checkpoint has moved.
-#[derive(Debug)]
+///
+/// Cheap to clone, for a sink that reports from tasks of its own.
+#[derive(Debug, Clone)]
 pub struct Progress {
     reports: Option<mpsc::UnboundedSender<(usize, NotificationOutcome)>>,
     checkpoint: watch::Receiver<usize>,
+    /// Where the call's notifications start among the round's.
+    offset: usize,
 }
 
 impl Progress {
@@ -57,24 +71,8 @@ impl Progress {
         Progress {
             reports: None,
             checkpoint: watch::Sender::new(usize::MAX).subscribe(),
+            offset: 0,
         }
-    }
-
-    /// A progress and the dispatcher's end of it.
-    pub(super) fn tracked() -> (Progress, Reports) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let checkpoint = watch::Sender::new(0);
-        let progress = Progress {
-            reports: Some(sender),
-            checkpoint: checkpoint.subscribe(),
-        };
-        (
-            progress,
-            Reports {
-                receiver,
-                checkpoint,
-            },
-        )
     }
 
     /// Reports the outcome of `notifications[index]`.
@@ -82,7 +80,7 @@ impl Progress {
         if let Some(reports) = &self.reports {
             // Nobody listens any more when the round has ended early: the
             // call's answer is all that counts then.
-            let _ = reports.send((index, outcome));
+            let _ = reports.send((self.offset + index, outcome));
         }
     }
 
@@ -93,24 +91,45 @@ impl Progress {
     /// destination), so a sink that waits before sending more should send
     /// nothing more and answer.
     pub async fn passed(&self, count: usize) -> bool {
+        let count = self.offset.saturating_add(count);
         let mut checkpoint = self.checkpoint.clone();
         checkpoint.wait_for(|&passed| passed >= count).await.is_ok()
     }
 }
 
-/// The dispatcher's end of a [`Progress`]: the reports, and where it says
+/// The dispatcher's end of the [`Progress`] of every call of a round: the
+/// reports, by index among the round's notifications, and where it says
 /// the checkpoint stands. Dropping it ends [`Progress::passed`]'s waits
 /// with `false`.
 #[derive(Debug)]
 pub(super) struct Reports {
+    sender: mpsc::UnboundedSender<(usize, NotificationOutcome)>,
     receiver: mpsc::UnboundedReceiver<(usize, NotificationOutcome)>,
     checkpoint: watch::Sender<usize>,
 }
 
 impl Reports {
-    /// Every report sent since the last call, waiting for at least one;
-    /// `None` once the sink's call has ended (its [`Progress`] dropped) and
-    /// every report was taken.
+    pub(super) fn new() -> Reports {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Reports {
+            sender,
+            receiver,
+            checkpoint: watch::Sender::new(0),
+        }
+    }
+
+    /// The progress of a call whose notifications start at `offset` among
+    /// the round's.
+    pub(super) fn progress(&self, offset: usize) -> Progress {
+        Progress {
+            reports: Some(self.sender.clone()),
+            checkpoint: self.checkpoint.subscribe(),
+            offset,
+        }
+    }
+
+    /// Every report sent since the last call, waiting for at least one
+    /// (forever, while this holds a sender).
     pub(super) async fn next(&mut self) -> Option<Vec<(usize, NotificationOutcome)>> {
         let first = self.receiver.recv().await?;
         let mut reports = vec![first];
@@ -120,7 +139,8 @@ impl Reports {
         Some(reports)
     }
 
-    /// The checkpoint is stored past the first `count` notifications.
+    /// The checkpoint is stored past the round's first `count`
+    /// notifications.
     pub(super) fn passed(&self, count: usize) {
         self.checkpoint.send_if_modified(|passed| {
             let moved = count > *passed;

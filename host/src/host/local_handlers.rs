@@ -317,7 +317,13 @@ impl Lanes {
             let error = {
                 // Never closed, so never an error.
                 let _turn = self.turns.acquire().await;
-                run(inner, &handler.component, &handler.subscription, notification).await
+                run(
+                    inner,
+                    &handler.component,
+                    &handler.subscription,
+                    notification,
+                )
+                .await
             };
             let Some(error) = error else {
                 self.completions

@@ -114,7 +114,10 @@ async fn deliver_once(
 }
 
 /// The name a handler's completion records go by: `component/subscription`.
-pub(super) fn handler_name(component: &LoadedComponent, subscription: &SubscriptionRoute) -> String {
+pub(super) fn handler_name(
+    component: &LoadedComponent,
+    subscription: &SubscriptionRoute,
+) -> String {
     format!("{}/{}", component.name(), subscription.name)
 }
 

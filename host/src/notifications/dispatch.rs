@@ -340,7 +340,9 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::model::{EventContext, Expectation, KindSet, NewEvent, StreamId};
+    use crate::model::{EventContext, Expectation, KindSet, NewEvent, NotificationKind, StreamId};
+    use crate::notifications::model::Notification;
+    use crate::notifications::sink::NotificationOutcome;
     use crate::store::{AppendRequest, Outbox, SqliteConfig, SqliteStore};
 
     /// Takes every notification, and remembers their event types.
@@ -435,5 +437,69 @@ mod tests {
             store.checkpoints().await.expect("checkpoints"),
             [("topic".to_owned(), 4)]
         );
+    }
+
+    /// Reports each notification, and before going on looks at the
+    /// checkpoint in the store.
+    #[derive(Debug)]
+    struct Watcher {
+        store: Arc<SqliteStore>,
+        seen: Mutex<Vec<Vec<(String, u64)>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl NotificationSink for Watcher {
+        async fn deliver(
+            &self,
+            notifications: &[Notification],
+            progress: &Progress,
+        ) -> Vec<NotificationOutcome> {
+            let mut outcomes = Vec::new();
+            for (index, notification) in notifications.iter().enumerate() {
+                let outcome = NotificationOutcome {
+                    id: notification.id(),
+                    outcome: DeliveryOutcome::Delivered,
+                    attempts: 1,
+                    payload_omitted: false,
+                };
+                progress.report(index, outcome.clone());
+                outcomes.push(outcome);
+                assert!(progress.passed(index + 1).await, "the checkpoint moves");
+                let checkpoints = self.store.checkpoints().await.expect("checkpoints");
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(checkpoints);
+            }
+            outcomes
+        }
+    }
+
+    /// The checkpoint is in the store past each notification the sink
+    /// reports, before its call returns: a crash then would not deliver
+    /// it again.
+    #[tokio::test]
+    async fn the_checkpoint_moves_past_each_report_before_the_call_returns() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(
+            SqliteStore::open(dir.path().join("events.db"), SqliteConfig::default())
+                .expect("a store"),
+        );
+        for key in ["a", "b", "c"] {
+            deposit(&store, key).await;
+        }
+        let watcher = Arc::new(Watcher {
+            store: store.clone(),
+            seen: Mutex::default(),
+        });
+        let destination = Destination::new("topic", watcher.clone());
+        let dispatcher = Dispatcher::new(store.clone(), vec![destination.clone()]);
+        assert!(matches!(
+            dispatcher.round(&destination).await,
+            Ok(Round::Progress)
+        ));
+        let seen = watcher.seen.lock().expect("not poisoned").clone();
+        let topic = |next| vec![("topic".to_owned(), next)];
+        assert_eq!(seen, [topic(2), topic(3), topic(4)]);
     }
 }

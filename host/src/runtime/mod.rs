@@ -44,8 +44,8 @@ pub use native::NativeHandlers;
 pub use pool::{Isolation, ReuseConfig};
 pub(crate) use roles::{CommandImports, NotificationImports, ProjectionImports, Role};
 pub use roles::{NotificationServices, SendOutcome, SendRequest, StoreReads};
-pub use routes::{CommandRoute, ProjectionRoute};
 pub(crate) use routes::SubscriptionRoute;
+pub use routes::{CommandRoute, ProjectionRoute};
 
 use pool::Instances;
 use state::CallState;

@@ -1408,16 +1408,25 @@ pub(crate) async fn checkpoints_move_for_good_during_a_round_that_keeps_its_clai
     store: Arc<dyn EventStore>,
 ) {
     let mut claim = store.claim("topic").await.unwrap().expect("free");
-    assert!(store.advance(&mut claim, 4).await.unwrap(), "the claim holds");
+    assert!(
+        store.advance(&mut claim, 4).await.unwrap(),
+        "the claim holds"
+    );
     assert_eq!(claim.next_position(), 4);
     assert_eq!(
         store.checkpoints().await.unwrap(),
         [("topic".to_owned(), 4)]
     );
     assert!(store.claim("topic").await.unwrap().is_none(), "still held");
-    assert!(store.advance(&mut claim, 2).await.unwrap(), "the claim holds");
+    assert!(
+        store.advance(&mut claim, 2).await.unwrap(),
+        "the claim holds"
+    );
     assert_eq!(claim.next_position(), 4, "never back");
-    assert!(store.advance(&mut claim, 5).await.unwrap(), "the claim holds");
+    assert!(
+        store.advance(&mut claim, 5).await.unwrap(),
+        "the claim holds"
+    );
     // A round cut short keeps what it moved.
     drop(claim);
     let claim = store.claim("topic").await.unwrap().expect("dropped");

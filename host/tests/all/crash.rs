@@ -545,7 +545,10 @@ max_events_per_request = {PER_REQUEST}
         let wanted = requests + rng.usize(30..=60);
         let deadline = Instant::now() + Duration::from_secs(120);
         while stand_in.request_count() < wanted {
-            ensure!(Instant::now() < deadline, "the topic is not being published to");
+            ensure!(
+                Instant::now() < deadline,
+                "the topic is not being published to"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let backlog = grid_lag(&host).await?.unwrap_or(0);
@@ -571,7 +574,10 @@ max_events_per_request = {PER_REQUEST}
         if lag == Some(0) {
             break;
         }
-        ensure!(Instant::now() < deadline, "the topic never caught up: lag {lag:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "the topic never caught up: lag {lag:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let accepted = stand_in.accepted_ids();

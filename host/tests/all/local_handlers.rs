@@ -25,7 +25,7 @@ const HANDLERS: [&str; 2] = ["relay-a", "relay-b"];
 
 async fn relay_host(dir: &tempfile::TempDir, config: HostConfig) -> anyhow::Result<TestHost> {
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(
-        &dir.path().join("events.db"),
+        dir.path().join("events.db"),
         SqliteConfig::default(),
     )?);
     let host = TestHost::with_store(store, config, &Default::default()).await?;
@@ -128,7 +128,11 @@ async fn each_stream_reaches_each_handler_in_order_and_a_slow_one_holds_back_onl
     .await?;
 
     for handler in HANDLERS {
-        assert_eq!(log(&host, handler, "slow").await?, [1, 2, 3, 4], "{handler}");
+        assert_eq!(
+            log(&host, handler, "slow").await?,
+            [1, 2, 3, 4],
+            "{handler}"
+        );
         for n in 0..TICKERS {
             let ticker = format!("t{n}");
             assert_eq!(
@@ -167,11 +171,14 @@ async fn a_failing_handler_is_retried_then_dead_lettered_holding_back_only_its_s
 
     // While relay-a retries bad's first tick, relay-b has both of bad's
     // ticks, and good's tick reaches both.
-    eventually("the ticks relay-a's failure does not hold back", async || {
-        Ok(log(&host, "relay-b", "bad").await?.len() == 2
-            && log(&host, "relay-a", "good").await?.len() == 1
-            && log(&host, "relay-b", "good").await?.len() == 1)
-    })
+    eventually(
+        "the ticks relay-a's failure does not hold back",
+        async || {
+            Ok(log(&host, "relay-b", "bad").await?.len() == 2
+                && log(&host, "relay-a", "good").await?.len() == 1
+                && log(&host, "relay-b", "good").await?.len() == 1)
+        },
+    )
     .await?;
     assert_eq!(
         log(&host, "relay-a", "bad").await?,

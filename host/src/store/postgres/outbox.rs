@@ -501,7 +501,10 @@ impl Outbox for PostgresStore {
             .await
             .map_err(pg_error)?;
         claim.moved_to(next);
-        let now: Option<i64> = row.map(|row| row.try_get(0)).transpose().map_err(pg_error)?;
+        let now: Option<i64> = row
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(pg_error)?;
         Ok(now == Some(sql_bound(next)))
     }
 

@@ -54,7 +54,10 @@ impl CommandHandler for Ticker {
     type Command = TickerCommand;
     type Event = TickerEvent;
 
-    fn handle(command: TickerCommand, _: &CommandContext) -> Result<Vec<TickerEvent>, CommandError> {
+    fn handle(
+        command: TickerCommand,
+        _: &CommandContext,
+    ) -> Result<Vec<TickerEvent>, CommandError> {
         let TickerCommand::Tick { gate, fail } = command;
         Ok(vec![TickerEvent::Ticked { gate, fail }])
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cqrs_wasi_host::model::StreamId;
 use cqrs_wasi_host::notifications::{
-    DeliveryOutcome, Destination, Notification, NotificationOutcome, NotificationSink,
+    DeliveryOutcome, Destination, Notification, NotificationOutcome, NotificationSink, Progress,
 };
 use cqrs_wasi_host::store::MemoryStore;
 use cqrs_wasi_host::{CommandRequest, Host, HostError};
@@ -28,7 +28,11 @@ struct Recorder {
 
 #[async_trait::async_trait]
 impl NotificationSink for Recorder {
-    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+    async fn deliver(
+        &self,
+        notifications: &[Notification],
+        _progress: &Progress,
+    ) -> Vec<NotificationOutcome> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         notifications
             .iter()

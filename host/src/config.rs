@@ -115,6 +115,9 @@ pub struct Notifications {
     /// milliseconds (default 86 400 000: a day). Undelivered rows and dead
     /// letters' rows are never pruned.
     pub retain_delivered_ms: u64,
+    /// How many local notification handler runs may be under way at once
+    /// (default 16).
+    pub handler_concurrency: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for Notifications {
@@ -129,6 +132,7 @@ impl Default for Notifications {
             retain_delivered_ms: HostConfig::default()
                 .retain_delivered
                 .map_or(u64::MAX, millis),
+            handler_concurrency: None,
         }
     }
 }
@@ -198,6 +202,9 @@ pub struct TopicConfig {
     pub max_attempts: Option<u32>,
     /// The longest one request may take, in milliseconds (default 30 000).
     pub request_timeout_ms: Option<u64>,
+    /// The most notifications one request carries (default 100): what a
+    /// crash of the host may deliver twice.
+    pub max_events_per_request: Option<std::num::NonZeroUsize>,
 }
 
 /// The event schema of a topic.
@@ -242,6 +249,9 @@ impl TopicConfig {
         }
         if let Some(timeout) = self.request_timeout_ms {
             config.request_timeout = Duration::from_millis(timeout);
+        }
+        if let Some(max) = self.max_events_per_request {
+            config.max_events_per_request = max;
         }
         let retry = config.retry.clone();
         let publisher = EventGridPublisher::new(config).map_err(|source| ConfigError::Topic {
@@ -611,6 +621,10 @@ impl Config {
                 retain_delivered: Some(Duration::from_millis(
                     self.notifications.retain_delivered_ms,
                 )),
+                handler_concurrency: self
+                    .notifications
+                    .handler_concurrency
+                    .unwrap_or(HostConfig::default().handler_concurrency),
                 ..HostConfig::default()
             })
             .runtime(self.runtime.runtime_config(self.state_dir.join("cache")))

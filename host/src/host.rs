@@ -14,6 +14,7 @@
 mod cache;
 mod commands;
 mod heads;
+mod local_handlers;
 mod notification_services;
 mod notify;
 mod projections;
@@ -240,6 +241,10 @@ pub struct HostConfig {
     /// Event Grid's default retry window, so that a redelivery through a
     /// webhook still finds its completion record.
     pub retain_delivered: Option<Duration>,
+    /// How many local notification handler runs may be under way at once,
+    /// across handlers and streams (each stream's notifications still reach
+    /// a handler one at a time, in order). Each run also holds a call slot.
+    pub handler_concurrency: std::num::NonZeroUsize,
 }
 
 impl Default for HostConfig {
@@ -261,6 +266,7 @@ impl Default for HostConfig {
                 max_retry_after: Duration::from_secs(5),
             },
             retain_delivered: Some(Duration::from_secs(24 * 3600)),
+            handler_concurrency: std::num::NonZeroUsize::new(16).expect("16 is not zero"),
         }
     }
 }
@@ -338,7 +344,10 @@ impl HostBuilder {
             let mut destinations = self.destinations;
             destinations.push(Destination {
                 name: LOCAL_HANDLERS.to_owned(),
-                sink: Arc::new(notify::LocalHandlers::new(host.clone())),
+                sink: Arc::new(local_handlers::LocalHandlers::new(
+                    host.clone(),
+                    self.config.handler_concurrency,
+                )),
                 retry: self.config.handler_retry.clone(),
             });
             Inner {
@@ -761,10 +770,10 @@ impl Host {
     /// first, and let the calls in flight finish).
     ///
     /// The outbox's dispatchers and the projection propagation start no
-    /// other round; one in a round finishes it if it can by `deadline`,
-    /// moving its checkpoint, or is abandoned with its checkpoint where it
-    /// was, so that what it was delivering is delivered again after a
-    /// restart (at least once, with the same ids). Then the store finishes
+    /// other round; one in a round finishes it if it can by `deadline`, or
+    /// is abandoned with its checkpoint past what it had finished, so that
+    /// what was in flight is delivered again after a restart (at least
+    /// once, with the same ids). Then the store finishes
     /// the writes handed to it and closes ([`EventStore::close`]); calls
     /// still running after that fail with `store_unavailable`.
     pub async fn shutdown(&self, deadline: tokio::time::Instant) -> Result<(), HostError> {

@@ -1,5 +1,7 @@
 //! Delivering notifications to the notification handlers that subscribe to
-//! them, locally (as a destination of the outbox) and from the webhook.
+//! them: one handler run, and every matching handler for a notification
+//! that came through the webhook. The outbox's local destination, which
+//! runs many at once, is [`super::local_handlers`].
 //!
 //! Each (handler, notification id) that was handled gets a completion
 //! record in the store, so a notification delivered again — a retry, a
@@ -8,14 +10,14 @@
 //! handler ran: a crash in between runs it again, which is what at least
 //! once allows.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
 use super::notification_services::{HandlerServices, Origin};
 use super::{HostError, Inner};
-use crate::notifications::{DeliveryOutcome, Notification, NotificationOutcome, NotificationSink};
-use crate::runtime::wit;
+use crate::notifications::Notification;
+use crate::runtime::{LoadedComponent, SubscriptionRoute, wit};
 
 /// A notification as handlers receive it, whichever schema carried it.
 #[derive(Debug, Clone)]
@@ -76,13 +78,6 @@ async fn deliver_once(
     notification: &IncomingNotification,
 ) -> (Vec<Delivery>, Vec<(String, String)>) {
     let routes = inner.registry.routes();
-    let guest_notification = wit::Notification {
-        id: &notification.id,
-        event_type: &notification.event_type,
-        subject: &notification.subject,
-        data: notification.data.get().as_bytes(),
-        time: &notification.time,
-    };
     let mut deliveries = Vec::new();
     let mut completions = Vec::new();
     for component in routes.components() {
@@ -90,7 +85,7 @@ async fn deliver_once(
             if !subscription.matches(&notification.event_type, &notification.subject) {
                 continue;
             }
-            let handler = format!("{}/{}", component.name(), subscription.name);
+            let handler = handler_name(component, subscription);
             let delivery = |error, duplicate| Delivery {
                 component: component.name().to_owned(),
                 subscription: subscription.name.clone(),
@@ -108,37 +103,9 @@ async fn deliver_once(
                     continue;
                 }
             }
-            let services = HandlerServices::new(
-                inner,
-                component,
-                Origin {
-                    id: notification.id.clone(),
-                    correlation_id: correlation_id(&notification.data),
-                },
-            );
-            let outcome = async {
-                let _slot = inner.runtime.reserve().await?;
-                let mut lease = component.notification_handler().await?;
-                Ok::<_, HostError>(
-                    lease
-                        .notify(services, &subscription.name, &guest_notification)
-                        .await?,
-                )
-            }
-            .await;
-            let error = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(message)) => Some(message),
-                Err(error) => Some(error.to_string()),
-            };
-            match &error {
-                None => completions.push((handler, notification.id.clone())),
-                Some(error) => tracing::warn!(
-                    component = component.name(),
-                    subscription = subscription.name,
-                    notification = notification.id,
-                    "notification not handled: {error}"
-                ),
+            let error = run(inner, component, subscription, notification).await;
+            if error.is_none() {
+                completions.push((handler, notification.id.clone()));
             }
             deliveries.push(delivery(error, false));
         }
@@ -146,95 +113,69 @@ async fn deliver_once(
     (deliveries, completions)
 }
 
+/// The name a handler's completion records go by: `component/subscription`.
+pub(super) fn handler_name(
+    component: &LoadedComponent,
+    subscription: &SubscriptionRoute,
+) -> String {
+    format!("{}/{}", component.name(), subscription.name)
+}
+
+/// Runs `subscription` of `component` on `notification` once, in a call
+/// slot: `None` when it handled the notification, else why not (logged).
+pub(super) async fn run(
+    inner: &Arc<Inner>,
+    component: &Arc<LoadedComponent>,
+    subscription: &SubscriptionRoute,
+    notification: &IncomingNotification,
+) -> Option<String> {
+    let guest_notification = wit::Notification {
+        id: &notification.id,
+        event_type: &notification.event_type,
+        subject: &notification.subject,
+        data: notification.data.get().as_bytes(),
+        time: &notification.time,
+    };
+    let services = HandlerServices::new(
+        inner,
+        component,
+        Origin {
+            id: notification.id.clone(),
+            correlation_id: correlation_id(&notification.data),
+        },
+    );
+    let outcome = async {
+        let _slot = inner.runtime.reserve().await?;
+        let mut lease = component.notification_handler().await?;
+        Ok::<_, HostError>(
+            lease
+                .notify(services, &subscription.name, &guest_notification)
+                .await?,
+        )
+    }
+    .await;
+    let error = match outcome {
+        Ok(Ok(())) => return None,
+        Ok(Err(message)) => message,
+        Err(error) => error.to_string(),
+    };
+    tracing::warn!(
+        component = component.name(),
+        subscription = subscription.name,
+        notification = notification.id,
+        "notification not handled: {error}"
+    );
+    Some(error)
+}
+
 /// Records completions. Failing that, the handlers ran all the same; they
 /// may run again on a redelivery, which at least once allows.
-async fn record(inner: &Inner, completions: Vec<(String, String)>) {
+pub(super) async fn record(inner: &Inner, completions: Vec<(String, String)>) {
     if completions.is_empty() {
         return;
     }
     if let Err(error) = inner.store.record_completions(completions).await {
         tracing::warn!(%error, "completion records were not written; a redelivery will run the handlers again");
-    }
-}
-
-/// The local notification handlers as a destination of the outbox:
-/// notifications in order, each retried as the host's
-/// [`handler_retry`](super::HostConfig::handler_retry) says while a handler
-/// fails (handlers that succeeded are not run again), then dead-lettered
-/// with every failing handler's error.
-#[derive(Debug)]
-pub(super) struct LocalHandlers {
-    host: Weak<Inner>,
-}
-
-impl LocalHandlers {
-    pub(super) fn new(host: Weak<Inner>) -> Self {
-        LocalHandlers { host }
-    }
-}
-
-#[async_trait::async_trait]
-impl NotificationSink for LocalHandlers {
-    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
-        let Some(inner) = self.host.upgrade() else {
-            // The host is shutting down: nothing is delivered, all stays.
-            return Vec::new();
-        };
-        let retry = &inner.config.handler_retry;
-        let routes = inner.registry.routes();
-        let mut outcomes = Vec::with_capacity(notifications.len());
-        let mut completions = Vec::new();
-        for notification in notifications {
-            let subscribed = routes.components().any(|component| {
-                component.subscriptions().iter().any(|subscription| {
-                    subscription.matches(notification.event_type(), notification.subject())
-                })
-            });
-            if !subscribed {
-                // Nobody here wants it: taken, at no cost.
-                outcomes.push(NotificationOutcome {
-                    id: notification.id(),
-                    outcome: DeliveryOutcome::Delivered,
-                    attempts: 1,
-                    payload_omitted: false,
-                });
-                continue;
-            }
-            let incoming = IncomingNotification::from(notification);
-            let mut attempts = 0;
-            let outcome = loop {
-                attempts += 1;
-                let (deliveries, done) = deliver_once(&inner, &incoming).await;
-                completions.extend(done);
-                let errors: Vec<String> = deliveries
-                    .iter()
-                    .filter_map(|d| {
-                        let error = d.error.as_ref()?;
-                        Some(format!("{}/{}: {error}", d.component, d.subscription))
-                    })
-                    .collect();
-                if errors.is_empty() {
-                    break DeliveryOutcome::Delivered;
-                }
-                if attempts >= retry.max_attempts.get() {
-                    break DeliveryOutcome::DeadLettered {
-                        status: None,
-                        reason: errors.join("; "),
-                    };
-                }
-                // So that the retry skips the handlers that succeeded.
-                record(&inner, std::mem::take(&mut completions)).await;
-                tokio::time::sleep(retry.delay(attempts, None)).await;
-            };
-            outcomes.push(NotificationOutcome {
-                id: notification.id(),
-                outcome,
-                attempts,
-                payload_omitted: false,
-            });
-        }
-        record(&inner, completions).await;
-        outcomes
     }
 }
 

@@ -1,20 +1,21 @@
 //! The dispatcher: drains the store's outbox to every destination, at least
 //! once, in position order.
 //!
-//! Each [`Destination`] has its own checkpoint in the store and its own task.
-//! A round claims the destination (so one dispatcher drains it at a time,
-//! across hosts too), reads the rows after its checkpoint, turns them into
-//! [`Notification`]s, hands them to the destination's [`NotificationSink`],
-//! records what was refused as dead letters, and moves the checkpoint past
-//! everything that was delivered or dead-lettered — but never past a
-//! notification the sink gave up on, which the next round offers again. A
-//! crash anywhere therefore loses nothing and at worst delivers twice, with
-//! the same ids. Between rounds the task waits for the store's signal that
-//! rows were added, looking again now and then in case a signal was lost.
+//! Each [`Destination`] has its own checkpoint in the store and its own
+//! task, which runs [rounds](super::round) one after another: a round
+//! claims the destination (so one dispatcher drains it at a time, across
+//! hosts too), hands what the outbox holds after the checkpoint to the
+//! destination's [`NotificationSink`], and moves the checkpoint as the sink
+//! reports, past what was delivered or dead-lettered, never past what it
+//! gave up on. A crash anywhere therefore loses nothing, and delivers again
+//! only what was in flight, with the same ids. Between rounds the task
+//! waits for the store's signal that rows were added, looking again now and
+//! then in case a signal was lost.
 //!
-//! It owns the checkpoints' movement, the dead letters and their re-drive,
-//! and the delivery metrics. It must not decide what a notification looks
-//! like (that is [`super::model`]) or how a destination is reached.
+//! It owns the destinations' tasks, the re-drive of dead letters, the
+//! delivery metrics and the destinations' status. It must not decide what
+//! a notification looks like (that is [`super::model`]) or how a
+//! destination is reached.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,17 +26,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
 use super::follow::{Followers, Round};
-use super::model::{Notification, NotificationKind, ProjectionCompleted, Published};
-use super::sink::{DeliveryOutcome, NotificationSink};
-use crate::store::{DeadLetter, EventStore, OutboxEntry, OutboxRecord, StoreError};
-
-/// How many rows one round takes at most.
-const BATCH: usize = 512;
+use super::round::{self, Counts, dead_letter, notification_of};
+use super::sink::{DeliveryOutcome, NotificationSink, Progress};
+use crate::store::{EventStore, StoreError};
 
 /// One place the outbox is drained to.
 #[derive(Debug, Clone)]
@@ -176,107 +173,40 @@ impl Dispatcher {
     }
 
     /// Stops every destination's task: none starts another round, and one
-    /// in a round finishes it if it can by `deadline` (its checkpoint
-    /// moved), or is abandoned (its checkpoint where it was: what it was
-    /// delivering is delivered again after a restart). Returns how many
-    /// rounds were abandoned.
+    /// in a round finishes it if it can by `deadline`, or is abandoned
+    /// with its checkpoint past what it had finished: what was in flight is
+    /// delivered again after a restart. Returns how many rounds were
+    /// abandoned.
     pub async fn stop(&self, deadline: tokio::time::Instant) -> usize {
         self.followers.stop(deadline).await
     }
 
-    /// One round for `destination` (see the [module docs](self)).
+    /// One round for `destination` (see [`round`](super::round)).
     async fn round(&self, destination: &Destination) -> Result<Round, StoreError> {
-        let Some(claim) = self.store.claim(&destination.name).await? else {
-            return Ok(Round::Idle);
-        };
-        let from = claim.next_position();
-        let records = self.store.read_outbox(from, BATCH).await?;
-        let Some(last) = records.last() else {
-            self.store.release(claim, from).await?;
-            return Ok(Round::Idle);
-        };
-        let after_all = last.position + 1;
-        let mut dead = Vec::new();
-        // The notifications for the sink, and the outbox position of each.
-        let mut positions = Vec::with_capacity(records.len());
-        let mut notifications = Vec::with_capacity(records.len());
-        for record in &records {
-            if !for_destination(record, destination) {
-                continue;
-            }
-            match notification_of(record) {
-                Ok(notification) => {
-                    positions.push(record.position);
-                    notifications.push(notification);
-                }
-                Err(reason) => dead.push(dead_letter(destination, record.position, None, reason)),
-            }
-        }
-        let outcomes = if notifications.is_empty() {
-            Vec::new()
-        } else {
-            destination.sink.deliver(&notifications).await
-        };
+        let mut counts = Counts::default();
+        let round = round::run(
+            self.store.as_ref(),
+            &destination.name,
+            destination.sink.as_ref(),
+            &mut counts,
+        )
+        .await;
         let label = DestinationLabel {
             destination: destination.name.clone(),
         };
-        let mut next = after_all;
-        for (index, (position, notification)) in positions.iter().zip(&notifications).enumerate() {
-            // A sink that answered for fewer notifications than it was given
-            // did not deliver the rest.
-            let Some(outcome) = outcomes.get(index) else {
-                next = *position;
-                break;
-            };
-            let retries = outcome.attempts.saturating_sub(1);
-            self.metrics
-                .retried
-                .get_or_create(&label)
-                .inc_by(u64::from(retries));
-            match &outcome.outcome {
-                DeliveryOutcome::Delivered => {
-                    self.metrics.published.get_or_create(&label).inc();
-                }
-                refused @ DeliveryOutcome::DeadLettered { .. } => {
-                    let mut letter = dead_letter(
-                        destination,
-                        *position,
-                        Some(notification),
-                        refused.reason().unwrap_or_default(),
-                    );
-                    letter.attempts = outcome.attempts;
-                    dead.push(letter);
-                }
-                DeliveryOutcome::GaveUp { .. } | DeliveryOutcome::NotAttempted => {
-                    next = *position;
-                    break;
-                }
-            }
-        }
-        if !dead.is_empty() {
-            dead.retain(|letter| letter.position < next);
-            self.metrics
-                .dead_lettered
-                .get_or_create(&label)
-                .inc_by(dead.len() as u64);
-            for letter in &dead {
-                tracing::warn!(
-                    destination = destination.name,
-                    notification = %letter.notification_id,
-                    "a notification was dead-lettered: {}",
-                    letter.reason
-                );
-            }
-            // Before the checkpoint moves past them: a crash in between
-            // delivers them again, and they are dead-lettered again.
-            self.store.add_dead_letters(dead).await?;
-        }
-        self.store.release(claim, next).await?;
-        Ok(if next < after_all {
-            Round::Stalled
-        } else {
-            Round::Progress
-        })
+        self.metrics
+            .published
+            .get_or_create(&label)
+            .inc_by(counts.published);
+        self.metrics
+            .retried
+            .get_or_create(&label)
+            .inc_by(counts.retried);
+        self.metrics
+            .dead_lettered
+            .get_or_create(&label)
+            .inc_by(counts.dead_lettered);
+        round
     }
 
     /// Where each destination stands.
@@ -365,7 +295,7 @@ impl Dispatcher {
         };
         let outcome = target
             .sink
-            .deliver(std::slice::from_ref(&notification))
+            .deliver(std::slice::from_ref(&notification), &Progress::untracked())
             .await
             .into_iter()
             .next()
@@ -378,7 +308,7 @@ impl Dispatcher {
             }
             refused @ DeliveryOutcome::DeadLettered { .. } => {
                 let mut again = dead_letter(
-                    target,
+                    &target.name,
                     letter.position,
                     Some(&notification),
                     refused.reason().unwrap_or_default(),
@@ -397,83 +327,6 @@ impl Dispatcher {
     }
 }
 
-/// The notification an outbox row announces, or why it cannot be sent.
-pub fn notification_of(record: &OutboxRecord) -> Result<Notification, String> {
-    let built = match &record.entry {
-        OutboxEntry::NewEntity(event) => Notification::new_entity(event),
-        OutboxEntry::EventAppended(event) => Notification::event_appended(event),
-        OutboxEntry::Document(document) => match document.kind {
-            NotificationKind::ProjectionCompleted => {
-                let completed: ProjectionCompleted = serde_json::from_str(document.body.get())
-                    .map_err(|error| {
-                        format!(
-                            "outbox row {} is not a projection result: {error}",
-                            record.position
-                        )
-                    })?;
-                Notification::projection_completed(completed)
-            }
-            NotificationKind::Published => {
-                let published: Published =
-                    serde_json::from_str(document.body.get()).map_err(|error| {
-                        format!(
-                            "outbox row {} is not a published event: {error}",
-                            record.position
-                        )
-                    })?;
-                Notification::published(published)
-            }
-            // The store writes these as rows of their events, never as
-            // documents.
-            NotificationKind::NewEntity | NotificationKind::EventAppended => {
-                return Err(format!(
-                    "outbox row {} holds a {:?} document, which this host cannot send",
-                    record.position,
-                    document.kind.as_str()
-                ));
-            }
-        },
-        OutboxEntry::Unknown { kind } => {
-            return Err(format!(
-                "outbox row {} is of kind {kind:?}, which this host does not know",
-                record.position
-            ));
-        }
-    };
-    built.map_err(|error| format!("outbox row {}: {error}", record.position))
-}
-
-/// Whether `record` goes to `destination`: a document for one topic goes
-/// to that topic only, everything else everywhere.
-fn for_destination(record: &OutboxRecord, destination: &Destination) -> bool {
-    match &record.entry {
-        OutboxEntry::Document(document) => document
-            .topic
-            .as_ref()
-            .is_none_or(|topic| *topic == destination.name),
-        _ => true,
-    }
-}
-
-fn dead_letter(
-    destination: &Destination,
-    position: u64,
-    notification: Option<&Notification>,
-    reason: String,
-) -> DeadLetter {
-    DeadLetter {
-        destination: destination.name.clone(),
-        // A row that is no notification still needs an id of its own.
-        notification_id: notification.map_or(Uuid::from_u64_pair(0, position), Notification::id),
-        position,
-        event_type: notification.map_or_else(String::new, |n| n.event_type().to_owned()),
-        subject: notification.map_or_else(String::new, |n| n.subject().to_owned()),
-        reason,
-        attempts: 1,
-        dead_at: OffsetDateTime::now_utc(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -481,7 +334,8 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::model::{EventContext, Expectation, KindSet, NewEvent, StreamId};
+    use crate::model::{EventContext, Expectation, KindSet, NewEvent, NotificationKind, StreamId};
+    use crate::notifications::model::Notification;
     use crate::notifications::sink::NotificationOutcome;
     use crate::store::{AppendRequest, Outbox, SqliteConfig, SqliteStore};
 
@@ -491,7 +345,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl NotificationSink for Recorder {
-        async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
+        async fn deliver(
+            &self,
+            notifications: &[Notification],
+            _progress: &Progress,
+        ) -> Vec<NotificationOutcome> {
             let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
             notifications
                 .iter()
@@ -573,5 +431,69 @@ mod tests {
             store.checkpoints().await.expect("checkpoints"),
             [("topic".to_owned(), 4)]
         );
+    }
+
+    /// Reports each notification, and before going on looks at the
+    /// checkpoint in the store.
+    #[derive(Debug)]
+    struct Watcher {
+        store: Arc<SqliteStore>,
+        seen: Mutex<Vec<Vec<(String, u64)>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl NotificationSink for Watcher {
+        async fn deliver(
+            &self,
+            notifications: &[Notification],
+            progress: &Progress,
+        ) -> Vec<NotificationOutcome> {
+            let mut outcomes = Vec::new();
+            for (index, notification) in notifications.iter().enumerate() {
+                let outcome = NotificationOutcome {
+                    id: notification.id(),
+                    outcome: DeliveryOutcome::Delivered,
+                    attempts: 1,
+                    payload_omitted: false,
+                };
+                progress.report(index, outcome.clone());
+                outcomes.push(outcome);
+                assert!(progress.passed(index + 1).await, "the checkpoint moves");
+                let checkpoints = self.store.checkpoints().await.expect("checkpoints");
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(checkpoints);
+            }
+            outcomes
+        }
+    }
+
+    /// The checkpoint is in the store past each notification the sink
+    /// reports, before its call returns: a crash then would not deliver
+    /// it again.
+    #[tokio::test]
+    async fn the_checkpoint_moves_past_each_report_before_the_call_returns() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(
+            SqliteStore::open(dir.path().join("events.db"), SqliteConfig::default())
+                .expect("a store"),
+        );
+        for key in ["a", "b", "c"] {
+            deposit(&store, key).await;
+        }
+        let watcher = Arc::new(Watcher {
+            store: store.clone(),
+            seen: Mutex::default(),
+        });
+        let destination = Destination::new("topic", watcher.clone());
+        let dispatcher = Dispatcher::new(store.clone(), vec![destination.clone()]);
+        assert!(matches!(
+            dispatcher.round(&destination).await,
+            Ok(Round::Progress)
+        ));
+        let seen = watcher.seen.lock().expect("not poisoned").clone();
+        let topic = |next| vec![("topic".to_owned(), next)];
+        assert_eq!(seen, [topic(2), topic(3), topic(4)]);
     }
 }

@@ -43,7 +43,7 @@
 //! a receiver deduplicates whatever a timeout made us send twice.
 
 use std::fmt;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
@@ -56,7 +56,7 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 
 use super::model::{EncodedNotification, EventSchema, Notification};
-use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
+use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink, Progress};
 use crate::error_chain::error_chain;
 
 /// The Event Grid data-plane API version this client speaks.
@@ -162,10 +162,19 @@ pub struct EventGridConfig {
     /// The longest one request may take, connecting included; past it the
     /// request counts as failed and is retried.
     pub request_timeout: Duration,
+    /// The most notifications one request carries (it also stays under
+    /// 1 MB). A dispatcher's checkpoint moves after each request, so this
+    /// bounds what a crash delivers twice: the request in flight. Larger
+    /// batches cost fewer requests and checkpoint writes.
+    pub max_events_per_request: NonZeroUsize,
 }
 
+/// The default of [`EventGridConfig::max_events_per_request`].
+pub const DEFAULT_MAX_EVENTS_PER_REQUEST: NonZeroUsize = NonZeroUsize::new(100).expect("not zero");
+
 impl EventGridConfig {
-    /// A topic with the default retry policy and a 30 s request timeout.
+    /// A topic with the default retry policy, a 30 s request timeout and
+    /// at most [`DEFAULT_MAX_EVENTS_PER_REQUEST`] notifications a request.
     pub fn new(endpoint: impl Into<String>, schema: EventSchema, auth: Auth) -> EventGridConfig {
         EventGridConfig {
             endpoint: endpoint.into(),
@@ -173,6 +182,7 @@ impl EventGridConfig {
             auth,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
+            max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
         }
     }
 }
@@ -225,6 +235,7 @@ pub struct EventGridPublisher {
     schema: EventSchema,
     auth: PreparedAuth,
     retry: RetryPolicy,
+    max_events: NonZeroUsize,
 }
 
 /// [`Auth`] checked and decoded once.
@@ -246,6 +257,7 @@ impl fmt::Debug for EventGridPublisher {
                 },
             )
             .field("retry", &self.retry)
+            .field("max_events", &self.max_events)
             .finish_non_exhaustive()
     }
 }
@@ -310,12 +322,27 @@ impl EventGridPublisher {
             schema: config.schema,
             auth,
             retry: config.retry,
+            max_events: config.max_events_per_request,
         })
     }
 
-    /// Publishes `notifications` in order, in as few requests under 1 MB as
-    /// fit, and says what became of each (see the [module docs](self)).
+    /// Publishes `notifications` in order, in as few requests as fit (under
+    /// 1 MB, at most [`EventGridConfig::max_events_per_request`] each), and
+    /// says what became of each (see the [module docs](self)).
     pub async fn publish(&self, notifications: &[Notification]) -> PublishReport {
+        self.publish_reporting(notifications, &Progress::untracked())
+            .await
+    }
+
+    /// [`publish`](Self::publish), reporting each request's outcomes to
+    /// `progress` and sending the next request only once the checkpoint
+    /// has passed them, so that only one request is ever in flight ahead of
+    /// it.
+    async fn publish_reporting(
+        &self,
+        notifications: &[Notification],
+        progress: &Progress,
+    ) -> PublishReport {
         let encoded: Vec<EncodedNotification> = notifications
             .iter()
             .map(|n| n.encode(&self.schema))
@@ -331,21 +358,23 @@ impl EventGridPublisher {
             .collect();
         // After a batch (or a notification re-sent alone) gives up, the
         // rest stay NotAttempted: the topic is not answering.
-        'batches: for batch in batches(&encoded) {
+        'batches: for batch in batches(&encoded, self.max_events) {
             let items = &encoded[batch.clone()];
             let (result, attempts) = self.send_with_retries(items).await;
             for outcome in &mut outcomes[batch.clone()] {
                 outcome.attempts += attempts;
             }
             match result {
-                BatchResult::Delivered => set(&mut outcomes[batch], DeliveryOutcome::Delivered),
+                BatchResult::Delivered => {
+                    set(&mut outcomes[batch.clone()], DeliveryOutcome::Delivered);
+                }
                 BatchResult::Refused { status, .. } if items.len() > 1 && about_content(status) => {
                     tracing::warn!(
                         status = status.as_u16(),
                         notifications = items.len(),
                         "Event Grid refused a batch; sending its notifications one by one"
                     );
-                    for (item, outcome) in items.iter().zip(&mut outcomes[batch]) {
+                    for (item, outcome) in items.iter().zip(&mut outcomes[batch.clone()]) {
                         let (result, attempts) =
                             self.send_with_retries(std::slice::from_ref(item)).await;
                         let gave_up = matches!(result, BatchResult::GaveUp { .. });
@@ -359,11 +388,17 @@ impl EventGridPublisher {
                 result => {
                     let gave_up = matches!(result, BatchResult::GaveUp { .. });
                     let outcome = self.conclude(result, items.len());
-                    set(&mut outcomes[batch], outcome);
+                    set(&mut outcomes[batch.clone()], outcome);
                     if gave_up {
                         break 'batches;
                     }
                 }
+            }
+            for index in batch.clone() {
+                progress.report(index, outcomes[index].clone());
+            }
+            if !progress.passed(batch.end).await {
+                break;
             }
         }
         PublishReport { outcomes }
@@ -543,17 +578,17 @@ fn events_url(endpoint: &str) -> Result<(Url, String), PublisherError> {
     Ok((url, resource))
 }
 
-/// Greedy, order-keeping split into contiguous batches whose request body
-/// (`[` + events joined by `,` + `]`) fits in [`MAX_REQUEST_BYTES`]. An
-/// event too large to fit even alone gets a batch of its own (Event Grid
-/// will refuse it, and only it).
-fn batches(encoded: &[EncodedNotification]) -> Vec<Range<usize>> {
+/// Greedy, order-keeping split into contiguous batches of at most
+/// `max_events` whose request body (`[` + events joined by `,` + `]`) fits
+/// in [`MAX_REQUEST_BYTES`]. An event too large to fit even alone gets a
+/// batch of its own (Event Grid will refuse it, and only it).
+fn batches(encoded: &[EncodedNotification], max_events: NonZeroUsize) -> Vec<Range<usize>> {
     let mut batches = Vec::new();
     let mut start = 0;
     let mut size = 2; // the brackets
     for (i, e) in encoded.iter().enumerate() {
         let added = e.json.len() + usize::from(i > start);
-        if i > start && size + added > MAX_REQUEST_BYTES {
+        if i > start && (size + added > MAX_REQUEST_BYTES || i - start == max_events.get()) {
             batches.push(start..i);
             start = i;
             size = 2 + e.json.len();
@@ -655,8 +690,14 @@ fn us_date_time(time: OffsetDateTime) -> String {
 
 #[async_trait::async_trait]
 impl NotificationSink for EventGridPublisher {
-    async fn deliver(&self, notifications: &[Notification]) -> Vec<NotificationOutcome> {
-        self.publish(notifications).await.outcomes
+    async fn deliver(
+        &self,
+        notifications: &[Notification],
+        progress: &Progress,
+    ) -> Vec<NotificationOutcome> {
+        self.publish_reporting(notifications, progress)
+            .await
+            .outcomes
     }
 }
 
@@ -680,8 +721,8 @@ mod tests {
         let third = MAX_REQUEST_BYTES / 3;
         let items = vec![encoded(third), encoded(third), encoded(third), encoded(10)];
         // Three thirds plus brackets and commas overflow by 4 bytes.
-        assert_eq!(batches(&items), vec![0..2, 2..4]);
-        for range in batches(&items) {
+        assert_eq!(batches(&items, ANY), vec![0..2, 2..4]);
+        for range in batches(&items, ANY) {
             assert!(request_body(&items[range]).len() <= MAX_REQUEST_BYTES);
         }
         // Exactly at the limit: one batch.
@@ -690,11 +731,26 @@ mod tests {
             encoded(MAX_REQUEST_BYTES / 2 - 1),
         ];
         assert_eq!(request_body(&exact).len(), MAX_REQUEST_BYTES);
-        assert_eq!(batches(&exact), vec![0..2]);
+        assert_eq!(batches(&exact, ANY), vec![0..2]);
         // Too large even alone: a batch of its own.
         let huge = vec![encoded(1), encoded(MAX_REQUEST_BYTES), encoded(1)];
-        assert_eq!(batches(&huge), vec![0..1, 1..2, 2..3]);
-        assert!(batches(&[]).is_empty());
+        assert_eq!(batches(&huge, ANY), vec![0..1, 1..2, 2..3]);
+        assert!(batches(&[], ANY).is_empty());
+    }
+
+    const ANY: NonZeroUsize = NonZeroUsize::MAX;
+
+    #[test]
+    fn batches_hold_at_most_the_configured_count() {
+        let items: Vec<_> = (0..7).map(|_| encoded(10)).collect();
+        let three = NonZeroUsize::new(3).unwrap();
+        assert_eq!(batches(&items, three), vec![0..3, 3..6, 6..7]);
+        let one = NonZeroUsize::new(1).unwrap();
+        assert_eq!(batches(&items[..2], one), vec![0..1, 1..2]);
+        // The byte limit still splits earlier.
+        let third = MAX_REQUEST_BYTES / 3;
+        let large = vec![encoded(third), encoded(third), encoded(third)];
+        assert_eq!(batches(&large, three), vec![0..2, 2..3]);
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl Followers {
 
     /// Stops every follower: one waiting starts no other round, one in a
     /// round finishes it if it can by `deadline`, and is abandoned (its task
-    /// aborted) if not. An abandoned round moved no checkpoint, so what it
-    /// was delivering is delivered again by the next run (at least once).
+    /// aborted) if not. An abandoned round moved its checkpoint past only
+    /// what it had finished, so what it was delivering is delivered again
+    /// by the next run (at least once).
     /// Returns how many were abandoned.
     pub(crate) async fn stop(&self, deadline: Instant) -> usize {
         self.stop.send_replace(true);

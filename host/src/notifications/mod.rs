@@ -13,15 +13,17 @@
 //!   that tell delivered, dead-lettered and gave-up apart.
 //! - [`eventgrid`]: the client side of publishing to an Event Grid topic —
 //!   authentication, batching under 1 MB, retries with backoff.
-//! - [`dispatch`]: draining the store's outbox to the destinations, with
-//!   checkpoints, dead letters and their re-drive, and delivery metrics.
+//! - [`dispatch`]: draining the store's outbox to the destinations, a task
+//!   and a checkpoint each, dead letters and their re-drive, and delivery
+//!   metrics; `round` is one round of one destination, which moves its
+//!   checkpoint as the sink reports.
 //! - `retention`: pruning what every destination has delivered, once it
 //!   is older than the retention.
 //!
 //! What it must not do: decide *when* a notification is raised (the host
 //! does, and the store writes the outbox rows in the transaction of the
 //! events), or run handlers: local notification handlers are a sink the
-//! host supplies. Only [`dispatch`] keeps state, and only in the store, so
+//! host supplies. Only [`dispatch`] and its rounds keep state, and only in the store, so
 //! a crash loses nothing the outbox has not already made durable.
 
 pub mod dispatch;
@@ -30,6 +32,7 @@ pub(crate) mod follow;
 pub mod model;
 pub mod raise;
 pub(crate) mod retention;
+mod round;
 pub mod sink;
 
 pub use crate::model::KindSet;
@@ -42,4 +45,4 @@ pub use model::{
     ProjectionCompleted, notification_id,
 };
 pub use raise::{RaisePolicy, RaiseRule};
-pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink};
+pub use sink::{DeliveryOutcome, NotificationOutcome, NotificationSink, Progress};

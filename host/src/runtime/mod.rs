@@ -44,6 +44,7 @@ pub use native::NativeHandlers;
 pub use pool::{Isolation, ReuseConfig};
 pub(crate) use roles::{CommandImports, NotificationImports, ProjectionImports, Role};
 pub use roles::{NotificationServices, SendOutcome, SendRequest, StoreReads};
+pub(crate) use routes::SubscriptionRoute;
 pub use routes::{CommandRoute, ProjectionRoute};
 
 use pool::Instances;

@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             refused_and_retried_appends_add_no_outbox_rows,
             documents_are_added_once_per_id,
             claims_are_exclusive_and_checkpoints_only_move_forward,
+            checkpoints_move_for_good_during_a_round_that_keeps_its_claim,
             dead_letters_are_kept_replaced_and_removed,
             completions_are_recorded_once,
             appends_signal_events_and_outbox_rows_apart,
@@ -1413,6 +1414,40 @@ pub(crate) async fn claims_are_exclusive_and_checkpoints_only_move_forward(
     assert_eq!(
         store.checkpoints().await.unwrap(),
         [("other".to_owned(), 2), ("topic".to_owned(), 5)]
+    );
+}
+
+pub(crate) async fn checkpoints_move_for_good_during_a_round_that_keeps_its_claim(
+    store: Arc<dyn EventStore>,
+) {
+    let mut claim = store.claim("topic").await.unwrap().expect("free");
+    assert!(
+        store.advance(&mut claim, 4).await.unwrap(),
+        "the claim holds"
+    );
+    assert_eq!(claim.next_position(), 4);
+    assert_eq!(
+        store.checkpoints().await.unwrap(),
+        [("topic".to_owned(), 4)]
+    );
+    assert!(store.claim("topic").await.unwrap().is_none(), "still held");
+    assert!(
+        store.advance(&mut claim, 2).await.unwrap(),
+        "the claim holds"
+    );
+    assert_eq!(claim.next_position(), 4, "never back");
+    assert!(
+        store.advance(&mut claim, 5).await.unwrap(),
+        "the claim holds"
+    );
+    // A round cut short keeps what it moved.
+    drop(claim);
+    let claim = store.claim("topic").await.unwrap().expect("dropped");
+    assert_eq!(claim.next_position(), 5);
+    store.release(claim, 7).await.unwrap();
+    assert_eq!(
+        store.checkpoints().await.unwrap(),
+        [("topic".to_owned(), 7)]
     );
 }
 

@@ -483,6 +483,14 @@ impl Outbox for MemoryStore {
         }))
     }
 
+    async fn advance(&self, claim: &mut Claim, next: u64) -> Result<bool, StoreError> {
+        if let Some(write) = SetCheckpoint::ending(claim, next) {
+            self.write(write)?;
+            claim.moved_to(next);
+        }
+        Ok(true)
+    }
+
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         match SetCheckpoint::ending(&claim, next) {
             Some(write) => self.write(write),

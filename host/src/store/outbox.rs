@@ -149,10 +149,12 @@ pub struct Pruned {
 }
 
 /// The right to drain one destination for one round, and where the round
-/// starts. Give it back with [`Outbox::release`] to move the checkpoint;
-/// dropping it keeps the checkpoint where it was and frees the destination
-/// (for a later claim by the same store at once; for another host's, as
-/// soon as the backend has ended the round).
+/// stands. [`Outbox::advance`] moves the checkpoint during the round and
+/// keeps the claim; give it back with [`Outbox::release`] to move the
+/// checkpoint a last time; dropping it keeps the checkpoint where it was
+/// last moved and frees the destination (for a later claim by the same
+/// store at once; for another host's, as soon as the backend has ended the
+/// round).
 #[derive(Debug)]
 pub struct Claim {
     destination: String,
@@ -175,12 +177,24 @@ impl Claim {
         self.hold
     }
 
+    /// What keeps the claim exclusive, for the backend that made it to move
+    /// the checkpoint with during the round.
+    pub(super) fn hold_mut(&mut self) -> &mut dyn Any {
+        &mut *self.hold
+    }
+
+    /// The checkpoint was stored at `next`.
+    pub(super) fn moved_to(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+
     /// The destination claimed.
     pub fn destination(&self) -> &str {
         &self.destination
     }
 
-    /// The first position the destination has not taken yet.
+    /// The first position the destination has not taken yet, as the
+    /// checkpoint stands (moved by [`Outbox::advance`] during the round).
     pub fn next_position(&self) -> u64 {
         self.next
     }
@@ -230,6 +244,17 @@ pub trait Outbox: Send + Sync {
     /// Claims `destination` for one round, or `None` when another
     /// dispatcher holds it.
     async fn claim(&self, destination: &str) -> Result<Option<Claim>, StoreError>;
+
+    /// Moves the claimed destination's checkpoint to `next` (it never moves
+    /// back) for good, in the middle of a round, so that a crash later in
+    /// the round does not deliver again what came before `next`.
+    ///
+    /// Returns whether the claim still holds. A shared store may lose it in
+    /// between (PostgreSQL commits the move, which ends the transaction
+    /// that held the row, and takes the row again): the checkpoint is
+    /// moved all the same, but the round must end there, dropping the
+    /// claim, since another dispatcher may have gone on from it.
+    async fn advance(&self, claim: &mut Claim, next: u64) -> Result<bool, StoreError>;
 
     /// Ends a round: the destination's checkpoint becomes `next` (it never
     /// moves back).

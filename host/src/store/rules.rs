@@ -274,8 +274,8 @@ pub(super) struct SetCheckpoint {
 }
 
 impl SetCheckpoint {
-    /// The move that ends a round of `claim` at `next`; `None` for a round
-    /// that moved nothing, which costs no write.
+    /// The move of `claim`'s checkpoint to `next`; `None` when that moves
+    /// nothing, which costs no write.
     pub(super) fn ending(claim: &Claim, next: u64) -> Option<SetCheckpoint> {
         (next > claim.next_position()).then(|| SetCheckpoint {
             destination: claim.destination().to_owned(),

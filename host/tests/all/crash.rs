@@ -525,3 +525,113 @@ async fn one_of_two_postgres_hosts_killed_under_load_loses_nothing_it_acknowledg
     }
     Ok(())
 }
+
+/// A host killed in the middle of a long dispatch round delivers again
+/// only the request that was in flight. The topic answers each request
+/// 30 ms after taking its events, so that the outbox runs ahead of it and
+/// rounds are long; each kill lands once the topic has taken dozens of
+/// requests from the host's current life, and after every restart the
+/// topic sees at most one request's worth (`max_events_per_request`) of
+/// notifications again per kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_killed_mid_round_delivers_again_only_the_request_in_flight() -> anyhow::Result<()> {
+    const PER_REQUEST: usize = 5;
+    let mut rng = fastrand::Rng::with_seed(support::seed());
+    let stand_in = EventGridStandIn::start(Schema::EventGrid).await?;
+    stand_in.answer_after(Duration::from_millis(30));
+    let dir = tempfile::tempdir()?;
+    let bank = dir.path().join("bank.wasm");
+    std::fs::write(&bank, support::component("bank"))?;
+    std::fs::write(
+        dir.path().join("host.toml"),
+        format!(
+            r#"[store]
+kind = "sqlite"
+path = "events.db"
+
+[[components]]
+name = "bank"
+path = {bank:?}
+
+[[topics]]
+name = "grid"
+endpoint = "{}"
+key_env = "GRID_TEST_KEY"
+max_events_per_request = {PER_REQUEST}
+"#,
+            stand_in.endpoint()
+        ),
+    )?;
+    let env = [("GRID_TEST_KEY", stand_in.key())];
+
+    let ledger = Arc::new(Ledger::default());
+    let mut host = Arc::new(serve(dir.path(), &[], &env).await?);
+    open_accounts(&host).await?;
+    for cycle in 0..CYCLES {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = load(&[host.clone()], &ledger, &mut rng, cycle, &stop);
+        let requests = stand_in.request_count();
+        let wanted = requests + rng.usize(30..=60);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while stand_in.request_count() < wanted {
+            ensure!(
+                Instant::now() < deadline,
+                "the topic is not being published to"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let backlog = grid_lag(&host).await?.unwrap_or(0);
+        host.kill()?;
+        clients.join_all().await;
+        println!(
+            "cycle {cycle}: killed after {} requests of its life, with about {backlog} notifications not yet taken",
+            stand_in.request_count() - requests
+        );
+        ensure!(
+            backlog > 2 * PER_REQUEST as u64,
+            "the outbox did not run ahead of the topic: a kill proves nothing"
+        );
+        host = Arc::new(serve(dir.path(), &[], &env).await?);
+    }
+    resolve(&host, &ledger).await;
+    verify(&host, &ledger).await?;
+
+    // Everything reaches the topic: the destination's lag goes to 0.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lag = grid_lag(&host).await?;
+        if lag == Some(0) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the topic never caught up: lag {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accepted = stand_in.accepted_ids();
+    let distinct: BTreeSet<&String> = accepted.iter().collect();
+    let duplicates = accepted.len() - distinct.len();
+    println!(
+        "{} notifications reached the topic, {duplicates} of them again after {CYCLES} kills",
+        distinct.len()
+    );
+    ensure!(
+        duplicates <= CYCLES * PER_REQUEST,
+        "{duplicates} notifications were delivered twice; {CYCLES} kills allow at most {}",
+        CYCLES * PER_REQUEST
+    );
+    let host = Arc::into_inner(host).context("every client is done")?;
+    host.stop()?;
+    Ok(())
+}
+
+/// The outbox rows the `grid` topic has not taken, as the host's metrics say.
+async fn grid_lag(api: &Api) -> anyhow::Result<Option<u64>> {
+    Ok(api
+        .metrics()
+        .await?
+        .lines()
+        .find(|line| line.starts_with(r#"cqrs_wasi_notifications_outbox_lag{destination="grid"}"#))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok()))
+}

@@ -16,6 +16,7 @@ mod idempotency;
 mod jco;
 mod languages;
 mod limits;
+mod local_handlers;
 mod native;
 mod notifications;
 mod onboarding;

@@ -490,6 +490,49 @@ impl Outbox for PostgresStore {
         Ok(Some(Claim::new(destination, next, connection)))
     }
 
+    async fn advance(&self, claim: &mut Claim, next: u64) -> Result<bool, StoreError> {
+        if next <= claim.next_position() {
+            return Ok(true);
+        }
+        let destination = claim.destination().to_owned();
+        let Some(connection) = claim.hold_mut().downcast_mut::<ClaimConnection>() else {
+            return Err(StoreError::backend(
+                "a claim of another store was advanced here",
+            ));
+        };
+        let client = connection.client()?;
+        client
+            .execute(
+                "UPDATE outbox_checkpoints SET next_position = greatest(next_position, $2)
+                 WHERE destination = $1",
+                &[&destination, &sql_bound(next)],
+            )
+            .await
+            .map_err(pg_error)?;
+        // The move is for good only once committed, and the commit frees
+        // the row: take it again at once. Another host that took it in
+        // between holds it now, or has moved it on; either way this round
+        // is over.
+        client
+            .batch_execute("COMMIT; BEGIN")
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(
+                "SELECT next_position FROM outbox_checkpoints WHERE destination = $1
+                 FOR UPDATE SKIP LOCKED",
+                &[&destination],
+            )
+            .await
+            .map_err(pg_error)?;
+        claim.moved_to(next);
+        let now: Option<i64> = row
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(pg_error)?;
+        Ok(now == Some(sql_bound(next)))
+    }
+
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         let destination = claim.destination().to_owned();
         let from = claim.next_position();

@@ -403,6 +403,15 @@ impl Outbox for SqliteStore {
         Ok(Some(Claim::new(destination, next, hold)))
     }
 
+    async fn advance(&self, claim: &mut Claim, next: u64) -> Result<bool, StoreError> {
+        // The lock in `claims` stays held: only this store claims here.
+        if let Some(write) = SetCheckpoint::ending(claim, next) {
+            self.write(write).await?;
+            claim.moved_to(next);
+        }
+        Ok(true)
+    }
+
     async fn release(&self, claim: Claim, next: u64) -> Result<(), StoreError> {
         // An idle round moves nothing, and costs no write (and no fsync).
         match SetCheckpoint::ending(&claim, next) {

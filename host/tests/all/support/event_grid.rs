@@ -172,6 +172,8 @@ struct StateInner {
     faults: VecDeque<Fault>,
     /// Every request without a queued fault gets `503`.
     down: bool,
+    /// How long an accepted request waits for its answer.
+    answer_after: Duration,
     refuse: Option<Predicate>,
     requests: Vec<RequestRecord>,
     accepted: Vec<Value>,
@@ -229,6 +231,18 @@ impl EventGridStandIn {
     /// The topic's access key (base64).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Answers each accepted request only `delay` after accepting it, as a
+    /// distant topic would: a publisher that dies in between has had its
+    /// events taken without knowing it.
+    pub fn answer_after(&self, delay: Duration) {
+        self.shared.state().answer_after = delay;
+    }
+
+    /// How many publish requests came so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.state().requests.len()
     }
 
     /// Queues a fault for a coming publish request (first in, first out).
@@ -434,7 +448,14 @@ async fn publish(
             ),
             Vec::new(),
         ),
-        None => check_and_accept(&shared, &query, &headers, &body),
+        None => {
+            let answer = check_and_accept(&shared, &query, &headers, &body);
+            let delay = shared.state().answer_after;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        }
     };
     shared.state().requests.push(RequestRecord {
         status: Some(response.status().as_u16()),

@@ -51,6 +51,7 @@ const COMPONENTS: &[&str] = &[
     "garbage",
     "no-handler",
     "odd-import",
+    "relay",
     "trail",
     "welcome",
 ];

@@ -24,6 +24,7 @@ use crate::secret::Secret;
 use crate::store::{
     EventStore, MemoryStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, StoreError,
 };
+use crate::telemetry::TelemetryConfig;
 
 /// Where the example bank component is built by `cargo xtask`.
 pub const EXAMPLE_COMPONENT: &str = "target/components/wasm32-wasip2/component/bank.wasm";
@@ -66,6 +67,8 @@ pub struct Config {
     pub notifications: Notifications,
     /// Event Grid topics the outbox is published to.
     pub topics: Vec<TopicConfig>,
+    /// Where traces are exported (OTLP/HTTP); off by default.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             }],
             notifications: Notifications::default(),
             topics: Vec::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

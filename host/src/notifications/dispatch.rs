@@ -27,6 +27,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::eventgrid::RetryPolicy;
@@ -222,7 +223,23 @@ impl Dispatcher {
         let outcomes = if notifications.is_empty() {
             Vec::new()
         } else {
-            destination.sink.deliver(&notifications).await
+            let span = tracing::debug_span!(
+                "outbox.dispatch",
+                destination = destination.name,
+                from = from,
+                notifications = notifications.len(),
+            );
+            // Filed under the first notification's trace, linked from the
+            // others' (as an Event Grid post is).
+            crate::telemetry::continue_batch(
+                &span,
+                notifications.iter().map(Notification::traceparent),
+            );
+            destination
+                .sink
+                .deliver(&notifications)
+                .instrument(span)
+                .await
         };
         let label = DestinationLabel {
             destination: destination.name.clone(),

@@ -27,5 +27,6 @@ mod readme;
 mod sandbox;
 mod secrets;
 mod support;
+mod traces;
 mod two_hosts;
 mod warm;

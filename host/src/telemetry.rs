@@ -162,7 +162,8 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     })
 }
 
-fn exporting() -> bool {
+/// Whether spans are exported; when not, nothing needs a span's context.
+pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 

@@ -326,3 +326,58 @@ async fn a_host_that_exports_nothing_passes_the_trace_on_unchanged() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_webhook_takes_the_trace_from_the_event_or_else_from_the_post() -> anyhow::Result<()> {
+    let host = TestHost::with_store(
+        Arc::new(MemoryStore::new()),
+        Default::default(),
+        &Default::default(),
+    )
+    .await?;
+    host.deploy("welcome").await?;
+    let header = traceparent(&trace_id());
+    let own = traceparent(&trace_id());
+    // Two new accounts in one post, in the Event Grid schema: one event
+    // with a `traceparent` of its own, one without.
+    let event = |key: &str, traceparent: Option<&str>| {
+        let mut event = serde_json::json!({
+            "id": format!("4f7a3b1e-8c7d-5d2e-9f00-00000000000{}", key.len()),
+            "eventType": "Bank.Account.NewEntity",
+            "subject": format!("eventsourcing/Bank/Account/NewEntity/{key}"),
+            "eventTime": "2026-12-05T10:00:00Z",
+            "dataVersion": "1.0",
+            "data": {"notificationKind": "NewEntity", "domainName": "Bank",
+                     "entityTypeName": "Account", "instanceKey": key},
+        });
+        if let Some(traceparent) = traceparent {
+            event["traceparent"] = traceparent.into();
+        }
+        event
+    };
+    let body = serde_json::json!([event("acc-1", Some(&own)), event("acc-22", None)]);
+    let response = host
+        .api
+        .client
+        .post(format!("{}/api/eventgrid", host.api.url))
+        .header("traceparent", &header)
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        response.text().await?
+    );
+    let context = |events: Vec<Value>| events[0]["context"]["traceparent"].clone();
+    assert_eq!(
+        context(host.api.events("Letters/Letter/welcome-acc-1").await?),
+        own.as_str()
+    );
+    assert_eq!(
+        context(host.api.events("Letters/Letter/welcome-acc-22").await?),
+        header.as_str()
+    );
+    Ok(())
+}

@@ -221,15 +221,15 @@ async fn one_trace_follows_a_command_to_its_notifications_and_across_hosts() -> 
     // The events record the trace, the letters' too, on both hosts.
     assert_eq!(
         traces_of(&a, "Bank/Account/acc-1", 1).await?,
-        [trace.clone()]
+        [trace.as_str()]
     );
     assert_eq!(
         traces_of(&a, "Letters/Letter/welcome-acc-1", 1).await?,
-        [trace.clone()]
+        [trace.as_str()]
     );
     assert_eq!(
         traces_of(&b, "Letters/Letter/welcome-acc-1", 1).await?,
-        [trace.clone()]
+        [trace.as_str()]
     );
 
     // The stand-in saw the trace in the header and in each event.

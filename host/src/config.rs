@@ -710,4 +710,19 @@ mod tests {
         let moved = configured.with_postgres(url(), None).unwrap();
         assert_eq!(parts(&moved), postgres("postgres://db/x", "mine", 3));
     }
+
+    #[test]
+    fn telemetry_is_off_unless_configured_and_refuses_unknown_keys() {
+        assert_eq!(Config::default().telemetry, TelemetryConfig::default());
+        let config: Config = toml::from_str(
+            "[telemetry]\nendpoint = \"http://127.0.0.1:4318\"\nservice_name = \"bank\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(config.telemetry.service_name.as_deref(), Some("bank"));
+        assert!(toml::from_str::<Config>("[telemetry]\nendpiont = \"x\"\n").is_err());
+    }
 }

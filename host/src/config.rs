@@ -24,6 +24,7 @@ use crate::secret::Secret;
 use crate::store::{
     EventStore, MemoryStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, StoreError,
 };
+use crate::telemetry::TelemetryConfig;
 
 /// Where the example bank component is built by `cargo xtask`.
 pub const EXAMPLE_COMPONENT: &str = "target/components/wasm32-wasip2/component/bank.wasm";
@@ -73,6 +74,8 @@ pub struct Config {
     pub notifications: Notifications,
     /// Event Grid topics the outbox is published to.
     pub topics: Vec<TopicConfig>,
+    /// Where traces are exported (OTLP/HTTP); off by default.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             }],
             notifications: Notifications::default(),
             topics: Vec::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -751,5 +755,20 @@ mod tests {
         );
         let moved = configured.with_postgres(url(), None).unwrap();
         assert_eq!(parts(&moved), postgres("postgres://db/x", "mine", 3));
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_configured_and_refuses_unknown_keys() {
+        assert_eq!(Config::default().telemetry, TelemetryConfig::default());
+        let config: Config = toml::from_str(
+            "[telemetry]\nendpoint = \"http://127.0.0.1:4318\"\nservice_name = \"bank\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(config.telemetry.service_name.as_deref(), Some("bank"));
+        assert!(toml::from_str::<Config>("[telemetry]\nendpiont = \"x\"\n").is_err());
     }
 }

@@ -62,13 +62,14 @@
 //! ```
 #![deny(missing_docs)]
 
-// The embedding API is the crate root's re-exports and the four public
+// The embedding API is the crate root's re-exports and the five public
 // modules below; everything else is the host's own business, private so
 // that the compiler tells us when something stops being used.
 pub mod config;
 pub mod model;
 pub mod notifications;
 pub mod store;
+pub mod telemetry;
 
 mod api;
 mod atomic_file;

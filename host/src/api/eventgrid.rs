@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::host::IncomingNotification;
+use crate::model::TraceParent;
 
 /// The event type of Event Grid's subscription handshake.
 const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
@@ -47,6 +48,8 @@ struct WireEvent {
     #[serde(default)]
     subject: String,
     data: Option<Box<RawValue>>,
+    /// CloudEvents' distributed tracing extension; ignored unless valid.
+    traceparent: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +111,9 @@ pub fn decode_delivery(body: &[u8]) -> Result<Delivery, ApiError> {
             )
             .map_err(|e| malformed(format!("the data of event {}: {e}", event.id)))?,
             time: time.unwrap_or_default(),
+            traceparent: event
+                .traceparent
+                .and_then(|value| TraceParent::parse(&value).ok()),
         });
     }
     Ok(Delivery::Notifications(notifications))
@@ -147,6 +153,23 @@ mod tests {
             assert_eq!(notifications[0].event_type, "Bank.Account.NewEntity");
             assert!(notifications[0].data.get().contains("instanceKey"));
         }
+    }
+
+    #[test]
+    fn reads_the_traceparent_extension_and_ignores_a_bad_one() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let body = format!(
+            r#"[{{"specversion": "1.0", "id": "1", "type": "t", "source": "s", "traceparent": "{parent}"}},
+                {{"specversion": "1.0", "id": "2", "type": "t", "source": "s", "traceparent": "nonsense"}}]"#
+        );
+        let Ok(Delivery::Notifications(notifications)) = decode_delivery(body.as_bytes()) else {
+            panic!("not decoded");
+        };
+        let read: Vec<_> = notifications
+            .iter()
+            .map(|n| n.traceparent.as_ref().map(TraceParent::as_str))
+            .collect();
+        assert_eq!(read, [Some(parent), None]);
     }
 
     #[test]

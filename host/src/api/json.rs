@@ -59,6 +59,8 @@ struct Context<'a> {
     commentary: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     handler_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
 }
 
 impl<'a> From<&'a EventContext> for Context<'a> {
@@ -70,6 +72,7 @@ impl<'a> From<&'a EventContext> for Context<'a> {
             source: context.source.as_deref(),
             commentary: context.commentary.as_deref(),
             handler_version: context.handler_version.as_deref(),
+            traceparent: context.traceparent.as_ref().map(|t| t.as_str()),
         }
     }
 }

@@ -12,6 +12,7 @@ mod error;
 pub mod eventgrid;
 mod json;
 mod metrics;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -145,6 +146,7 @@ pub fn router(host: Host, config: &ApiConfig) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn(log_server_errors))
+        .layer(middleware::from_fn(trace::trace_requests))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(api)
 }
@@ -245,8 +247,8 @@ async fn command(
 
 /// Reads a command from its HTTP parts: the four path segments (domain,
 /// entity type, instance key, command type, already percent-decoded), the
-/// headers (`Idempotency-Key`, `X-Correlation-Id`) and the body (JSON; empty
-/// means `{}`). Every name is validated here, so a request that decodes is
+/// headers (`Idempotency-Key`, `X-Correlation-Id`, `traceparent`) and the
+/// body (JSON; empty means `{}`). Every name is validated here, so a request that decodes is
 /// one the host can run.
 pub fn decode_command(
     (domain, entity_type, instance_key, command_type): (String, String, String, String),
@@ -275,6 +277,7 @@ pub fn decode_command(
         context: EventContext {
             correlation_id: header_text(headers, "x-correlation-id")?,
             source: Some("http".to_owned()),
+            traceparent: trace::traceparent(headers),
             ..EventContext::default()
         },
     })
@@ -549,13 +552,22 @@ async fn event_grid(
     let delivery = body
         .map_err(body_error)
         .and_then(|body| eventgrid::decode_delivery(&body));
-    let notifications = match delivery {
+    let mut notifications = match delivery {
         Err(error) => return error.into_response(),
         Ok(eventgrid::Delivery::Validation { code }) => {
             return Json(serde_json::json!({ "validationResponse": code })).into_response();
         }
         Ok(eventgrid::Delivery::Notifications(notifications)) => notifications,
     };
+    // An event's own `traceparent` (the CloudEvents extension) names the
+    // trace it belongs to; the post's header stands in for those without.
+    if let Some(header) = trace::traceparent(&headers) {
+        for notification in &mut notifications {
+            notification
+                .traceparent
+                .get_or_insert_with(|| header.clone());
+        }
+    }
     let mut failed = Vec::new();
     for notification in &notifications {
         failed.extend(

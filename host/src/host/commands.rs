@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use tracing::{Instrument, Span};
 
 use super::projections::{Appended, advance};
 use super::reads::Reads;
@@ -16,6 +17,7 @@ use crate::runtime::{LoadedComponent, wit};
 use crate::store::{
     AppendOutcome, AppendRequest, AppendedEvent, CommandKey, CommandRecord, Fingerprint, StoreError,
 };
+use crate::telemetry;
 
 /// A command for the host to run.
 #[derive(Debug, Clone)]
@@ -82,10 +84,23 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// Runs `request` in a span of its own: the request's (or the notification
+/// handler's) child, or, for an embedder's command, the child of the
+/// `traceparent` its context names.
 pub(super) async fn execute(
     inner: &Arc<Inner>,
     request: CommandRequest,
 ) -> Result<CommandOutcome, HostError> {
+    let span = tracing::debug_span!(
+        "command",
+        command = %request.command_type,
+        stream = %request.stream,
+    );
+    telemetry::adopt(&span, request.context.traceparent.as_ref());
+    run(inner, request).instrument(span).await
+}
+
+async fn run(inner: &Arc<Inner>, request: CommandRequest) -> Result<CommandOutcome, HostError> {
     let generated = request.command_id.is_none();
     let command_id = match request.command_id {
         Some(id) => id,
@@ -131,6 +146,9 @@ pub(super) async fn execute(
         .get_or_insert_with(|| key.command_id.to_string());
     context.causation_id = Some(key.command_id.to_string());
     context.handler_version = Some(component.digest().to_owned());
+    // The events name this command's span, so that their notifications
+    // continue its trace (or pass on the one it came with).
+    context.traceparent = telemetry::traceparent(&Span::current(), context.traceparent.as_ref());
 
     let command = wit::Command {
         command_type: &key.command_type,
@@ -159,7 +177,14 @@ pub(super) async fn execute(
         let slot = inner.runtime.reserve().await?;
         let reads = Reads::pinned(inner, &component, &stream, seen);
         let mut lease = component.command_handler().await?;
-        let answer = lease.handle(reads.clone(), &command).await?;
+        let answer = lease
+            .handle(reads.clone(), &command)
+            .instrument(tracing::debug_span!(
+                "handler.call",
+                component = component.name(),
+                sequence = seen,
+            ))
+            .await?;
         // The projections the handler ran will be one command behind once
         // its events land; its instance can fold them.
         let projected = reads.take_projected();
@@ -193,6 +218,7 @@ pub(super) async fn execute(
         // go now.
         let mut kept =
             (!projected.is_empty() && !events.is_empty()).then(|| (lease, slot, events.clone()));
+        let append = tracing::debug_span!("store.append", events = events.len(), expected = seen);
         let appended = inner
             .store
             .append(AppendRequest {
@@ -203,6 +229,7 @@ pub(super) async fn execute(
                 command: Some(key.clone()),
                 raise: inner.config.raise.kinds_for(&stream),
             })
+            .instrument(append)
             .await;
         match appended {
             Ok(outcome) => {

@@ -25,6 +25,9 @@ use crate::store::Document;
 pub(super) struct Origin {
     pub(super) id: String,
     pub(super) correlation_id: Option<String>,
+    /// The trace it continues: where the handler's commands carry it when
+    /// this host exports no spans of its own.
+    pub(super) traceparent: Option<crate::model::TraceParent>,
 }
 
 /// The services of one notification handler's call.
@@ -135,6 +138,7 @@ impl NotificationServices for HandlerServices {
             context: EventContext {
                 correlation_id: self.origin.correlation_id.clone(),
                 source: Some(format!("notification {}", self.origin.id)),
+                traceparent: self.origin.traceparent.clone(),
                 ..EventContext::default()
             },
         };
@@ -202,6 +206,10 @@ impl NotificationServices for HandlerServices {
             data: data.into(),
             data_version: event.data_version,
             time: time::OffsetDateTime::now_utc(),
+            traceparent: crate::telemetry::traceparent(
+                &tracing::Span::current(),
+                self.origin.traceparent.as_ref(),
+            ),
         };
         let document = Document {
             id: published.id(),

@@ -13,11 +13,14 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use super::notification_services::{HandlerServices, Origin};
 use super::{HostError, Inner};
+use crate::model::TraceParent;
 use crate::notifications::Notification;
 use crate::runtime::{LoadedComponent, SubscriptionRoute, wit};
+use crate::telemetry;
 
 /// A notification as handlers receive it, whichever schema carried it.
 #[derive(Debug, Clone)]
@@ -32,6 +35,10 @@ pub struct IncomingNotification {
     pub data: Box<RawValue>,
     /// When it happened, RFC 3339.
     pub time: String,
+    /// The trace it continues: the `traceparent` of the span that raised
+    /// it, if it came with one. Handlers do not see it; their commands'
+    /// events record their own span in the same trace.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl From<&Notification> for IncomingNotification {
@@ -42,6 +49,7 @@ impl From<&Notification> for IncomingNotification {
             subject: notification.subject().to_owned(),
             data: notification.data(),
             time: notification.time().to_owned(),
+            traceparent: notification.traceparent().cloned(),
         }
     }
 }
@@ -142,8 +150,17 @@ pub(super) async fn run(
         Origin {
             id: notification.id.clone(),
             correlation_id: correlation_id(&notification.data),
+            traceparent: notification.traceparent.clone(),
         },
     );
+    let span = tracing::debug_span!(
+        "notification.handle",
+        otel.kind = "consumer",
+        component = component.name(),
+        subscription = %subscription.name,
+        notification = %notification.id,
+    );
+    telemetry::continue_trace(&span, notification.traceparent.as_ref());
     let outcome = async {
         let _slot = inner.runtime.reserve().await?;
         let mut lease = component.notification_handler().await?;
@@ -153,6 +170,7 @@ pub(super) async fn run(
                 .await?,
         )
     }
+    .instrument(span)
     .await;
     let error = match outcome {
         Ok(Ok(())) => return None,

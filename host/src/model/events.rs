@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::names::{EventType, NameError, StreamId};
+use super::trace::{TraceParent, lenient};
 
 /// Who and what caused an event; carried from a command to its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,13 @@ pub struct EventContext {
     /// Digest of the handler component version that produced the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handler_version: Option<String>,
+    /// The W3C `traceparent` of the span that produced the event, so that
+    /// its notifications, sent later and perhaps by another host, continue
+    /// its trace. Events stored before it existed have none; one that is
+    /// not a `traceparent` reads as none. Guests never see it (the WIT
+    /// `event-context` has no such field).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// An event to append. Its id is the idempotency key of the append.

@@ -8,6 +8,7 @@ mod events;
 mod json;
 mod kinds;
 mod names;
+mod trace;
 
 pub use events::{EventContext, Expectation, NewEvent, RecordedEvent, new_id};
 pub use json::json_document;
@@ -16,6 +17,8 @@ pub use names::{
     CommandId, CommandType, Domain, EntityType, EventType, InstanceKey, MAX_NAME_BYTES, NameError,
     NameKind, ProjectionType, RESERVED_EVENT_TYPES, StreamId, validate_name,
 };
+pub(crate) use trace::lenient as lenient_traceparent;
+pub use trace::{TraceParent, TraceParentError};
 
 #[cfg(test)]
 mod tests {

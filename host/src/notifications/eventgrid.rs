@@ -41,6 +41,17 @@
 //!
 //! A retried request carries the same notifications with the same ids, so
 //! a receiver deduplicates whatever a timeout made us send twice.
+//!
+//! # Traces
+//!
+//! Each request (with its retries) runs in an `eventgrid.publish` span,
+//! the child of its first traced notification's span and linked to the
+//! others', and sends that span as its `traceparent` header. So a post of
+//! one trace's notifications continues that trace exactly; a post that
+//! mixes traces is filed under the first and linked from the rest. A
+//! receiver that wants each event's own trace reads the CloudEvents
+//! `traceparent` extension ([`model`](super::model)), which is exact per
+//! event; the Event Grid schema has only the header.
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -54,10 +65,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use sha2::Sha256;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use super::model::{EncodedNotification, EventSchema, Notification};
 use super::sink::{DeliveryOutcome, NotificationOutcome, NotificationSink, Progress};
 use crate::error_chain::error_chain;
+use crate::telemetry;
 
 /// The Event Grid data-plane API version this client speaks.
 pub const API_VERSION: &str = "2018-01-01";
@@ -73,6 +86,7 @@ pub const MAX_REQUEST_BYTES: usize = 1_000_000;
 pub const MAX_DEAD_LETTER_BODY: usize = 8 * 1024;
 
 const KEY_HEADER: &str = "aeg-sas-key";
+const TRACEPARENT_HEADER: &str = "traceparent";
 const TOKEN_HEADER: &str = "aeg-sas-token";
 const EVENTS_PATH: &str = "/api/events";
 const EVENT_GRID_CONTENT_TYPE: &str = "application/json";
@@ -360,7 +374,7 @@ impl EventGridPublisher {
         // rest stay NotAttempted: the topic is not answering.
         'batches: for batch in batches(&encoded, self.max_events) {
             let items = &encoded[batch.clone()];
-            let (result, attempts) = self.send_with_retries(items).await;
+            let (result, attempts) = self.send_traced(items, &notifications[batch.clone()]).await;
             for outcome in &mut outcomes[batch.clone()] {
                 outcome.attempts += attempts;
             }
@@ -374,9 +388,14 @@ impl EventGridPublisher {
                         notifications = items.len(),
                         "Event Grid refused a batch; sending its notifications one by one"
                     );
-                    for (item, outcome) in items.iter().zip(&mut outcomes[batch.clone()]) {
-                        let (result, attempts) =
-                            self.send_with_retries(std::slice::from_ref(item)).await;
+                    let alone = items.iter().zip(&notifications[batch.clone()]);
+                    for ((item, notification), outcome) in alone.zip(&mut outcomes[batch.clone()]) {
+                        let (result, attempts) = self
+                            .send_traced(
+                                std::slice::from_ref(item),
+                                std::slice::from_ref(notification),
+                            )
+                            .await;
                         let gave_up = matches!(result, BatchResult::GaveUp { .. });
                         outcome.attempts += attempts;
                         outcome.outcome = self.conclude(result, 1);
@@ -432,14 +451,40 @@ impl EventGridPublisher {
         }
     }
 
+    /// [`send_with_retries`](Self::send_with_retries) in the span of the
+    /// post of `notifications` (see the [module docs](self)).
+    async fn send_traced(
+        &self,
+        items: &[EncodedNotification],
+        notifications: &[Notification],
+    ) -> (BatchResult, u32) {
+        let span = tracing::debug_span!(
+            "eventgrid.publish",
+            otel.kind = "producer",
+            url = %self.url,
+            notifications = items.len(),
+        );
+        let first =
+            telemetry::continue_batch(&span, notifications.iter().map(Notification::traceparent));
+        let traceparent = telemetry::traceparent(&span, first.as_ref())
+            .and_then(|parent| HeaderValue::from_str(parent.as_str()).ok());
+        self.send_with_retries(items, traceparent.as_ref())
+            .instrument(span)
+            .await
+    }
+
     /// Sends one batch until it is accepted, refused, or out of attempts.
     /// Returns how it ended and how many requests it took.
-    async fn send_with_retries(&self, items: &[EncodedNotification]) -> (BatchResult, u32) {
+    async fn send_with_retries(
+        &self,
+        items: &[EncodedNotification],
+        traceparent: Option<&HeaderValue>,
+    ) -> (BatchResult, u32) {
         let body = request_body(items);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (error, retry_after) = match self.send_once(body.clone()).await {
+            let (error, retry_after) = match self.send_once(body.clone(), traceparent).await {
                 Attempt::Accepted => return (BatchResult::Delivered, attempt),
                 Attempt::Refused { status, body } => {
                     return (BatchResult::Refused { status, body }, attempt);
@@ -461,11 +506,15 @@ impl EventGridPublisher {
     }
 
     /// One request.
-    async fn send_once(&self, body: Vec<u8>) -> Attempt {
+    async fn send_once(&self, body: Vec<u8>, traceparent: Option<&HeaderValue>) -> Attempt {
+        let mut headers = self.headers();
+        if let Some(traceparent) = traceparent {
+            headers.insert(TRACEPARENT_HEADER, traceparent.clone());
+        }
         let response = match self
             .client
             .post(self.url.clone())
-            .headers(self.headers())
+            .headers(headers)
             .body(body)
             .send()
             .await

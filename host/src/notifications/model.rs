@@ -72,6 +72,16 @@
 //! flag is absent otherwise, so a notification that fits has exactly the
 //! fields listed above. A receiver of a flagged notification reads the event
 //! or runs the projection itself (stream and sequence are in `data`).
+//!
+//! # Traces
+//!
+//! A notification carries the `traceparent` its event's context recorded
+//! (the span of the command that appended it), outside `data`, whose
+//! fields are fixed: in CloudEvents as the distributed tracing extension
+//! attribute `traceparent` (absent when there is none); in the Event Grid
+//! schema, which has no place for it, only as the publish request's header
+//! (`eventgrid.rs`). It is stored with the event, so every copy of a
+//! notification carries the same one.
 
 use std::sync::Arc;
 
@@ -83,7 +93,7 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::{Uuid, uuid};
 
 pub use crate::model::NotificationKind;
-use crate::model::{EventContext, NameError, ProjectionType, RecordedEvent, StreamId};
+use crate::model::{EventContext, NameError, ProjectionType, RecordedEvent, StreamId, TraceParent};
 
 /// The namespace of every notification id (UUID v5). Fixed forever: changing
 /// it would change every id and defeat deduplication across versions.
@@ -186,6 +196,13 @@ pub struct Published {
     /// When it was published: `eventTime` / `time`.
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
+    /// The trace of the handler call that published it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::model::lenient_traceparent"
+    )]
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Published {
@@ -225,6 +242,8 @@ pub struct Notification {
     correlation_id: Option<String>,
     causation_id: Option<String>,
     commentary: Option<String>,
+    /// The trace it continues (not part of its identity or its `data`).
+    traceparent: Option<TraceParent>,
     body: Body,
 }
 
@@ -324,6 +343,7 @@ impl Notification {
             correlation_id: None,
             causation_id: None,
             commentary: None,
+            traceparent: published.traceparent,
             body: Body::Published {
                 data: published.data,
                 data_version: published.data_version,
@@ -364,6 +384,7 @@ impl Notification {
             correlation_id: context.correlation_id.clone(),
             causation_id: context.causation_id.clone(),
             commentary: context.commentary.clone(),
+            traceparent: context.traceparent.clone(),
             body,
         }
     }
@@ -417,6 +438,13 @@ impl Notification {
     /// `eventTime` (CloudEvents `time`), RFC 3339 in UTC.
     pub fn time(&self) -> &str {
         &self.time
+    }
+
+    /// The `traceparent` of the span that raised it: sent as the
+    /// CloudEvents `traceparent` extension, and the parent of the spans
+    /// that deliver it.
+    pub fn traceparent(&self) -> Option<&TraceParent> {
+        self.traceparent.as_ref()
     }
 
     /// Its `data` object, whole (payload included), as local handlers get it.
@@ -481,6 +509,7 @@ impl Notification {
                 id: self.id,
                 time: &self.time,
                 datacontenttype: DATA_CONTENT_TYPE,
+                traceparent: self.traceparent.as_ref(),
                 data,
             }),
         };
@@ -561,6 +590,9 @@ struct CloudEvent<'a> {
     id: Uuid,
     time: &'a str,
     datacontenttype: &'static str,
+    /// The distributed tracing extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a TraceParent>,
     data: Data<'a>,
 }
 
@@ -661,6 +693,7 @@ mod tests {
             source: Some("http".into()),
             commentary: Some("opening day".into()),
             handler_version: Some("sha256:abc".into()),
+            traceparent: None,
         }
     }
 
@@ -843,6 +876,29 @@ mod tests {
                 "data": data,
             })
         );
+    }
+
+    #[test]
+    fn the_trace_goes_in_the_cloudevents_extension_never_in_data() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = event("Bank", 2, "MoneyDeposited", r#"{"amount": 5}"#);
+        traced.context.traceparent = Some(parent.parse().unwrap());
+        let notification = Notification::event_appended(&traced).unwrap();
+        let cloud = encoded(&notification, &cloud_events());
+        assert_eq!(cloud["traceparent"], parent);
+        let grid = encoded(&notification, &EventSchema::EventGrid);
+        assert!(grid.get("traceparent").is_none(), "{grid}");
+        for json in [&cloud, &grid] {
+            assert!(!json["data"].to_string().contains(parent), "{json}");
+        }
+        // Everything but the extension is as it is without a trace.
+        let untraced =
+            Notification::event_appended(&event("Bank", 2, "MoneyDeposited", r#"{"amount": 5}"#))
+                .unwrap();
+        let mut cloud = cloud;
+        cloud.as_object_mut().unwrap().remove("traceparent");
+        assert_eq!(cloud, encoded(&untraced, &cloud_events()));
+        assert_eq!(grid, encoded(&untraced, &EventSchema::EventGrid));
     }
 
     #[test]

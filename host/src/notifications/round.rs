@@ -24,6 +24,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::follow::Round;
@@ -82,10 +83,21 @@ pub(super) async fn run(
             && let Some((offset, chunk)) = ledger.add(&read)
         {
             let progress = reports.progress(offset);
-            calls.push(async move {
-                let outcomes = sink.deliver(&chunk, &progress).await;
-                (offset, chunk.len(), outcomes)
-            });
+            let span = tracing::debug_span!(
+                "outbox.dispatch",
+                destination = name,
+                notifications = chunk.len(),
+            );
+            // Filed under the first notification's trace, linked from the
+            // others' (as an Event Grid post is).
+            crate::telemetry::continue_batch(&span, chunk.iter().map(Notification::traceparent));
+            calls.push(
+                async move {
+                    let outcomes = sink.deliver(&chunk, &progress).await;
+                    (offset, chunk.len(), outcomes)
+                }
+                .instrument(span),
+            );
         }
         if overlapping && more && ledger.in_flight() < WINDOW && !ledger.stuck {
             let read = store.read_outbox(ledger.cursor, BATCH).await?;

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -230,6 +231,12 @@ impl ReadsStore for NotificationImports {
 
 type Answer<T, E = wit::StoreError> = wasmtime::Result<Result<T, E>>;
 
+/// The span of one import call, named after the WIT function, inside the
+/// span of the call into the guest that made it.
+fn import_span(function: &'static str) -> tracing::Span {
+    tracing::debug_span!("import", otel.name = function)
+}
+
 /// Between calls an instance runs no guest code, so this is only reached by
 /// a guest that keeps running after its call ended: never, short of a bug.
 fn no_call<E>(refuse: impl FnOnce(String) -> E) -> E {
@@ -279,6 +286,7 @@ impl<R: Role + ReadsStore> event_store::Host for CallState<R> {
                 .await?;
             Ok(events.iter().map(event_to_wit).collect())
         }
+        .instrument(import_span("event-store.read-stream"))
         .await;
         self.noting(answer, store_failed)
     }
@@ -290,6 +298,7 @@ impl<R: Role + ReadsStore> event_store::Host for CallState<R> {
             let reads = reads.ok_or_else(|| no_call(wit::StoreError::Denied))?;
             reads.stream_sequence(&stream).await
         }
+        .instrument(import_span("event-store.stream-sequence"))
         .await;
         self.noting(answer, store_failed)
     }
@@ -315,6 +324,7 @@ impl<R: Role + ReadsStore> event_store::Host for CallState<R> {
                 )
                 .await
         }
+        .instrument(import_span("event-store.list-instances"))
         .await;
         self.noting(answer, store_failed)
     }
@@ -332,6 +342,7 @@ impl<R: Role + ReadsStore> event_store::Host for CallState<R> {
             let reads = reads.ok_or_else(|| no_call(wit::StoreError::Denied))?;
             reads.run_projection(&projection_type, &stream, as_of).await
         }
+        .instrument(import_span("event-store.run-projection"))
         .await;
         self.noting(answer, store_failed)
     }
@@ -344,7 +355,12 @@ impl commands::Host for CallState<NotificationImports> {
     ) -> Answer<commands::CommandOutcome, wit::SendError> {
         let services = self.imports.0.clone();
         let answer = match services {
-            Some(services) => services.send_command(request).await,
+            Some(services) => {
+                services
+                    .send_command(request)
+                    .instrument(import_span("commands.send"))
+                    .await
+            }
             None => Err(no_call(wit::SendError::Denied)),
         };
         self.noting(answer, |error| matches!(error, wit::SendError::Other(_)))
@@ -359,7 +375,12 @@ impl publisher::Host for CallState<NotificationImports> {
     ) -> Answer<(), wit::PublishError> {
         let services = self.imports.0.clone();
         let answer = match services {
-            Some(services) => services.publish(topic, event).await,
+            Some(services) => {
+                services
+                    .publish(topic, event)
+                    .instrument(import_span("publisher.publish"))
+                    .await
+            }
             None => Err(no_call(wit::PublishError::Denied)),
         };
         self.noting(answer, |error| matches!(error, wit::PublishError::Other(_)))

@@ -1209,6 +1209,11 @@ pub(crate) async fn context_payload_and_written_at_round_trip(store: Arc<dyn Eve
         source: Some("http".to_owned()),
         commentary: Some("line one\nline two".to_owned()),
         handler_version: Some("sha256:abc".to_owned()),
+        traceparent: Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        ),
     };
     // Exact text, whitespace and key order included, comes back.
     let payloads = [

@@ -31,5 +31,6 @@ mod secrets;
 mod shutdown;
 mod store_faults;
 mod support;
+mod traces;
 mod two_hosts;
 mod warm;

@@ -36,6 +36,7 @@ fn notification(
         subject: subject.to_owned(),
         data: RawValue::from_string(data.to_owned())?,
         time: "2026-11-27T10:00:00Z".to_owned(),
+        traceparent: None,
     })
 }
 

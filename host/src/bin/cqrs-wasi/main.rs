@@ -4,13 +4,13 @@
 mod client;
 mod project;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cqrs_wasi_host::Secret;
 use cqrs_wasi_host::config::Config;
+use cqrs_wasi_host::telemetry::{self, Telemetry, TelemetryConfig};
 
 /// Event sourcing with handlers as WebAssembly components.
 #[derive(Debug, Parser)]
@@ -79,11 +79,11 @@ async fn serve(
     store_url: Option<String>,
     store_schema: Option<String>,
 ) -> anyhow::Result<()> {
-    init_logging();
     let mut config = match &config_path {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    let _telemetry = telemetry::install(&config.telemetry)?;
     if let Some(listen) = listen {
         config.listen = listen;
     }
@@ -138,14 +138,11 @@ async fn serve(
     Ok(())
 }
 
-/// Logs to stdout, at `info` unless `RUST_LOG` says otherwise.
-pub(crate) fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+/// Logs to stdout, at `info` unless `RUST_LOG` says otherwise, and
+/// exports traces if the `OTEL_*` environment names a collector. Keep what
+/// it returns until the end.
+pub(crate) fn init_logging() -> anyhow::Result<Telemetry> {
+    Ok(telemetry::install(&TelemetryConfig::default())?)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -109,6 +109,9 @@ pub struct RequestRecord {
     pub event_ids: Vec<String>,
     /// The body's size in bytes.
     pub bytes: usize,
+    /// Its `traceparent` header. (Event Grid does not pass it on to
+    /// subscribers, and neither does the stand-in.)
+    pub traceparent: Option<String>,
     /// When it arrived.
     pub at: Instant,
 }
@@ -424,6 +427,7 @@ async fn publish(
                 status: None,
                 event_ids,
                 bytes: body.len(),
+                traceparent: traceparent(&headers),
                 at,
             });
             kill.0.notify_one();
@@ -461,9 +465,17 @@ async fn publish(
         status: Some(response.status().as_u16()),
         event_ids,
         bytes: body.len(),
+        traceparent: traceparent(&headers),
         at,
     });
     response
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Steps 2 to 7 of the module docs; on success records the events and

@@ -7,6 +7,7 @@
 pub mod event_grid;
 pub mod load;
 pub mod logs;
+pub mod otlp;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

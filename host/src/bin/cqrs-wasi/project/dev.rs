@@ -38,7 +38,7 @@ pub(crate) struct DevArgs {
 const POLL: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
-    crate::init_logging();
+    let _telemetry = crate::init_logging()?;
     let dir = args
         .dir
         .canonicalize()
